@@ -1,0 +1,5 @@
+"""vaebench's library: variants, networks, data sets, the trainer and the metrics."""
+from vaes.registry import get_variant, list_variants, register_variant  # noqa: F401
+import vaes.variants  # noqa: F401,E402  (registers the built-in variants)
+
+__all__ = ["get_variant", "list_variants", "register_variant"]

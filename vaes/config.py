@@ -1,0 +1,207 @@
+"""Typed run configuration, validated at construction, overridable as key=value.
+
+A ``TrainConfig`` holds everything that decides a run. Fields left at ``None`` are filled
+from the data set's defaults by :func:`resolve` (the paper's protocol where there is one),
+and the resolved config is saved in every record and hashed into the run's identity.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from typing import Any
+
+from vaes.registry import get_variant, list_variants, variant_options
+
+CHOICES = {
+    "network": ("auto", "resnet", "conv"),
+    "device": ("auto", "cpu", "cuda"),
+    "data_split": ("standard", "test_only"),
+    "fid_engine": ("torch-fidelity", "pytorch-fid"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    # what to train
+    variant: str = "balanced"          # balancing strategy: a name from vaes.list_variants()
+    options: dict = dataclasses.field(default_factory=dict)  # the variant's options (e.g. beta=4)
+    dataset: str = "digits"            # digits, shapes, mnist, fashion_mnist, cifar10, celeba, npz
+    data_root: str = "data"            # where data sets live (torchvision layout); the file for npz
+    download: bool = False             # let torchvision download missing data sets (needs internet)
+    data_split: str = "standard"       # 'test_only': split the test files 80/20 (MNIST t10k here)
+    n_train: int = 0                   # use the first n training images (0 = all), for quick runs
+    image_size: int | None = None      # shapes only: side of the generated images (default 28)
+    network: str = "auto"              # auto: resnet for 32x32 and 64x64, conv for 8x8 and 28x28
+    latent_dim: int | None = None      # d; default 64 (Dai & Wipf), 16 for 8x8 images
+    # how to train (None = the data set's protocol: DESIGN.md, "Paper protocol")
+    epochs: int | None = None          # training epochs of the (first-stage) VAE
+    batch_size: int = 100              # the paper's batch size
+    lr: float | None = None            # Adam learning rate
+    lr_halve_every: int | None = None  # halve the learning rate every this many epochs (0 = never)
+    seed: int = 0                      # seeds weights, batches and sampling noise
+    # two-stage VAE (Dai & Wipf 2019)
+    two_stage: bool = False            # also fit a second-stage VAE on the latent codes
+    stage2_variant: str = "balanced"   # balancing of the second stage
+    stage2_epochs: int | None = None   # default: twice the first stage's epochs (the paper's ratio)
+    stage2_width: int | None = None    # MLP width; default 2048 for 32x32, 4096 for 64x64, else 1024
+    stage2_depth: int = 3              # MLP depth (hidden layers)
+    stage2_latent_dim: int | None = None  # dimension of u; default: same as z
+    # evaluation
+    eval_images: int = 10_000          # images per quality metric (FID uses 10k in the literature)
+    fid: bool = True                   # compute FID when Inception weights are available
+    fid_engine: str = "torch-fidelity" # torch-fidelity resizes like TensorFlow's original FID
+    fid_weights: str | None = None     # local Inception weights file (else $VAEBENCH_INCEPTION_WEIGHTS)
+    # machinery
+    device: str = "auto"               # auto picks cuda when available
+    bf16: bool = False                 # bf16 autocast on CUDA
+    compile: bool = False              # torch.compile the model
+    checkpoint_every: int = 1          # epochs between checkpoints (also written on SIGTERM/SIGUSR1)
+    cache_dir: str = ""                # reference statistics and classifiers; '' = ~/.cache/vaebench
+    out: str = "runs/run"              # run folder: record.json, checkpoint, grids
+
+    def __post_init__(self):
+        get_variant(self.variant)  # raises with the list of variants
+        get_variant(self.stage2_variant)
+        from vaes.data import DATASETS
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset={self.dataset!r} is unknown; choose one of: {', '.join(DATASETS)}")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not valid; choose one of: "
+                                 f"{', '.join(allowed)}")
+        for name in ("batch_size", "stage2_depth", "checkpoint_every", "eval_images"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("epochs", "latent_dim", "stage2_epochs", "stage2_width", "image_size"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ValueError(f"{name} must be >= 1 (or unset), got {v}")
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.n_train < 0:
+            raise ValueError(f"n_train must be >= 0 (0 = all), got {self.n_train}")
+        variant_opts(self)  # validates the variant's options
+
+    def replace(self, **changes) -> "TrainConfig":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def variant_opts(cfg: TrainConfig):
+    """The variant's options dataclass instance built from ``cfg.options``."""
+    cls = variant_options(cfg.variant)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(cfg.options) - names
+    if unknown:
+        raise ValueError(f"variant {cfg.variant!r} has no option {', '.join(sorted(unknown))}; "
+                         f"its options are: {', '.join(sorted(names)) or '(none)'}")
+    hints = typing.get_type_hints(cls)
+    # 4 and 4.0 are the same beta: normalise so that equal configs hash equally
+    opts = {k: float(v) if hints[k] in (float, float | str) and type(v) is int else v
+            for k, v in cfg.options.items()}
+    return cls(**opts)
+
+
+def to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """Plain JSON-able dict, with the variant's options resolved to their full set."""
+    d = dataclasses.asdict(cfg)
+    d["options"] = dataclasses.asdict(variant_opts(cfg))
+    return d
+
+
+def from_dict(d: dict[str, Any]) -> TrainConfig:
+    """Inverse of :func:`to_dict` (unknown keys are an error)."""
+    return TrainConfig(**d)
+
+
+def run_id(cfg: TrainConfig) -> str:
+    """Identity of a run: a hash of its resolved config and seed (not of where it is written
+    nor on which device it runs)."""
+    d = to_dict(cfg)
+    for k in ("out", "device", "cache_dir", "data_root", "download"):
+        d.pop(k)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# ---- key=value overrides ---------------------------------------------------------------
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _convert(raw: str, tp, key: str):
+    """Parse ``raw`` as type ``tp`` (bool, int, float, str, unions with None or str)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if type(None) in args and raw.lower() in ("none", "null", "auto"):
+            return None
+        errors = []
+        for a in sorted((a for a in args if a is not type(None)), key=lambda a: a is str):
+            try:
+                return _convert(raw, a, key)
+            except ValueError as e:
+                errors.append(str(e))
+        raise ValueError("; ".join(errors))
+    if tp is bool:
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        raise ValueError(f"{key}={raw!r}: expected a boolean (true/false)")
+    if tp in (int, float):
+        try:
+            return tp(raw)
+        except ValueError:
+            raise ValueError(f"{key}={raw!r}: expected {tp.__name__}") from None
+    if tp is str:
+        return raw
+    raise TypeError(f"{key}: cannot parse values of type {tp}")
+
+
+def field_help() -> list[tuple[str, str, str]]:
+    """(name, default, comment) of every config field, read from this file's comments."""
+    import inspect
+    src = inspect.getsource(TrainConfig).splitlines()
+    out = []
+    for f in dataclasses.fields(TrainConfig):
+        line = next((s for s in src if s.strip().startswith(f.name + ":")), "")
+        comment = line.split("#", 1)[1].strip() if "#" in line else ""
+        default = "{}" if f.name == "options" else repr(f.default)
+        out.append((f.name, default, comment))
+    return out
+
+
+def parse_overrides(args: list[str], base: TrainConfig | None = None) -> TrainConfig:
+    """Build a config from ``key=value`` strings. Keys are config fields or options of the
+    chosen variant; an unknown key or a value of the wrong type is an error listing the choices."""
+    base = base or TrainConfig()
+    pairs = []
+    for a in args:
+        if "=" not in a:
+            raise ValueError(f"expected key=value, got {a!r} (see --help for the keys)")
+        k, v = a.split("=", 1)
+        pairs.append((k.strip(), v.strip()))
+    hints = typing.get_type_hints(TrainConfig)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"options"}
+    changes: dict[str, Any] = {}
+    for k, v in pairs:  # config fields first: the variant decides which options exist
+        if k in fields:
+            changes[k] = _convert(v, hints[k], k)
+    variant = changes.get("variant", base.variant)
+    if variant not in list_variants():
+        raise ValueError(f"variant={variant!r} is unknown; choose one of: {', '.join(list_variants())}")
+    opts_cls = variant_options(variant)
+    opt_hints = typing.get_type_hints(opts_cls)
+    options = dict(base.options) if variant == base.variant else {}
+    for k, v in pairs:
+        if k in fields:
+            continue
+        if k not in opt_hints:
+            raise ValueError(
+                f"unknown key {k!r}. Config fields: {', '.join(sorted(fields))}. "
+                f"Options of variant {variant!r}: {', '.join(sorted(opt_hints)) or '(none)'}")
+        options[k] = _convert(v, opt_hints[k], k)
+    return dataclasses.replace(base, **changes, options=options)

@@ -1,0 +1,318 @@
+"""Data sets behind one interface: uint8 images N x C x H x W with a train and a held-out split.
+
+- ``digits``: scikit-learn's bundled 8x8 digits (1,797 real images, no download);
+- ``shapes``: procedural dSprites-like images (square, ellipse, heart; scale, rotation,
+  position), generated at any size from a seed;
+- ``mnist``, ``fashion_mnist``, ``cifar10``, ``celeba``: torchvision's data sets under
+  ``data_root`` (``download=True`` fetches them where there is internet);
+- ``npz``: a user's own images in an .npz file.
+
+A missing or corrupt data set raises :class:`DataMissing`, naming the path, what was
+expected there and how to get it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import math
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+
+class DataMissing(FileNotFoundError):
+    """A data set is absent or corrupt; the message says where and how to get it."""
+
+
+@dataclasses.dataclass
+class ImageData:
+    """A data set in memory. Images are uint8 (N, C, H, W); labels (N,) or (N, F) or None."""
+    name: str
+    train: torch.Tensor
+    test: torch.Tensor
+    train_labels: torch.Tensor | None = None
+    test_labels: torch.Tensor | None = None
+    note: str = ""                        # provenance, e.g. 'train/held-out split of the t10k files'
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.shape[1:])
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """Training defaults of a data set: the paper's where it has one (DESIGN.md)."""
+    epochs: int
+    lr: float
+    lr_halve_every: int  # 0 = never
+    stage2_epochs: int
+
+
+# ---- small helpers ---------------------------------------------------------------------
+
+def _split(x: torch.Tensor, y: torch.Tensor | None, frac_test: float, seed: int = 0):
+    """Seeded random split into (train, test) parts."""
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    n_test = int(round(len(x) * frac_test))
+    te, tr = perm[:n_test], perm[n_test:]
+    pick = (lambda t, i: None if t is None else t[i])
+    return x[tr], x[te], pick(y, tr), pick(y, te)
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ---- digits ----------------------------------------------------------------------------
+
+def load_digits_data(root: str, download: bool, **_) -> ImageData:
+    """scikit-learn's 8x8 digits, 0..16 scaled to 0..255; a fixed 1,500 / 297 split."""
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    x = torch.from_numpy(np.round(d.images * (255 / 16)).astype(np.uint8)).unsqueeze(1)
+    y = torch.from_numpy(d.target).long()
+    xtr, xte, ytr, yte = _split(x, y, frac_test=297 / 1797)
+    return ImageData("digits", xtr, xte, ytr, yte, note="scikit-learn load_digits, seeded 1500/297 split")
+
+
+# ---- shapes ----------------------------------------------------------------------------
+
+SHAPE_FACTORS = {"shape": 3, "scale": 6, "rotation": 10, "pos_x": 8, "pos_y": 8}
+
+
+def render_shapes(factors: torch.Tensor, size: int, supersample: int = 2) -> torch.Tensor:
+    """Render (N, 5) integer factors (shape, scale, rotation, pos_x, pos_y) to uint8 (N, 1, S, S)."""
+    n = len(factors)
+    f = factors.float()
+    scale = 0.10 + 0.04 * f[:, 1]                           # half-size as a fraction of the image
+    theta = f[:, 2] * (2 * math.pi / SHAPE_FACTORS["rotation"])
+    px = 0.3 + 0.4 * f[:, 3] / (SHAPE_FACTORS["pos_x"] - 1)  # centre stays inside the frame
+    py = 0.3 + 0.4 * f[:, 4] / (SHAPE_FACTORS["pos_y"] - 1)
+    s = size * supersample
+    g = (torch.arange(s, dtype=torch.float32) + 0.5) / s
+    v, u = torch.meshgrid(g, g, indexing="ij")             # (s, s): rows are y
+    dx = (u[None] - px[:, None, None]) / scale[:, None, None]
+    dy = (v[None] - py[:, None, None]) / scale[:, None, None]
+    c, si = torch.cos(theta)[:, None, None], torch.sin(theta)[:, None, None]
+    x, y = c * dx + si * dy, -si * dx + c * dy               # rotate into the shape's frame
+    square = torch.maximum(x.abs(), y.abs()) <= 0.8
+    ellipse = x.pow(2) + (y / 0.55).pow(2) <= 1
+    hx, hy = 1.1 * x, -1.1 * y + 0.15                         # heart curve (x^2+y^2-1)^3 = x^2 y^3
+    heart = (hx.pow(2) + hy.pow(2) - 1).pow(3) - hx.pow(2) * hy.pow(3) <= 0
+    kind = factors[:, 0][:, None, None]
+    mask = torch.where(kind == 0, square, torch.where(kind == 1, ellipse, heart)).float()
+    img = torch.nn.functional.avg_pool2d(mask[:, None], supersample)  # anti-alias
+    return (img * 255).round().to(torch.uint8).view(n, 1, size, size)
+
+
+def load_shapes_data(root: str, download: bool, *, image_size: int | None = None,
+                     n: int = 12_000, seed: int = 1234, **_) -> ImageData:
+    """Procedural shapes with random factors; labels are the (N, 5) factors."""
+    size = image_size or 28
+    gen = torch.Generator().manual_seed(seed)
+    factors = torch.stack([torch.randint(k, (n,), generator=gen) for k in SHAPE_FACTORS.values()], 1)
+    imgs = torch.cat([render_shapes(factors[i:i + 2000], size) for i in range(0, n, 2000)])
+    xtr, xte, ytr, yte = _split(imgs, factors, frac_test=1 / 6)
+    return ImageData("shapes", xtr, xte, ytr, yte, note=f"procedural shapes {size}x{size}, seed {seed}")
+
+
+# ---- MNIST and Fashion-MNIST -----------------------------------------------------------
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped), the format of the MNIST files."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _mnist_like(name: str, cls_name: str, root: str, download: bool) -> ImageData | dict:
+    import torchvision.datasets as tvd
+    cls = getattr(tvd, cls_name)
+    if download:  # torchvision's own download and parsing
+        parts = [cls(root, train=t, download=True) for t in (True, False)]
+        return ImageData(name, parts[0].data.unsqueeze(1), parts[1].data.unsqueeze(1),
+                         parts[0].targets.long(), parts[1].targets.long(), note="torchvision")
+    # Read the IDX files where they lie: torchvision's layout (ROOT/MNIST/raw) or a plain folder,
+    # gzipped or not, checking the .gz files against torchvision's checksums.
+    md5 = dict(cls.resources)
+    folders = [Path(root) / cls.__name__ / "raw", Path(root) / name, Path(root)]
+    found: dict[str, np.ndarray] = {}
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                 "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        for folder in folders:
+            for path in (folder / stem, folder / (stem + ".gz")):
+                if path.is_file():
+                    if path.suffix == ".gz" and path.name in md5 and _md5(path) != md5[path.name]:
+                        raise DataMissing(
+                            f"{path} is corrupt (MD5 differs from torchvision's {md5[path.name]}); "
+                            f"delete it and download again (download=true) or copy a good one")
+                    found[stem] = _read_idx(path)
+                    break
+            if stem in found:
+                break
+    return found
+
+
+def _load_mnist_family(name: str, cls_name: str, root: str, download: bool, data_split: str) -> ImageData:
+    got = _mnist_like(name, cls_name, root, download)
+    if isinstance(got, ImageData):
+        return got
+    where = f"{root}/{cls_name}/raw/, {root}/{name}/ or {root}/"
+    need = ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    if data_split == "standard":
+        need = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"] + need
+    missing = [s for s in need if s not in got]
+    if missing:
+        hint = ("; to use the test files alone, split 80/20, pass data_split=test_only"
+                if data_split == "standard" and "t10k-images-idx3-ubyte" in got else "")
+        raise DataMissing(
+            f"{name}: missing {', '.join(m + '[.gz]' for m in missing)} in {where}. "
+            f"Get them with download=true (needs internet; torchvision.datasets.{cls_name}) "
+            f"or copy the IDX files there{hint}")
+    te_x = torch.from_numpy(got["t10k-images-idx3-ubyte"].copy()).unsqueeze(1)
+    te_y = torch.from_numpy(got["t10k-labels-idx1-ubyte"].astype(np.int64))
+    if data_split == "test_only":
+        xtr, xte, ytr, yte = _split(te_x, te_y, frac_test=0.2)
+        return ImageData(name, xtr, xte, ytr, yte,
+                         note=f"{name} t10k files only, seeded 80/20 train/held-out split")
+    tr_x = torch.from_numpy(got["train-images-idx3-ubyte"].copy()).unsqueeze(1)
+    tr_y = torch.from_numpy(got["train-labels-idx1-ubyte"].astype(np.int64))
+    return ImageData(name, tr_x, te_x, tr_y, te_y, note=f"{name} standard train/test split")
+
+
+def load_mnist_data(root: str, download: bool, data_split: str = "standard", **_) -> ImageData:
+    """MNIST: 60k/10k 28x28 grey images."""
+    return _load_mnist_family("mnist", "MNIST", root, download, data_split)
+
+
+def load_fashion_mnist_data(root: str, download: bool, data_split: str = "standard", **_) -> ImageData:
+    """Fashion-MNIST: 60k/10k 28x28 grey images."""
+    return _load_mnist_family("fashion_mnist", "FashionMNIST", root, download, data_split)
+
+
+# ---- CIFAR-10 and CelebA ---------------------------------------------------------------
+
+def load_cifar10_data(root: str, download: bool, data_split: str = "standard", **_) -> ImageData:
+    """CIFAR-10 through torchvision: 50k/10k 32x32 colour images."""
+    import torchvision.datasets as tvd
+    parts = []
+    for train in (True, False):
+        try:
+            ds = tvd.CIFAR10(root, train=train, download=download)
+        except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
+            raise DataMissing(
+                f"cifar10: {e} Looked in {Path(root) / 'cifar-10-batches-py'} for torchvision's "
+                f"python batches (data_batch_1..5, test_batch). Get them with download=true "
+                f"(needs internet) or unpack cifar-10-python.tar.gz into {root}") from None
+        parts.append(ds)
+    x = [torch.from_numpy(p.data).permute(0, 3, 1, 2).contiguous() for p in parts]
+    y = [torch.tensor(p.targets).long() for p in parts]
+    data = ImageData("cifar10", x[0], x[1], y[0], y[1], note="torchvision CIFAR10")
+    return _test_only(data) if data_split == "test_only" else data
+
+
+def _celeba_split(root: str, split: str, download: bool) -> torch.Tensor:
+    """One CelebA split, centre-cropped to 128 and resized to 64, cached as uint8 .npy."""
+    import torchvision.datasets as tvd
+    import torchvision.transforms.v2 as T
+    cache = Path(root) / "celeba" / f"vaebench_64_{split}.npy"
+    if cache.is_file():
+        return torch.from_numpy(np.load(cache))
+    try:
+        ds = tvd.CelebA(root, split=split, target_type=[], download=download)
+    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
+        raise DataMissing(
+            f"celeba: {e} Looked in {Path(root) / 'celeba'} for img_align_celeba/ and the "
+            f"list_*.txt files of torchvision's CelebA layout. download=true tries Google Drive "
+            f"(often over quota); else download them by hand into {Path(root) / 'celeba'}") from None
+    tf = T.Compose([T.PILToTensor(), T.CenterCrop(128), T.Resize(64, antialias=True)])
+    from tqdm import tqdm
+    imgs = torch.stack([tf(ds[i][0]) for i in tqdm(range(len(ds)), desc=f"celeba {split} -> 64x64")])
+    tmp = cache.with_suffix(".tmp.npy")
+    np.save(tmp, imgs.numpy())
+    os.replace(tmp, cache)
+    return imgs
+
+
+def load_celeba_data(root: str, download: bool, data_split: str = "standard", **_) -> ImageData:
+    """CelebA 64x64 (centre crop 128, resize 64, as Dai & Wipf and Asperti & Trentin)."""
+    data = ImageData("celeba", _celeba_split(root, "train", download),
+                     _celeba_split(root, "test", download), note="torchvision CelebA, crop 128 -> 64")
+    return _test_only(data) if data_split == "test_only" else data
+
+
+def _test_only(data: ImageData) -> ImageData:
+    xtr, xte, ytr, yte = _split(data.test, data.test_labels, frac_test=0.2)
+    return ImageData(data.name, xtr, xte, ytr, yte, note=data.note + "; test split only, 80/20")
+
+
+# ---- a user's own images ---------------------------------------------------------------
+
+def load_npz_data(root: str, download: bool, **_) -> ImageData:
+    """Images from an .npz file at ``data_root``: arrays 'train' and 'test' (or one 'images',
+    split 90/10), uint8, N x H x W, N x H x W x C or N x C x H x W; optional '*_labels'."""
+    path = Path(root)
+    if not path.is_file():
+        raise DataMissing(f"npz: no file at data_root={root!r}; save your images with "
+                          "numpy.savez(path, train=uint8 array, test=uint8 array) and pass its path")
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+
+    def chw(a: np.ndarray, key: str) -> torch.Tensor:
+        if a.dtype != np.uint8:
+            raise ValueError(f"npz: array {key!r} in {path} is {a.dtype}; convert to uint8 0..255")
+        if a.ndim == 3:
+            a = a[:, None]
+        elif a.ndim == 4 and a.shape[-1] in (1, 3) and a.shape[1] not in (1, 3):
+            a = a.transpose(0, 3, 1, 2)
+        if a.ndim != 4 or a.shape[1] not in (1, 3):
+            raise ValueError(f"npz: array {key!r} has shape {a.shape}; expected N x H x W, "
+                             "N x H x W x C or N x C x H x W with C in (1, 3)")
+        return torch.from_numpy(np.ascontiguousarray(a))
+
+    lab = (lambda k: torch.from_numpy(arrays[k]).long() if k in arrays else None)
+    if "train" in arrays and "test" in arrays:
+        return ImageData("npz", chw(arrays["train"], "train"), chw(arrays["test"], "test"),
+                         lab("train_labels"), lab("test_labels"), note=str(path))
+    if "images" in arrays:
+        xtr, xte, ytr, yte = _split(chw(arrays["images"], "images"), lab("labels"), frac_test=0.1)
+        return ImageData("npz", xtr, xte, ytr, yte, note=f"{path}, seeded 90/10 split")
+    raise DataMissing(f"npz: {path} holds arrays {sorted(arrays)}; expected 'train' and 'test', "
+                      "or 'images'")
+
+
+DATASETS: dict[str, tuple[Callable[..., ImageData], Protocol]] = {
+    # name: (loader, protocol). CIFAR-10 and CelebA follow Asperti & Trentin's code.
+    "digits": (load_digits_data, Protocol(epochs=40, lr=1e-3, lr_halve_every=0, stage2_epochs=80)),
+    "shapes": (load_shapes_data, Protocol(epochs=20, lr=1e-3, lr_halve_every=0, stage2_epochs=40)),
+    "mnist": (load_mnist_data, Protocol(epochs=30, lr=1e-3, lr_halve_every=0, stage2_epochs=60)),
+    "fashion_mnist": (load_fashion_mnist_data,
+                      Protocol(epochs=30, lr=1e-3, lr_halve_every=0, stage2_epochs=60)),
+    "cifar10": (load_cifar10_data, Protocol(epochs=700, lr=1e-4, lr_halve_every=250, stage2_epochs=1400)),
+    "celeba": (load_celeba_data, Protocol(epochs=70, lr=5e-5, lr_halve_every=60, stage2_epochs=140)),
+    "npz": (load_npz_data, Protocol(epochs=30, lr=1e-3, lr_halve_every=0, stage2_epochs=60)),
+}
+
+
+def load_dataset(name: str, root: str = "data", *, download: bool = False,
+                 data_split: str = "standard", image_size: int | None = None) -> ImageData:
+    """Load data set ``name`` (see DATASETS) as uint8 tensors."""
+    if name not in DATASETS:
+        raise ValueError(f"dataset={name!r} is unknown; choose one of: {', '.join(DATASETS)}")
+    loader, _ = DATASETS[name]
+    data = loader(root, download, data_split=data_split, image_size=image_size)
+    if data_split == "test_only" and "test" not in data.note and name in ("digits", "shapes", "npz"):
+        raise ValueError(f"data_split=test_only applies to data sets with a test split file; "
+                         f"{name} has its own split")
+    return data

@@ -1,0 +1,184 @@
+"""Encoders and decoders shared by every variant, chosen by image size.
+
+- ``resnet``: the residual network of Dai & Wipf (2019) as used by Asperti & Trentin
+  (2020): 3 scales for 32x32 (about 5.2M parameters), 4 for 64x64 (about 19.3M).
+- ``conv``: a small conv net for 28x28 and 8x8 grey images (MNIST, Fashion-MNIST, digits).
+- ``mlp``: the second stage of the two-stage VAE, on latent vectors.
+
+Every encoder maps x (B, C, H, W) in [0, 1] to (mu, logvar), each (B, d); every decoder
+maps z (B, d) to logits of the shape of x (the VAE applies the sigmoid).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class ResBlock(nn.Module):
+    """BN-ReLU-conv3x3 twice, with a 3x3 conv shortcut (Dai & Wipf's block)."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.BatchNorm2d(c_in), nn.ReLU(), nn.Conv2d(c_in, c_out, 3, padding=1),
+            nn.BatchNorm2d(c_out), nn.ReLU(), nn.Conv2d(c_out, c_out, 3, padding=1),
+        )
+        self.shortcut = nn.Conv2d(c_in, c_out, 3, padding=1)
+
+    def forward(self, x):
+        return self.body(x) + self.shortcut(x)
+
+
+class ResFC(nn.Module):
+    """Residual fully connected block: x + W2 relu(W1 relu(x))."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class ResNetEncoder(nn.Module):
+    """Residual encoder: two ResBlocks per scale, channels doubling (32, 64, 128, 256), then
+    global average pooling and two residual dense blocks of width ``fc``."""
+
+    def __init__(self, channels: int, latent_dim: int, scales: int, base: int = 32, fc: int = 512):
+        super().__init__()
+        dims = [base * 2**s for s in range(scales)]          # 32, 64, 128 (, 256)
+        layers: list[nn.Module] = [nn.Conv2d(channels, dims[0], 3, padding=1)]
+        for s, dim in enumerate(dims):
+            layers += [ResBlock(dim, dim), ResBlock(dim, dim)]
+            if s + 1 < scales:  # a strided 3x3 conv halves the resolution between scales
+                layers.append(nn.Conv2d(dim, dims[s + 1], 3, stride=2, padding=1))
+        layers += [nn.BatchNorm2d(dims[-1]), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                   nn.Linear(dims[-1], fc), ResFC(fc), ResFC(fc), nn.ReLU()]
+        self.body = nn.Sequential(*layers)
+        self.mu = nn.Linear(fc, latent_dim)
+        self.logvar = nn.Linear(fc, latent_dim)
+
+    def forward(self, x):
+        h = self.body(x)                                      # (B, fc)
+        return self.mu(h), self.logvar(h)
+
+
+class ResNetDecoder(nn.Module):
+    """Dense layer to a 2x2 map, then per doubling a 4x4 transposed conv and two ResBlocks."""
+
+    def __init__(self, channels: int, latent_dim: int, image_size: int, scales: int, base: int = 32):
+        super().__init__()
+        ups = int(math.log2(image_size // 2))                # 2x2 -> HxW: 4 doublings for 32
+        # the encoder's width at each resolution 2^(i+1): 128,128,128,64,32 for 32x32
+        dims = [base * 2**min(ups - i, scales - 1) for i in range(ups + 1)]
+        self.dim0 = dims[0]
+        self.fc = nn.Linear(latent_dim, dims[0] * 4)
+        layers: list[nn.Module] = []
+        for i in range(ups):
+            layers += [nn.BatchNorm2d(dims[i]), nn.ReLU(),
+                       nn.ConvTranspose2d(dims[i], dims[i + 1], 4, stride=2, padding=1),
+                       ResBlock(dims[i + 1], dims[i + 1]), ResBlock(dims[i + 1], dims[i + 1])]
+        layers += [nn.BatchNorm2d(dims[-1]), nn.ReLU(), nn.Conv2d(dims[-1], channels, 3, padding=1)]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, z):
+        h = self.fc(z).view(-1, self.dim0, 2, 2)              # (B, dim0, 2, 2)
+        return self.body(h)                                   # (B, C, H, W) logits
+
+
+class ConvEncoder(nn.Module):
+    """Small conv encoder for 8x8 and 28x28 grey images: two strided convs and a dense layer."""
+
+    def __init__(self, channels: int, latent_dim: int, image_size: int, width: int = 32, fc: int = 256):
+        super().__init__()
+        s = (image_size + 3) // 4                             # spatial size after two stride-2 convs
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, width, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Flatten(), nn.Linear(2 * width * s * s, fc), nn.ReLU(),
+        )
+        self.mu = nn.Linear(fc, latent_dim)
+        self.logvar = nn.Linear(fc, latent_dim)
+
+    def forward(self, x):
+        h = self.body(x)
+        return self.mu(h), self.logvar(h)
+
+
+class ConvDecoder(nn.Module):
+    """Mirror of ConvEncoder with transposed convs; crops to the image size (28 = 32 - 4)."""
+
+    def __init__(self, channels: int, latent_dim: int, image_size: int, width: int = 32, fc: int = 256):
+        super().__init__()
+        self.s = (image_size + 3) // 4
+        self.width = width
+        self.image_size = image_size
+        self.fc = nn.Sequential(nn.Linear(latent_dim, fc), nn.ReLU(),
+                                nn.Linear(fc, 2 * width * self.s * self.s), nn.ReLU())
+        self.body = nn.Sequential(
+            nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(width, channels, 4, stride=2, padding=1),
+        )
+
+    def forward(self, z):
+        h = self.fc(z).view(-1, 2 * self.width, self.s, self.s)
+        out = self.body(h)                                    # (B, C, 4s, 4s)
+        return out[..., : self.image_size, : self.image_size]
+
+
+class MLP(nn.Module):
+    """``depth`` dense layers of ``width`` with ReLU, then a linear output (second stage)."""
+
+    def __init__(self, d_in: int, d_out: int, width: int, depth: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for i in range(depth):
+            layers += [nn.Linear(d_in if i == 0 else width, width), nn.ReLU()]
+        layers.append(nn.Linear(width if depth else d_in, d_out))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+class MLPEncoder(nn.Module):
+    """Second-stage encoder: z (B, d) -> (mu, logvar) of u, each (B, d_u)."""
+
+    def __init__(self, d_in: int, latent_dim: int, width: int, depth: int):
+        super().__init__()
+        self.body = MLP(d_in, 2 * latent_dim, width, depth)
+
+    def forward(self, z):
+        return self.body(z).chunk(2, dim=1)
+
+
+def build_networks(kind: str, shape: tuple[int, ...], latent_dim: int, **kw) -> tuple[nn.Module, nn.Module]:
+    """Encoder and decoder of ``kind`` ('resnet', 'conv', 'mlp') for data of ``shape``."""
+    if kind == "mlp":
+        (d,) = shape
+        return (MLPEncoder(d, latent_dim, kw["width"], kw["depth"]),
+                MLP(latent_dim, d, kw["width"], kw["depth"]))
+    c, h, w = shape
+    if h != w:
+        raise ValueError(f"networks need square images, got {h}x{w}")
+    if kind == "resnet":
+        if h not in (32, 64):
+            raise ValueError(f"network=resnet is defined for 32x32 and 64x64 images, got {h}x{h}; "
+                             "use network=conv for small grey images")
+        scales = {32: 3, 64: 4}[h]
+        return ResNetEncoder(c, latent_dim, scales), ResNetDecoder(c, latent_dim, h, scales)
+    if kind == "conv":
+        return ConvEncoder(c, latent_dim, h), ConvDecoder(c, latent_dim, h)
+    raise ValueError(f"unknown network {kind!r}; choose one of: auto, resnet, conv")
+
+
+def default_network(shape: tuple[int, ...]) -> str:
+    """The network a data set of this shape gets by default: resnet for 32 and 64 pixels."""
+    return "resnet" if shape[-1] in (32, 64) else "conv"
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

@@ -1,0 +1,84 @@
+"""Run records and checkpoints on disk, written atomically (temporary file, then rename)."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write JSON atomically: a reader sees the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1, allow_nan=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: str | Path) -> dict | None:
+    """The JSON object at ``path``, or None when there is none."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def save_torch(path: str | Path, obj: Any) -> None:
+    """torch.save atomically (a killed process never leaves a torn checkpoint)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class CorruptCheckpoint(RuntimeError):
+    """A checkpoint file exists but cannot be read."""
+
+
+def load_torch(path: str | Path) -> Any:
+    """torch.load(weights_only=True), turning a damaged file into a clear error."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError) as e:  # torch raises these on a bad file
+        raise CorruptCheckpoint(
+            f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e)[:200]}); "
+            f"delete it to restart the run from scratch") from None
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the libraries that decide the numbers."""
+    import numpy
+    import torchvision
+    out = {"python": platform.python_version(), "torch": torch.__version__,
+           "torchvision": torchvision.__version__, "numpy": numpy.__version__}
+    from importlib.metadata import PackageNotFoundError, version
+    for pkg in ("vaebench", "torch-fidelity", "pytorch-fid", "optuna"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def git_commit() -> str | None:
+    """The commit of the code that ran (with '+dirty' for uncommitted changes), if in a checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (sha + ("+dirty" if dirty else "")) if sha else None

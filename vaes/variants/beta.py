@@ -1,0 +1,48 @@
+"""beta-VAE with a fixed decoder variance (Higgins et al., ICLR 2017).
+
+With beta = 1 and gamma = 1 this is the "VAE, fixed gamma" baseline of Dai & Wipf (2019).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from vaes.losses import bernoulli_nll, kl_standard_normal, squared_error
+from vaes.registry import register_variant
+
+
+@dataclasses.dataclass(frozen=True)
+class BetaOptions:
+    beta: float = 1.0              # weight of the KL term; 1 is the plain ELBO with gamma = 1
+    likelihood: str = "gaussian"   # 'gaussian' (1/2 squared error) or 'bernoulli' (cross-entropy)
+
+    def __post_init__(self):
+        if self.beta < 0:
+            raise ValueError(f"beta must be >= 0, got {self.beta}")
+        if self.likelihood not in ("gaussian", "bernoulli"):
+            raise ValueError(f"likelihood must be 'gaussian' or 'bernoulli', got {self.likelihood!r}")
+
+
+@register_variant("beta", options=BetaOptions)
+class Beta(nn.Module):
+    """loss = 1/2 sum (x - x_hat)^2 + beta * KL   (or BCE + beta * KL)."""
+
+    def __init__(self, opts: BetaOptions, *, shape: tuple[int, ...], latent_dim: int):
+        super().__init__()
+        self.opts = opts
+
+    def loss(self, x, out):
+        sse = squared_error(x, out["x_hat"])
+        if self.opts.likelihood == "bernoulli":
+            recon = bernoulli_nll(x, out["logits"])
+        else:
+            recon = 0.5 * sse                           # Gaussian NLL with gamma = 1, constants dropped
+        kl = kl_standard_normal(out["mu"], out["logvar"])
+        loss = recon + self.opts.beta * kl
+        return {"loss": loss.mean(), "recon": recon.mean(), "kl": kl.mean(),
+                "mse": sse.mean() / x[0].numel()}
+
+    def gamma(self):
+        return None if self.opts.likelihood == "bernoulli" else torch.ones(())
