@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import platform
 import subprocess
 import tempfile
@@ -50,7 +51,7 @@ def load_torch(path: str | Path) -> Any:
     """torch.load(weights_only=True), turning a damaged file into a clear error."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError) as e:  # torch raises these on a bad file
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as e:  # a bad file
         raise CorruptCheckpoint(
             f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e)[:200]}); "
             f"delete it to restart the run from scratch") from None

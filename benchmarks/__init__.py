@@ -1,0 +1,1 @@
+"""Benchmark suites, the runner and the reports: python -m benchmarks.run --suite NAME."""

@@ -1,0 +1,1 @@
+"""Optuna studies and their submitit launcher: python -m sweeps.run --study NAME."""

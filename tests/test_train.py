@@ -1,0 +1,124 @@
+"""The trainer end to end: records, resume after SIGTERM, NaN and missing-data failures."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from vaes.config import TrainConfig
+from vaes.records import load_torch
+from vaes.train import train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "vaes.train", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, **kw)
+
+
+def test_cli_writes_the_promised_record(tmp_path):
+    out = tmp_path / "run"
+    res = run_cli("variant=balanced", "dataset=digits", "epochs=3", "seed=0", f"out={out}")
+    assert res.returncode == 0, res.stderr
+    rec = json.loads((out / "record.json").read_text())
+    assert rec["status"] == "finished" and rec["seed"] == 0 and rec["reason"] is None
+    assert rec["config"]["variant"] == "balanced" and rec["config"]["options"]["momentum"] == 0.99
+    assert rec["n_params"] > 0 and len(rec["history"]) == 3
+    assert {"loss", "recon", "kl", "gamma"} <= set(rec["history"][0])
+    for k in ("recon_mse", "kl", "gamma", "active_units", "psnr", "neg_elbo"):
+        assert k in rec["metrics"]
+    assert rec["timings"]["train_images_per_second"] > 0
+    assert rec["versions"]["torch"] == torch.__version__ and "git_commit" in rec
+    assert not (out / "checkpoint.pt").exists() and (out / "model.pt").is_file()
+    load_torch(out / "model.pt")  # weights_only=True
+    # gamma of the balanced variant only goes down (monotone running MSE)
+    gammas = [h["gamma"] for h in rec["history"]]
+    assert gammas == sorted(gammas, reverse=True) and gammas[0] < 1
+
+
+def test_rerun_of_a_finished_run_changes_nothing(tmp_path):
+    cfg = TrainConfig(variant="beta", dataset="digits", epochs=1, out=str(tmp_path))
+    first = train(cfg)
+    mtime = (tmp_path / "record.json").stat().st_mtime_ns
+    assert train(cfg) == first and (tmp_path / "record.json").stat().st_mtime_ns == mtime
+
+
+def test_sigterm_checkpoints_and_the_rerun_ends_where_an_uninterrupted_run_ends(tmp_path):
+    args = ["variant=balanced", "dataset=digits", "epochs=40", "seed=1", "checkpoint_every=1000"]
+    ref = run_cli(*args, f"out={tmp_path / 'ref'}")
+    assert ref.returncode == 0, ref.stderr
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "vaes.train", *args, f"out={out}"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until training has started (record written), then mid-run
+        rec = out / "record.json"
+        if rec.is_file() and json.loads(rec.read_text())["status"] == "running":
+            break
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 3
+    rec = json.loads((out / "record.json").read_text())
+    assert rec["status"] == "interrupted" and "SIGTERM" in rec["reason"], rec
+    assert (out / "checkpoint.pt").is_file()
+    res = run_cli(*args, f"out={out}")
+    assert res.returncode == 0, res.stderr
+    a, b = load_torch(tmp_path / "ref" / "model.pt")["model"], load_torch(out / "model.pt")["model"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    ra, rb = (json.loads((d / "record.json").read_text()) for d in (tmp_path / "ref", out))
+    assert ra["metrics"]["recon_mse"] == rb["metrics"]["recon_mse"]
+    assert [h["loss"] for h in ra["history"]] == [h["loss"] for h in rb["history"]]
+
+
+def test_nan_loss_fails_with_a_reason_and_a_record(tmp_path, monkeypatch):
+    from vaes.variants.beta import Beta
+    original = Beta.loss
+    calls = {"n": 0}
+
+    def poisoned(self, x, out):
+        terms = original(self, x, out)
+        calls["n"] += 1
+        if calls["n"] > 20:
+            terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(Beta, "loss", poisoned)
+    rec = train(TrainConfig(variant="beta", dataset="digits", epochs=3, out=str(tmp_path)))
+    assert rec["status"] == "failed" and "non-finite loss at epoch 2" in rec["reason"]
+    assert json.loads((tmp_path / "record.json").read_text())["status"] == "failed"
+
+
+def test_missing_data_fails_with_a_record_and_exit_1(tmp_path):
+    res = run_cli("dataset=cifar10", f"data_root={tmp_path / 'nothing'}", f"out={tmp_path / 'run'}")
+    assert res.returncode == 1 and "cifar-10-batches-py" in res.stdout
+    rec = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert rec["status"] == "failed" and "DataMissing" in rec["reason"]
+
+
+def test_corrupt_checkpoint_is_reported_not_crashed(tmp_path):
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    rec = train(TrainConfig(dataset="digits", epochs=1, out=str(tmp_path)))
+    assert rec["status"] == "failed" and "delete it to restart" in rec["reason"]
+
+
+def test_two_stage_trains_the_second_stage(tmp_path):
+    rec = train(TrainConfig(dataset="digits", epochs=2, two_stage=True, stage2_epochs=2,
+                            stage2_width=64, out=str(tmp_path)))
+    assert rec["status"] == "finished" and len(rec["stage2"]["history"]) == 2
+    assert load_torch(tmp_path / "model.pt")["stage2"] is not None
+
+
+def test_real_mnist_test_files_train_one_epoch(mnist_root, tmp_path):
+    rec = train(TrainConfig(dataset="mnist", data_root=str(mnist_root), data_split="test_only",
+                            epochs=1, out=str(tmp_path)))
+    assert rec["status"] == "finished", rec["reason"]
+    assert rec["data"]["n_train"] == 8000 and rec["metrics"]["recon_mse"] < 0.2
