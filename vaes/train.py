@@ -131,13 +131,16 @@ TERMS = ("loss", "recon", "kl", "mse")
 def fit(model: VAE, epoch_data: Callable[[int], torch.Tensor], *, epochs: int, lr: float,
         halve_every: int, batch_size: int, seed: int, checkpoint: Path, checkpoint_every: int = 1,
         bf16: bool = False, compile: bool = False, desc: str = "train", progress: bool | None = None,
-        to_input: Callable[[torch.Tensor], torch.Tensor] = to_float) -> FitResult:
+        to_input: Callable[[torch.Tensor], torch.Tensor] = to_float,
+        on_epoch: Callable[[dict], None] | None = None) -> FitResult:
     """Train ``model`` with Adam, halving the learning rate every ``halve_every`` epochs.
 
     ``epoch_data(e)`` gives the (device) tensor of epoch e: the uint8 images for a first
     stage, freshly sampled latent codes for a second. Batches are sliced on the device and
     the loss terms summed there, so nothing syncs with the host within an epoch except a
     finiteness check every 100 steps. Resumes from ``checkpoint`` when it exists.
+    ``on_epoch(row)`` is called after each epoch's checkpoint (e.g. to report to Optuna; an
+    exception it raises, such as optuna.TrialPruned, ends the fit and propagates).
     """
     from tqdm.auto import tqdm
     device = next(model.parameters()).device
@@ -212,6 +215,8 @@ def fit(model: VAE, epoch_data: Callable[[int], torch.Tensor], *, epochs: int, l
             start_step = 0
             if (epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs:
                 save(epoch + 1, 0)
+            if on_epoch is not None:
+                on_epoch(row)
     finally:
         bar.close()
     return FitResult("finished", None, history, seconds, images)
@@ -227,12 +232,14 @@ def _failed(acc, epoch, step, steps, history, seconds, images) -> FitResult:
 # ---- a whole run ---------------------------------------------------------------------------
 
 def train(cfg: TrainConfig, *, data: ImageData | None = None, progress: bool | None = None,
-          evaluate: bool = True) -> dict:
+          evaluate: bool = True, meta: dict | None = None,
+          on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Train (and evaluate) the run of ``cfg`` in ``cfg.out``; returns its record.
 
     A finished record in ``cfg.out`` is returned as it is; a checkpoint there is resumed.
     Missing data, a NaN loss or running out of memory end in a record with status
-    'failed' and the reason, not in an exception.
+    'failed' and the reason, not in an exception. ``meta`` (e.g. a suite's label) is
+    stored in the record as it is; ``on_epoch`` is passed to the first stage's :func:`fit`.
     """
     out = Path(cfg.out)
     old = read_json(out / "record.json")
@@ -241,7 +248,7 @@ def train(cfg: TrainConfig, *, data: ImageData | None = None, progress: bool | N
     out.mkdir(parents=True, exist_ok=True)
     record = {"run_id": run_id(cfg), "seed": cfg.seed, "status": "running", "reason": None,
               "config": to_dict(cfg), "versions": versions(), "git_commit": git_commit(),
-              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(meta or {})}
 
     def finish(status: str, reason: str | None = None) -> dict:
         record.update(status=status, reason=reason, ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
@@ -268,7 +275,7 @@ def train(cfg: TrainConfig, *, data: ImageData | None = None, progress: bool | N
             res = fit(model, lambda e: train_x, epochs=cfg.epochs, lr=cfg.lr, halve_every=cfg.lr_halve_every,
                       batch_size=cfg.batch_size, seed=cfg.seed, checkpoint=out / "checkpoint.pt",
                       checkpoint_every=cfg.checkpoint_every, bf16=cfg.bf16, compile=cfg.compile,
-                      desc=f"{cfg.variant} {cfg.dataset}", progress=progress)
+                      desc=f"{cfg.variant} {cfg.dataset}", progress=progress, on_epoch=on_epoch)
             record["history"] = res.history
             record["timings"] = {"train_seconds": res.seconds,
                                  "train_images_per_second": res.images / max(res.seconds, 1e-9)}

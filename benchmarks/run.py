@@ -1,0 +1,150 @@
+"""Run a benchmark suite: every (variant, seed) through the one trainer and evaluator.
+
+    python -m benchmarks.run --suite quick
+    python -m benchmarks.run --suite cifar10 --seeds 1 --only balanced --epochs-scale 0.01
+    python -m benchmarks.run --list
+
+Each run gets its own folder under ``OUT/runs`` named by label, seed and the hash of its
+resolved config. Running the command again skips finished runs, resumes interrupted ones
+from their checkpoint and retries failed ones only with ``--retry-failed``. A run that fails
+(NaN, missing data, out of memory, a bug) is recorded with its reason and the suite goes on.
+The report (tables and figures) is written at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from benchmarks.suite import Job, expand, list_suites, load_suite
+from vaes.data import DataMissing, load_dataset
+from vaes.records import read_json, write_json
+
+
+def job_status(out: Path, job: Job) -> str:
+    """'finished', 'failed', 'interrupted' (checkpoint or record says so), or 'new'."""
+    rec = read_json(out / "runs" / job.folder / "record.json")
+    if rec is None:
+        return "new"
+    return rec["status"] if rec["status"] in ("finished", "failed") else "interrupted"
+
+
+def run_job(job: Job, out: Path, suite_name: str, data=None, progress: bool | None = None) -> dict:
+    """Train and evaluate one job into OUT/runs/FOLDER; any error becomes a failed record."""
+    from vaes.train import train
+    run_dir = out / "runs" / job.folder
+    cfg = job.cfg.replace(out=str(run_dir))
+    meta = {"label": job.label, "suite": suite_name}
+    try:
+        return train(cfg, data=data, progress=progress, meta=meta)
+    except Exception as e:  # noqa: BLE001 -- one broken run must not stop the suite
+        rec = {**(read_json(run_dir / "record.json") or {}), **meta, "run_id": job.run_id,
+               "seed": job.seed, "status": "failed", "reason": f"{type(e).__name__}: {e}",
+               "traceback": traceback.format_exc()}
+        rec.setdefault("config", job.cfg.__dict__ | {"out": str(run_dir)})
+        write_json(run_dir / "record.json", rec)
+        return rec
+
+
+def run_suite(suite: dict, jobs: list[Job], out: Path, *, retry_failed: bool = False,
+              progress: bool | None = None, report: bool = True) -> list[dict]:
+    """Run the pending jobs one after another, with a progress line and an ETA."""
+    todo = [j for j in jobs if job_status(out, j) != "finished"
+            and (retry_failed or job_status(out, j) != "failed")]
+    done = len(jobs) - len(todo)
+    print(f"suite {suite['name']}: {len(jobs)} runs, {done} already done, {len(todo)} to run -> {out}",
+          flush=True)
+    data_cache: dict = {}
+    records, t_start = [], time.perf_counter()
+    for i, job in enumerate(todo):
+        elapsed = time.perf_counter() - t_start
+        eta = f", ~{elapsed / i * (len(todo) - i) / 60:.1f} min left" if i else ""
+        print(f"[{done + i + 1}/{len(jobs)}] {job.label} seed {job.seed} ({job.folder}){eta}", flush=True)
+        key = (job.cfg.dataset, job.cfg.data_root, job.cfg.data_split, job.cfg.image_size)
+        if key not in data_cache:  # load each data set once per suite
+            try:
+                data_cache[key] = load_dataset(job.cfg.dataset, job.cfg.data_root, download=job.cfg.download,
+                                               data_split=job.cfg.data_split, image_size=job.cfg.image_size)
+            except DataMissing:
+                data_cache[key] = None  # the trainer records the reason for each run
+        rec = run_job(job, out, suite["name"], data=data_cache[key], progress=progress)
+        print(f"    {rec['status']}" + (f": {rec['reason']}" if rec.get("reason") else ""), flush=True)
+        records.append(rec)
+    print(f"suite {suite['name']}: {time.perf_counter() - t_start:.0f} s", flush=True)
+    if report:
+        make_suite_report(suite, out)
+    return records
+
+
+def make_suite_report(suite: dict, out: Path) -> None:
+    """Tables and figures of whatever has finished under OUT/runs."""
+    from benchmarks.report import report_folder
+    paths = report_folder(out / "runs", out, suite)
+    print("report: " + ", ".join(str(p) for p in paths))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", help="suite name (see --list) or path to a suite .toml")
+    p.add_argument("--list", action="store_true", help="list the suites and exit")
+    p.add_argument("--seeds", type=int, help="number of seeds (default: the suite's)")
+    p.add_argument("--only", nargs="+", metavar="VARIANT", help="run only these variants or labels")
+    p.add_argument("--out", type=Path, help="output folder (default: results/SUITE)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--epochs-scale", type=float, default=1.0,
+                   help="multiply every epoch count (and the lr schedule) by F, e.g. 0.01 for a dry run")
+    p.add_argument("--retry-failed", action="store_true", help="run failed runs again")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override config fields of every run, e.g. data_root=/data data_split=test_only")
+    p.add_argument("--cluster", choices=("none", "slurm", "local", "debug"), default="none",
+                   help="send the runs to SLURM as one array job through submitit (see README, Sweeps)")
+    g = p.add_argument_group("cluster options (with --cluster)")
+    g.add_argument("--workers", type=int, default=None, help="array tasks running at once (default: all)")
+    g.add_argument("--partition", help="SLURM partition")
+    g.add_argument("--account", help="SLURM account")
+    g.add_argument("--gpus-per-worker", type=int, default=0, help="GPUs per array task")
+    g.add_argument("--cpus-per-worker", type=int, default=1, help="CPUs per array task")
+    g.add_argument("--time-min", type=int, default=60, help="time limit per task in minutes")
+    g.add_argument("--mem-gb", type=float, default=4, help="memory per task in GB")
+    args = p.parse_args(argv)
+    if args.list:
+        for name, desc in list_suites().items():
+            print(f"{name:<20} {desc}")
+        return 0
+    if not args.suite:
+        p.error("give --suite NAME (or --list)")
+    try:
+        suite = load_suite(args.suite)
+        base = _overrides(args.set)
+        jobs = expand(suite, seeds=args.seeds, only=args.only, epochs_scale=args.epochs_scale,
+                      device=args.device, base=base)
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = args.out or Path("results") / suite["name"]
+    if args.cluster != "none":
+        from sweeps.launcher import run_suite_on_cluster
+        return run_suite_on_cluster(suite, jobs, out, args)
+    records = run_suite(suite, jobs, out, retry_failed=args.retry_failed)
+    return 1 if any(r["status"] != "finished" for r in records) else 0
+
+
+def _overrides(pairs: list[str]) -> dict:
+    """--set key=value pairs, typed by TrainConfig (the same parser as vaes.train)."""
+    import dataclasses
+    from vaes.config import TrainConfig, parse_overrides
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"options", "variant", "seed"}
+    keys = [a.split("=", 1)[0] for a in pairs]
+    bad = [k for k in keys if k not in fields]
+    if bad:
+        raise ValueError(f"--set {', '.join(bad)}: not a config field a suite lets you override; "
+                         f"choose from: {', '.join(sorted(fields))}")
+    cfg = parse_overrides(pairs)
+    return {k: getattr(cfg, k) for k in keys}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

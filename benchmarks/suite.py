@@ -1,0 +1,93 @@
+"""Suites are data: one TOML file each in benchmarks/suites/ (or any path a user gives).
+
+A suite names a data set, a number of seeds, the TrainConfig fields its runs share
+(``[config]``) and its runs (``[[runs]]``: a label, a variant, its options and any other
+config field). :func:`expand` turns it into one resolved TrainConfig per (run, seed).
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+from pathlib import Path
+
+from vaes.config import TrainConfig, run_id
+from vaes.train import resolve
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SUITES_DIR = Path(__file__).parent / "suites"
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One run of a suite: its label, seed, resolved config and folder name."""
+    label: str
+    seed: int
+    cfg: TrainConfig
+
+    @property
+    def run_id(self) -> str:
+        return run_id(self.cfg)
+
+    @property
+    def folder(self) -> str:
+        return f"{slug(self.label)}-s{self.seed}-{self.run_id}"
+
+
+def slug(label: str) -> str:
+    """A label as a folder name: 'balanced momentum=0.9' -> 'balanced_momentum-0.9'."""
+    return re.sub(r"[^A-Za-z0-9.]+", "_", label.replace("=", "-")).strip("_")
+
+
+def list_suites() -> dict[str, str]:
+    """Name -> description of the suites shipped in benchmarks/suites."""
+    return {p.stem: load_suite(p)["description"] for p in sorted(SUITES_DIR.glob("*.toml"))}
+
+
+def load_suite(name_or_path: str | Path) -> dict:
+    """The suite called ``name`` (in benchmarks/suites) or at a .toml path, checked."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        path = SUITES_DIR / f"{name_or_path}.toml"
+    if not path.is_file():
+        known = ", ".join(p.stem for p in sorted(SUITES_DIR.glob("*.toml")))
+        raise FileNotFoundError(f"no suite {str(name_or_path)!r}; known suites: {known} (or a path to a .toml)")
+    with open(path, "rb") as f:
+        suite = tomllib.load(f)
+    for key in ("name", "dataset", "runs"):
+        if key not in suite:
+            raise ValueError(f"suite {path} has no {key!r}")
+    suite.setdefault("description", "")
+    suite.setdefault("seeds", 1)
+    suite.setdefault("config", {})
+    labels = [r.get("label") for r in suite["runs"]]
+    if None in labels or len(set(labels)) != len(labels):
+        raise ValueError(f"suite {path}: every run needs a unique 'label', got {labels}")
+    suite["path"] = str(path)
+    return suite
+
+
+def expand(suite: dict, *, seeds: int | None = None, only: list[str] | None = None,
+           epochs_scale: float = 1.0, device: str = "auto", base: dict | None = None) -> list[Job]:
+    """The suite's jobs, (run, seed) in order; ``only`` filters by variant name or label."""
+    jobs = []
+    for run in suite["runs"]:
+        if only and run["variant"] not in only and run["label"] not in only:
+            continue
+        fields = {**suite["config"], **(base or {}),
+                  **{k: v for k, v in run.items() if k != "label"}, "dataset": suite["dataset"]}
+        for seed in range(seeds or suite["seeds"]):
+            cfg = resolve(TrainConfig(**fields, seed=seed, device=device))
+            if epochs_scale != 1.0:  # e.g. 0.01 to try a paper protocol quickly
+                scale = (lambda n: max(1, round(n * epochs_scale)))
+                cfg = cfg.replace(epochs=scale(cfg.epochs), stage2_epochs=scale(cfg.stage2_epochs),
+                                  lr_halve_every=scale(cfg.lr_halve_every) if cfg.lr_halve_every else 0)
+            jobs.append(Job(run["label"], seed, cfg))
+    if only and not jobs:
+        raise ValueError(f"--only {' '.join(only)} matches no run; runs: "
+                         + ", ".join(f"{r['label']} ({r['variant']})" for r in suite["runs"]))
+    return jobs
