@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import vaes  # noqa: F401  (registers the variants)
+from tests.services import pdflatex, postgres_url, slurm_cluster  # noqa: F401  (real services)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("VAEBENCH_SHARED_DATA", REPO.parent / "shared" / "data"))

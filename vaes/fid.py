@@ -1,0 +1,434 @@
+"""Frechet Inception Distance (FID) through torch-fidelity or pytorch-fid.
+
+FID (Heusel et al., NeurIPS 2017, https://arxiv.org/abs/1706.08500) is the Frechet distance
+between Gaussians fitted to the 2048-d pool features of Inception-v3 on real and generated
+images. Two engines compute those features with the real libraries:
+
+- ``torch-fidelity``: ``FeatureExtractorInceptionV3``, uint8 input, resized to 299 like
+  TensorFlow 1.x did for the original FID (the numbers papers report for 32x32 CIFAR-10);
+- ``pytorch-fid``: ``InceptionV3``, float input in [0, 1], resized with torch's bilinear
+  interpolation (numbers differ slightly from torch-fidelity on small images).
+
+Weights are never fetched behind the user's back: they come from ``weights_path``, the
+environment variable ``VAEBENCH_INCEPTION_WEIGHTS`` or the torch.hub cache
+($TORCH_HOME/hub/checkpoints); if none holds the file, ``InceptionWeightsMissing`` says which
+file, where to get it and where to put it (a download happens only with ``download=True``).
+
+Images are uint8 tensors N x C x H x W (C = 1 or 3, values 0..255). Real-data statistics are
+cached on disk as .npz, keyed by data set, split, size, engine, engine version and resize.
+"""
+from __future__ import annotations
+
+import dataclasses
+import filecmp
+import hashlib
+import json
+import os
+import re
+import shutil
+import urllib.request
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from scipy import linalg
+
+ENGINES = ("torch-fidelity", "pytorch-fid")
+WEIGHTS_ENV = "VAEBENCH_INCEPTION_WEIGHTS"
+CACHE_ENV = "VAEBENCH_CACHE_DIR"
+# Fields a reference key must name so that two cached statistics are never confused.
+REFERENCE_KEY_FIELDS = ("dataset", "split", "n")
+
+FeatureFn = Callable[[torch.Tensor], torch.Tensor]  # uint8 (B, 3, H, W) -> (B, 2048) float
+
+
+class InceptionWeightsMissing(RuntimeError):
+    """The Inception weights file an FID engine needs is neither given nor in the cache."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineSpec:
+    """What identifies an FID engine: its library version, weights file and resize."""
+
+    name: str
+    version: str  # the installed library's __version__
+    url: str  # where the library itself downloads its weights from
+    weights_file: str  # the file name the library caches them under
+    resize: str  # how images reach 299x299; recorded because it changes the numbers
+
+
+def engine_spec(engine: str) -> EngineSpec:
+    """Describe ``engine`` from the installed library's own constants (URL, version)."""
+    if engine == "torch-fidelity":
+        import torch_fidelity
+        from torch_fidelity import feature_extractor_inceptionv3 as lib
+
+        url, version, resize = lib.URL_INCEPTION_V3, torch_fidelity.__version__, "tf1x-bilinear-299"
+    elif engine == "pytorch-fid":
+        import pytorch_fid
+        from pytorch_fid import inception as lib
+
+        url, version, resize = lib.FID_WEIGHTS_URL, pytorch_fid.__version__, "torch-bilinear-299"
+    else:
+        raise ValueError(f"unknown FID engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    return EngineSpec(engine, version, url, url.rsplit("/", 1)[-1], resize)
+
+
+# ----------------------------------------------------------------------------- distance
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, *, eps: float = 1e-6) -> float:
+    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2), in float64.
+
+    d^2 = |mu1 - mu2|^2 + tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2)). If the matrix square
+    root fails (nearly singular covariances, e.g. fewer samples than dimensions), ``eps`` is
+    added to both diagonals and it is retried; tiny imaginary parts from round-off are dropped,
+    large ones raise.
+    """
+    mu1, mu2 = (np.atleast_1d(np.asarray(m, dtype=np.float64)) for m in (mu1, mu2))
+    sigma1, sigma2 = (np.atleast_2d(np.asarray(s, dtype=np.float64)) for s in (sigma1, sigma2))
+    if mu1.shape != mu2.shape or mu1.ndim != 1:
+        raise ValueError(f"means must be vectors of one length, got shapes {mu1.shape} and {mu2.shape}")
+    if sigma1.shape != sigma2.shape or sigma1.shape != (mu1.size, mu1.size):
+        raise ValueError(
+            f"covariances must both be {mu1.size}x{mu1.size} to match the means, "
+            f"got {sigma1.shape} and {sigma2.shape}")
+    # scipy warns on singular products; they are handled here (offset retry, imaginary check).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(sigma1 @ sigma2)
+        if not np.isfinite(covmean).all():
+            offset = np.eye(mu1.size) * eps
+            covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    covmean = _drop_round_off_imaginary(covmean)
+    diff = mu1 - mu2
+    # FID is "squared" already (Heusel et al.): no square root of the total.
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+
+
+def _drop_round_off_imaginary(covmean: np.ndarray) -> np.ndarray:
+    """Real part of sqrtm's result; raise if its diagonal is far from real."""
+    if not np.iscomplexobj(covmean):
+        return covmean
+    # Relative to the diagonal's scale: features of large magnitude carry larger round-off.
+    scale = max(1.0, float(np.abs(np.diagonal(covmean).real).max()))
+    worst = float(np.abs(np.diagonal(covmean).imag).max())
+    if worst > 1e-3 * scale:
+        raise ValueError(
+            f"sqrt(sigma1 sigma2) has an imaginary diagonal part of {worst:.3g} (scale {scale:.3g}): "
+            "the covariances are not valid (NaN, not positive semi-definite, or far too few samples)")
+    return covmean.real
+
+
+def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance (float64) of a (N, D) feature matrix, N >= 2."""
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2 or features.shape[0] < 2:
+        raise ValueError(f"need a (N, D) feature matrix with N >= 2, got shape {features.shape}")
+    return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+def default_hub_checkpoints() -> Path:
+    """The folder torch.hub downloads weights to: $TORCH_HOME/hub/checkpoints."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def resolve_weights(engine: str, weights_path: str | os.PathLike | None = None, *,
+                    download: bool = False) -> Path:
+    """The Inception weights file for ``engine``; raise ``InceptionWeightsMissing`` if absent.
+
+    Looks at ``weights_path``, else $VAEBENCH_INCEPTION_WEIGHTS (each a file, or a folder
+    holding the engine's file), else the torch.hub cache. Only with ``download=True`` is the
+    file fetched (into the hub cache) when missing; a failed download counts as missing.
+    """
+    spec = engine_spec(engine)
+    explicit = (("weights_path / fid_weights", weights_path), (WEIGHTS_ENV, os.environ.get(WEIGHTS_ENV)))
+    for source, given in explicit:
+        if given:
+            path = _weights_file_in(Path(given).expanduser(), spec)
+            if not path.is_file():
+                # An explicit choice that is wrong must not silently fall back to another file.
+                raise InceptionWeightsMissing(
+                    _missing_message(spec, f"{source} points to {path}, which does not exist"))
+            return path
+    cached = default_hub_checkpoints() / spec.weights_file
+    if cached.is_file():
+        return cached
+    if not download:
+        raise InceptionWeightsMissing(_missing_message(
+            spec, f"it was not given and is not in the torch.hub cache ({cached}); "
+            "downloads are off (download=True fetches it there)"))
+    _download(spec, cached)
+    return cached
+
+
+def _weights_file_in(path: Path, spec: EngineSpec) -> Path:
+    """``path`` itself, or the engine's weights file inside ``path`` if it is a folder."""
+    return path / spec.weights_file if path.is_dir() else path
+
+
+def _missing_message(spec: EngineSpec, reason: str) -> str:
+    """The text of InceptionWeightsMissing: which file, why, where to get it, how to pass it."""
+    hub = default_hub_checkpoints()
+    where = f"copy it into {hub} ($TORCH_HOME/hub/checkpoints"
+    where += ", where pytorch-fid loads it from)" if spec.name == "pytorch-fid" else ", torch.hub's cache)"
+    return (
+        f"FID engine '{spec.name}' needs the Inception weights file {spec.weights_file}, but {reason}. "
+        f"Download {spec.url} on a machine with internet, then either pass the option fid_weights=PATH, "
+        f"or set the environment variable {WEIGHTS_ENV}=PATH (PATH: the file, or a folder holding it), "
+        f"or {where}.")
+
+
+def _download(spec: EngineSpec, target: Path, timeout_s: float = 30.0) -> None:
+    """Fetch the engine's weights to ``target`` atomically; any failure is InceptionWeightsMissing."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"{target.name}.{os.getpid()}.part")
+    try:
+        # A timeout so that a firewalled node fails instead of hanging forever.
+        with urllib.request.urlopen(spec.url, timeout=timeout_s) as response, open(partial, "wb") as out:
+            shutil.copyfileobj(response, out)
+    except (OSError, ValueError) as err:  # URLError and socket timeouts are OSErrors
+        partial.unlink(missing_ok=True)
+        raise InceptionWeightsMissing(_missing_message(spec, f"downloading it failed ({err})")) from err
+    os.replace(partial, target)
+
+
+def seed_torch_hub_cache(weights_path: str | os.PathLike, engine: str = "pytorch-fid") -> Path:
+    """Make ``weights_path`` available as $TORCH_HOME/hub/checkpoints/<engine's file name>.
+
+    pytorch-fid has no weights argument and loads through torch.hub, so an offline user's file
+    has to sit there under the exact name. A symlink is made (a copy where links fail). An
+    existing different file is an error, never overwritten.
+    """
+    spec = engine_spec(engine)
+    source = _weights_file_in(Path(weights_path).expanduser().resolve(), spec)
+    if not source.is_file():
+        raise InceptionWeightsMissing(_missing_message(spec, f"{source} does not exist"))
+    target = default_hub_checkpoints() / spec.weights_file
+    if target.exists():
+        if os.path.samefile(source, target) or filecmp.cmp(source, target, shallow=False):
+            return target
+        raise ValueError(
+            f"{target} already exists and differs from {source}; remove it, or pass it as the weights")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f"{target.name}.{os.getpid()}.part")
+    staging.unlink(missing_ok=True)
+    try:
+        staging.symlink_to(source)
+    except OSError:  # file systems without symlinks
+        shutil.copyfile(source, staging)
+    os.replace(staging, target)
+    return target
+
+
+@contextmanager
+def _downloads_refused(spec: EngineSpec) -> Iterator[None]:
+    """Inside: a torch.hub download attempt raises InceptionWeightsMissing instead of hanging."""
+    # load_state_dict_from_url looks this name up at call time, so both libraries' downloads
+    # (torch-fidelity without a path, pytorch-fid always) come through here.
+    original = torch.hub.download_url_to_file
+
+    def refuse(url, dst, *args, **kwargs):
+        raise InceptionWeightsMissing(_missing_message(
+            spec, f"{spec.name} tried to download it from {url} to {dst}, and vaebench never lets it"))
+
+    torch.hub.download_url_to_file = refuse
+    try:
+        yield
+    finally:
+        torch.hub.download_url_to_file = original
+
+
+# ----------------------------------------------------------------------------- features
+
+
+def build_feature_fn(engine: str = "torch-fidelity", *, weights_path=None, device="cpu",
+                     extractor: torch.nn.Module | None = None, download: bool = False) -> FeatureFn:
+    """A function uint8 (B, 3, H, W) on ``device`` -> (B, 2048) Inception pool features.
+
+    ``extractor`` replaces the Inception network by any module of that interface (tests use a
+    stand-in); everything else then runs as for real FID.
+    """
+    spec = engine_spec(engine)
+    if extractor is not None:
+        if isinstance(extractor, torch.nn.Module):
+            extractor.to(device).eval()
+        return extractor
+    weights = resolve_weights(engine, weights_path, download=download)
+    with _downloads_refused(spec):
+        if engine == "torch-fidelity":
+            return _torch_fidelity_features(weights, device)
+        return _pytorch_fid_features(weights, device)
+
+
+def _torch_fidelity_features(weights: Path, device) -> FeatureFn:
+    """torch-fidelity's extractor, fed uint8 as it requires; it resizes like TF 1.x."""
+    from torch_fidelity import feature_extractor_inceptionv3 as lib
+
+    model = lib.FeatureExtractorInceptionV3(
+        "inception-v3-compat", ["2048"], feature_extractor_weights_path=str(weights))
+    model.to(device).eval()
+    return lambda images: model(images)[0]  # forward returns a tuple, one entry per feature
+
+
+def _pytorch_fid_features(weights: Path, device) -> FeatureFn:
+    """pytorch-fid's InceptionV3 (weights seeded into the hub cache), fed floats in [0, 1]."""
+    from pytorch_fid import inception as lib
+
+    seed_torch_hub_cache(weights, "pytorch-fid")
+    model = lib.InceptionV3([lib.InceptionV3.BLOCK_INDEX_BY_DIM[2048]])
+    model.to(device).eval()
+    # forward returns a list of (B, 2048, 1, 1) maps, one per requested block.
+    return lambda images: model(images.float() / 255.0)[0].flatten(1)
+
+
+def describe(value) -> str:
+    """'a float32 tensor of shape (4, 3, 8, 8)' or 'a list': for error messages."""
+    if torch.is_tensor(value):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    return f"a {type(value).__name__}"
+
+
+def _as_rgb_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Check the project's image convention; grey images are repeated to 3 channels."""
+    if not torch.is_tensor(images) or images.dtype != torch.uint8 or images.ndim != 4:
+        raise TypeError(f"FID needs uint8 images N x C x H x W (values 0..255), got {describe(images)}; "
+                        "convert with (x.clamp(0, 1) * 255).round().to(torch.uint8)")
+    if images.shape[1] not in (1, 3):
+        raise ValueError(f"FID needs 1 or 3 channels, got {images.shape[1]} (shape {tuple(images.shape)})")
+    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+
+
+def extract_features(images: torch.Tensor, feature_fn: FeatureFn, *, device="cpu",
+                     batch_size: int = 50) -> np.ndarray:
+    """Features (N, D) in float64 of uint8 ``images``, computed in batches on ``device``."""
+    images = _as_rgb_uint8(images)
+    chunks = []
+    with torch.inference_mode():
+        for start in range(0, images.shape[0], batch_size):
+            batch = images[start:start + batch_size].to(device).contiguous()
+            features = feature_fn(batch)
+            if features.ndim != 2 or features.shape[0] != batch.shape[0]:
+                raise ValueError(f"feature extractor returned shape {tuple(features.shape)} for a batch "
+                                 f"of {batch.shape[0]}; it must return (batch, features)")
+            # float64 before the covariance: float32 sums over 10k images lose digits FID shows.
+            chunks.append(features.double().cpu().numpy())
+    if not chunks:
+        raise ValueError("FID needs at least 2 images, got none")
+    return np.concatenate(chunks)
+
+
+def fid_statistics(images: torch.Tensor, *, engine: str = "torch-fidelity", weights_path=None,
+                   device="cpu", batch_size: int = 50, extractor: torch.nn.Module | None = None,
+                   download: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of the Inception pool features of uint8 ``images``."""
+    feature_fn = build_feature_fn(engine, weights_path=weights_path, device=device,
+                                  extractor=extractor, download=download)
+    return feature_statistics(extract_features(images, feature_fn, device=device, batch_size=batch_size))
+
+
+# ----------------------------------------------------------------------------- reference cache
+
+
+def default_cache_dir() -> Path:
+    """Where reference statistics live: $VAEBENCH_CACHE_DIR/fid, else ~/.cache/vaebench/fid."""
+    return Path(os.environ.get(CACHE_ENV, "~/.cache/vaebench")).expanduser() / "fid"
+
+
+def full_reference_key(key: dict, engine: str, extractor: torch.nn.Module | None = None) -> dict:
+    """``key`` (dataset, split, n, ...) completed with what makes the features differ."""
+    missing = [field for field in REFERENCE_KEY_FIELDS if field not in key]
+    if missing:
+        raise ValueError(f"reference key {key!r} lacks {missing}; it must name "
+                         f"{', '.join(REFERENCE_KEY_FIELDS)} (n: the number of real images)")
+    spec = engine_spec(engine)
+    # A stand-in extractor gets its own version so its statistics never pass for Inception's.
+    version = spec.version if extractor is None else f"stand-in {type(extractor).__qualname__}"
+    return {**key, "engine": spec.name, "engine_version": version, "resize": spec.resize}
+
+
+def reference_path(full_key: dict, cache_dir: str | os.PathLike) -> Path:
+    """The .npz file of a completed reference key: readable prefix, then a hash of the key."""
+    text = json.dumps(full_key, sort_keys=True)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    prefix = re.sub(r"[^A-Za-z0-9.]+", "-", f"{full_key['dataset']}-{full_key['split']}-{full_key['n']}")
+    return Path(cache_dir).expanduser() / f"{prefix}-{digest}.npz"
+
+
+def reference_statistics(images_fn: Callable[[], torch.Tensor], *, key: dict, cache_dir=None,
+                         engine: str = "torch-fidelity", weights_path=None, device="cpu",
+                         batch_size: int = 50, extractor: torch.nn.Module | None = None,
+                         download: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Real-data (mu, sigma), computed once and then loaded from ``cache_dir``.
+
+    ``images_fn`` (no arguments, returns uint8 images) is called only on a cache miss, so
+    cached real images are never even loaded.
+    """
+    full_key = full_reference_key(key, engine, extractor)
+
+    def feature_fn() -> FeatureFn:
+        return build_feature_fn(engine, weights_path=weights_path, device=device,
+                                extractor=extractor, download=download)
+
+    return _cached_statistics(images_fn, full_key, cache_dir, feature_fn, device, batch_size)
+
+
+def _cached_statistics(images_fn, full_key: dict, cache_dir, make_feature_fn: Callable[[], FeatureFn],
+                       device, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Load the statistics of ``full_key`` from disk, or compute and store them atomically."""
+    path = reference_path(full_key, default_cache_dir() if cache_dir is None else cache_dir)
+    if path.exists():  # the key holds the engine version and resize: old files never match
+        return _load_statistics(path, full_key)
+    images = _as_rgb_uint8(images_fn())
+    if images.shape[0] != full_key["n"]:
+        raise ValueError(f"reference key says n={full_key['n']} images but images_fn returned "
+                         f"{images.shape[0]}; fix the key so the cache is not mislabelled")
+    features = extract_features(images, make_feature_fn(), device=device, batch_size=batch_size)
+    mu, sigma = feature_statistics(features)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f"{path.name}.{os.getpid()}.part")
+    with open(staging, "wb") as handle:  # a handle, because np.savez appends .npz to names
+        np.savez(handle, mu=mu, sigma=sigma, key=np.array(json.dumps(full_key, sort_keys=True)))
+    os.replace(staging, path)
+    return mu, sigma
+
+
+def _load_statistics(path: Path, full_key: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, sigma) from a cache file, checking that it was made for ``full_key``."""
+    with np.load(path, allow_pickle=False) as stored:
+        stored_key = json.loads(str(stored["key"]))
+        if stored_key != json.loads(json.dumps(full_key, sort_keys=True)):
+            raise RuntimeError(f"cached FID statistics {path} were made for {stored_key}, not {full_key}; "
+                               "delete the file to recompute it")
+        return stored["mu"], stored["sigma"]
+
+
+def compute_fid(fake_images: torch.Tensor, reference_key: dict, real_images_fn: Callable[[], torch.Tensor],
+                *, engine: str = "torch-fidelity", weights_path=None, device="cpu", batch_size: int = 50,
+                extractor: torch.nn.Module | None = None, download: bool = False, cache_dir=None) -> dict:
+    """FID of uint8 ``fake_images`` against cached real statistics, with its provenance.
+
+    Returns {'value', 'engine', 'engine_version', 'n_images', 'reference', 'resize'}. Weights
+    are resolved first, so a missing file fails before any real image is loaded.
+    """
+    full_key = full_reference_key(reference_key, engine, extractor)
+    feature_fn = build_feature_fn(engine, weights_path=weights_path, device=device,
+                                  extractor=extractor, download=download)
+    mu_real, sigma_real = _cached_statistics(real_images_fn, full_key, cache_dir, lambda: feature_fn,
+                                             device, batch_size)
+    fake = extract_features(fake_images, feature_fn, device=device, batch_size=batch_size)
+    mu_fake, sigma_fake = feature_statistics(fake)
+    return {
+        "value": frechet_distance(mu_fake, sigma_fake, mu_real, sigma_real),
+        "engine": full_key["engine"],
+        "engine_version": full_key["engine_version"],
+        "n_images": int(fake.shape[0]),
+        "reference": full_key,
+        "resize": full_key["resize"],
+    }
