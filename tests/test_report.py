@@ -1,0 +1,265 @@
+"""Records -> frames -> tables and figures (benchmarks.records, benchmarks.report).
+
+Three suites in temporary folders: real records from a few tiny trainer runs on the 8x8 digits
+(one of them two-stage), and synthetic records written as JSON for what tiny runs cannot
+show: a failed run, classifier distances (CFD), FID dicts present and missing. About 20 s on a
+CPU; the LaTeX check needs pdflatex with booktabs (tests/services.py skips with the reason).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import pytest
+
+from benchmarks.records import load_histories, load_records
+from benchmarks.report import REFERENCE_SOURCE, build_table, main, make_report, render_latex
+
+try:
+    from tests.services import pdflatex  # noqa: F401  (fixture)
+except ImportError:  # tests/ itself on sys.path
+    from services import pdflatex  # type: ignore[no-redef]  # noqa: F401
+
+FIGURES = ("curves.png", "metrics.png", "tradeoff.png", "samples.png")
+
+
+# ----------------------------------------------------------------------------- record makers
+
+def _train(out: Path, data, **kw) -> dict:
+    from vaes.config import TrainConfig
+    from vaes.train import train
+    # 300 images, 2 epochs, a narrow second stage, no Inception: seconds per run on a CPU
+    cfg = TrainConfig(dataset="digits", epochs=2, n_train=300, device="cpu", stage2_width=64,
+                      stage2_epochs=2, eval_images=300, fid=False, out=str(out), **kw)
+    return train(cfg, data=data, progress=False, evaluate=True)
+
+
+def _fake(root: Path, label: str, seed: int, *, variant: str = "beta", dataset: str = "digits",
+          status: str = "finished", reason: str | None = None, metrics: dict | None = None,
+          two_stage: bool = False) -> Path:
+    """A synthetic record as benchmarks.run will write it (top-level label, suite layout)."""
+    hist = [{"epoch": e, "loss": 50.0 / e + seed, "recon": 45.0 / e, "kl": 5.0 + e, "mse": 0.05 / e,
+             "gamma": 0.3 / e, "lr": 1e-3} for e in (1, 2, 3)]
+    rec = {"run_id": f"{label}-{seed}".replace(" ", "_"), "label": label, "seed": seed, "status": status,
+           "reason": reason, "n_params": 210849, "device": "cpu",
+           "config": {"variant": variant, "options": {}, "dataset": dataset, "epochs": 3, "lr": 1e-3,
+                      "lr_halve_every": 0, "batch_size": 100, "seed": seed, "two_stage": two_stage,
+                      "stage2_epochs": 6},
+           "data": {"name": dataset, "shape": [1, 8, 8], "n_train": 1500, "n_heldout": 297, "note": ""},
+           "history": hist if status == "finished" else hist[:1]}
+    if two_stage and status == "finished":
+        rec["stage2"] = {"n_params": 1000, "history": hist, "train_seconds": 1.0}
+    if status == "finished":
+        rec["metrics"] = metrics or {}
+    d = root / label.replace(" ", "_") / rec["run_id"]
+    d.mkdir(parents=True)
+    (d / "record.json").write_text(json.dumps(rec))
+    return d
+
+
+MISSING = {"value": None, "missing": "Inception weights not found (set VAEBENCH_INCEPTION_WEIGHTS)"}
+
+
+def _fid(v: float) -> dict:
+    return {"value": v, "engine": "torch-fidelity", "engine_version": "0.3.0", "n_images": 10000,
+            "resize": "tf1x-bilinear-299", "reference": {"dataset": "mnist", "split": "test", "n": 10000}}
+
+
+@pytest.fixture(scope="module")
+def real_suite(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("real")
+    from vaes.data import load_dataset
+    # without labels the evaluation skips the classifier distance, whose classifier takes
+    # about a minute to train here; the synthetic suites below carry cfd_* values instead
+    data = dataclasses.replace(load_dataset("digits"), train_labels=None, test_labels=None)
+    for seed in (0, 1):
+        _train(root / "beta" / f"s{seed}", data, variant="beta", seed=seed)
+    _train(root / "balanced" / "s0", data, variant="balanced", seed=0, two_stage=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cfd_suite(tmp_path_factory) -> Path:
+    """No FID (weights missing), CFD only; low_mse reconstructs best, high_mse samples best."""
+    root = tmp_path_factory.mktemp("cfd")
+    for seed in (0, 1):
+        _fake(root, "low_mse", seed, metrics={"recon_mse": 0.010 + seed * 1e-3, "psnr": 20.0 + seed,
+                                              "kl": 30.0, "active_units": 12, "fid_samples": MISSING,
+                                              "cfd_samples": 9.0 + seed, "cfd_recon": 1.0,
+                                              "classifier_accuracy": [0.99]})
+        _fake(root, "high_mse", seed, variant="learned_gamma", two_stage=True,
+              metrics={"recon_mse": 0.050, "psnr": 13.0, "kl": 10.0 + seed, "active_units": 5,
+                       "fid_samples": MISSING, "cfd_samples": 4.0 + seed, "cfd_stage2": 2.0})
+    _fake(root, "crashed_run", 0, variant="sigma", status="failed",
+          reason="non-finite loss at epoch 1 (x_1 & 50% {'loss': nan})")
+    _fake(root, "low_mse", 2, status="failed", reason="out of memory")
+    return root
+
+
+@pytest.fixture(scope="module")
+def fid_suite(tmp_path_factory) -> Path:
+    """MNIST with a real FID for one label and none for the other."""
+    root = tmp_path_factory.mktemp("fid")
+    _fake(root, "with_fid", 0, dataset="mnist", metrics={"recon_mse": 0.02, "fid_samples": _fid(40.0),
+                                                          "fid_recon": _fid(10.0)})
+    _fake(root, "no_fid", 0, dataset="mnist", metrics={"recon_mse": 0.03, "fid_samples": MISSING,
+                                                        "cfd_samples": 3.0})
+    return root
+
+
+def _rows(tex: str) -> dict[str, list[str]]:
+    """Table body rows of table.tex: first cell (the row name, markers stripped) -> cells."""
+    body = tex.split(r"\midrule", 1)[1].split(r"\bottomrule")[0]
+    rows = {}
+    for line in body.splitlines():
+        line = line.strip()
+        if not line.endswith(r"\\") or line.startswith(r"\multicolumn"):
+            continue
+        cells = [c.strip() for c in line[:-2].split(" & ")]
+        rows[re.sub(r"\$\^\{\w\}\$", "", cells[0]).replace(r"\quad ", "")] = cells
+    return rows
+
+
+def _header(tex: str) -> list[str]:
+    """Column headers of table.tex as plain text ('Samples CFD$^\\dagger$ $\\downarrow$')."""
+    line = tex.split(r"\toprule", 1)[1].strip().splitlines()[0].removesuffix(r"\\").strip()
+    line = re.sub(r"\\begin\{tabular\}\[b\]\{@\{\}r@\{\}\}(.*?)\\end\{tabular\}",
+                  lambda m: m.group(1).replace(r"\\", " "), line)
+    return [c.strip() for c in line.split(" & ")]
+
+
+# ----------------------------------------------------------------------------- frames
+
+def test_frames_of_real_runs(real_suite):
+    df = load_records(real_suite)
+    assert len(df) == 3 and set(df["label"]) == {"beta", "balanced"}  # label falls back to the variant
+    assert (df["status"] == "finished").all()
+    assert df["recon_mse"].dtype == float and df["n_params"].notna().all()
+    assert df.loc[df["label"] == "balanced", "two_stage"].item()
+    hist = load_histories(real_suite)
+    assert set(hist["stage"]) == {1, 2}
+    assert len(hist[(hist["label"] == "beta") & (hist["stage"] == 1)]) == 2 * 2  # 2 seeds x 2 epochs
+
+
+def test_fid_dicts_flatten_to_value_and_setup(fid_suite):
+    df = load_records(fid_suite).set_index("label")
+    assert df.loc["with_fid", "fid_samples"] == 40.0
+    assert df.loc["with_fid", "fid_samples_engine_version"] == "0.3.0"
+    assert df.loc["with_fid", "fid_samples_reference_n"] == 10000
+    assert df.loc["no_fid", "fid_samples"] != df.loc["no_fid", "fid_samples"]  # NaN
+    assert df.loc["no_fid", "fid_samples_missing"].startswith("Inception weights")
+
+
+def test_list_metrics_become_columns(cfd_suite, tmp_path):
+    df = load_records(cfd_suite)
+    assert df.loc[df["label"] == "low_mse", "classifier_accuracy"].dropna().tolist() == [0.99, 0.99]
+    _fake(tmp_path, "two_factors", 0, metrics={"classifier_accuracy": [0.9, 0.8], "note": "text"})
+    row = load_records(tmp_path).iloc[0]
+    assert (row["classifier_accuracy_0"], row["classifier_accuracy_1"]) == (0.9, 0.8)
+    assert row["note"] == "text"  # kept, never turned into a number
+
+
+def test_empty_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no record.json"):
+        load_records(tmp_path)
+
+
+# ----------------------------------------------------------------------------- tables
+
+def test_report_of_real_runs(real_suite, tmp_path):
+    written = make_report(load_records(real_suite), load_histories(real_suite), tmp_path,
+                          {"name": "tiny_digits", "dataset": "digits"})
+    rows = _rows(written["table.tex"].read_text())
+    assert list(rows) == ["balanced", r"balanced (2-stage)", "beta"]  # one row per label (+ 2-stage)
+    # the trainer's records may or may not carry quality metrics yet: either way a cell is filled
+    assert all(cell for row in rows.values() for cell in row[:2])
+    for name in FIGURES:
+        png = written[name]
+        assert png.stat().st_size > 5_000, f"{name} looks empty"
+        img = mpimg.imread(png)
+        assert img.ndim == 3 and min(img.shape[:2]) > 100 and img.std() > 0.01, name
+    assert (tmp_path / "runs.csv").read_text().count("\n") == 4
+
+
+def test_bold_follows_direction_and_cfd_is_not_fid(cfd_suite):
+    df = load_records(cfd_suite)
+    tex = render_latex(build_table(df, {"name": "cfd_suite", "seeds": [0, 1, 2]}))
+    head = _header(tex)
+    rows = _rows(tex)
+    col = {h.split()[0]: i for i, h in enumerate(head)}
+    assert "CFD" in head[col["Samples"]] and "FID" not in head[col["Samples"]]
+    assert "CFD is NOT FID" in tex
+    assert set(rows) == {"low\\_mse", "high\\_mse", "high\\_mse (2-stage)", "crashed\\_run"}
+    low, high, high2 = rows["low\\_mse"], rows["high\\_mse"], rows["high\\_mse (2-stage)"]
+    assert low[col["MSE"]].startswith(r"\textbf") and not high[col["MSE"]].startswith(r"\textbf")
+    assert low[col["PSNR"]].startswith(r"\textbf") and not high[col["PSNR"]].startswith(r"\textbf")
+    # lower CFD is better: the 2-stage row (2.0) beats both first-stage rows
+    assert high2[col["Samples"]].startswith(r"\textbf") and not low[col["Samples"]].startswith(r"\textbf")
+    for c in ("KL", "AU", "Params"):  # no direction: never bold
+        assert not any(r[col[c]].startswith(r"\textbf") for r in rows.values() if len(r) > col[c])
+    assert low[col["Samples"]] == r"9.50 {\scriptsize$\pm$0.71}"  # mean +- std over the finished seeds
+    assert high[col["Recon."]] == "--"  # missing value: a dash
+    assert high2[col["MSE"]] == ""  # not applicable: the 2-stage row shares the first stage
+    assert r"\emph{failed}" in rows["crashed\\_run"][2]
+    assert "x\\_1 \\& 50\\% \\{'loss': nan\\}" in tex  # the reason, escaped, in the notes
+    assert "1 of 3 runs not finished (failed, seed 2: out of memory)" in tex
+
+
+def test_fid_where_present_dash_where_missing_and_reference_rows(fid_suite, tmp_path):
+    df = load_records(fid_suite)
+    written = make_report(df, load_histories(fid_suite), tmp_path, {"name": "mnist_fid"})
+    tex = written["table.tex"].read_text()
+    head, rows = _header(tex), _rows(tex)
+    col = {h.split()[0]: i for i, h in enumerate(head)}
+    assert "FID" in head[col["Samples"]] and "CFD" not in head[col["Samples"]]
+    assert rows["with\\_fid"][col["Samples"]] == "40.0"  # the only FID: nothing to be best of
+    assert rows["no\\_fid"][col["Samples"]] == "--"  # has a CFD, but the column is FID
+    assert "torch-fidelity 0.3.0, 10000 generated vs 10000 real (test split) images" in tex
+    assert "FID missing for some runs: Inception weights not found" in tex
+    assert tex.count(r"\quad ") == 3 and REFERENCE_SOURCE.replace("&", r"\&") in tex
+    assert rows["2-stage VAE"][col["Samples"]] == "12.6"
+    md = written["table.md"].read_text()
+    assert f"| {REFERENCE_SOURCE}: 2-stage VAE |" in md and "| no_fid |" in md
+    # reference rows need a real FID: asking for them on a CFD-only table leaves them out
+    no_ref = render_latex(build_table(df[df["label"] == "no_fid"], {"reference": True}))
+    assert "Dai" in no_ref and r"\quad" not in no_ref
+    with pytest.raises(ValueError, match="report no FID for dataset 'digits'"):
+        build_table(load_records(fid_suite).assign(dataset="digits"), {"reference": True})
+
+
+def test_markdown_marks_failed_and_missing(cfd_suite, tmp_path):
+    written = make_report(load_records(cfd_suite), load_histories(cfd_suite), tmp_path)
+    md = written["table.md"].read_text()
+    assert re.search(r"\| crashed_run \[\w\] \| 211k \| \*\*failed\*\* \|", md)
+    assert "x_1 & 50% {'loss': nan}" in md  # the whole reason, unescaped
+    assert "| – |" in md.replace("|  |", "| – |") and "CFD†" in md
+
+
+def test_latex_compiles(pdflatex, real_suite, cfd_suite, fid_suite, tmp_path):
+    for i, folder in enumerate((real_suite, cfd_suite, fid_suite)):
+        tex = render_latex(build_table(load_records(folder), {"name": f"suite_{i}"}))
+        (tmp_path / f"t{i}.tex").write_text(tex)
+    doc = (r"\documentclass{article}\usepackage{booktabs}\begin{document}"
+           r"\input{t0.tex}\input{t1.tex}\input{t2.tex}\end{document}")
+    (tmp_path / "doc.tex").write_text(doc)
+    proc = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert (tmp_path / "doc.pdf").stat().st_size > 1000
+
+
+def test_cli(cfd_suite, tmp_path, capsys):
+    toml = tmp_path / "cfd.toml"  # a suite file: its [[runs]] order is the table's row order
+    toml.write_text('name = "cfd"\ndescription = "CFD only"\ndataset = "digits"\n'
+                    '[[runs]]\nlabel = "low_mse"\nvariant = "beta"\n'
+                    '[[runs]]\nlabel = "high_mse"\nvariant = "learned_gamma"\n')
+    assert main(["--suite", str(toml), "--runs", str(cfd_suite), "--out", str(tmp_path / "o")]) == 0
+    tex = (tmp_path / "o" / "table.tex").read_text()
+    assert list(_rows(tex)) == ["low\\_mse", "high\\_mse", "high\\_mse (2-stage)", "crashed\\_run"]
+    assert "suite cfd: CFD only." in tex and "table.md" in capsys.readouterr().out
+    assert main(["--suite", "nothing", "--runs", str(tmp_path / "absent")]) == 2
+    assert "no folder" in capsys.readouterr().err

@@ -1,0 +1,124 @@
+"""The suite runner: end to end, skip on rerun, resume after a kill, failures recorded."""
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmarks.run import job_status, run_suite
+from benchmarks.suite import expand, list_suites, load_suite
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = """
+name = "tiny"
+description = "two tiny variants on digits"
+dataset = "digits"
+seeds = 2
+
+[config]
+epochs = {epochs}
+eval_images = 300
+two_stage = true
+stage2_epochs = 2
+stage2_width = 64
+
+[[runs]]
+label = "beta"
+variant = "beta"
+
+[[runs]]
+label = "balanced k=2"
+variant = "balanced"
+options = {{ kl_weight = 2.0 }}
+"""
+
+
+def write_suite(tmp_path, epochs=2, extra=""):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY.format(epochs=epochs) + extra)
+    return path
+
+
+def records(out: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/record.json"))]
+
+
+def test_shipped_suites_load_and_expand():
+    names = list_suites()
+    for name in ("quick", "shapes", "mnist", "fashion_mnist", "cifar10", "celeba", "ablation_balanced"):
+        assert name in names and names[name]
+    cifar = expand(load_suite("cifar10"))
+    assert {j.cfg.epochs for j in cifar} == {700} and {j.cfg.stage2_epochs for j in cifar} == {1400}
+    assert {j.cfg.lr for j in cifar} == {1e-4} and {j.cfg.network for j in cifar} == {"resnet"}
+    celeba = expand(load_suite("celeba"))
+    assert {j.cfg.lr for j in celeba} == {5e-5} and {j.cfg.lr_halve_every for j in celeba} == {60}
+    quick = expand(load_suite("quick"))
+    assert len({j.run_id for j in quick}) == len(quick) == 8
+
+
+def test_epochs_scale_and_only():
+    jobs = expand(load_suite("cifar10"), only=["balanced"], seeds=1, epochs_scale=0.01)
+    assert len(jobs) == 1 and jobs[0].cfg.epochs == 7 and jobs[0].cfg.stage2_epochs == 14
+    with pytest.raises(ValueError, match="matches no run"):
+        expand(load_suite("quick"), only=["nope"])
+
+
+def test_tiny_suite_end_to_end_then_rerun_skips_everything(tmp_path):
+    suite = load_suite(write_suite(tmp_path))
+    jobs = expand(suite)
+    out = tmp_path / "out"
+    recs = run_suite(suite, jobs, out, progress=False)
+    assert [r["status"] for r in recs] == ["finished"] * 4
+    assert {r["label"] for r in recs} == {"beta", "balanced k=2"}
+    assert (out / "table.tex").is_file() and (out / "table.md").is_file()
+    assert all((out / f).is_file() for f in ("curves.png", "metrics.png", "tradeoff.png", "samples.png"))
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/record.json")}
+    again = run_suite(suite, jobs, out, progress=False, report=False)
+    assert again == [] and {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_a_failing_run_is_recorded_and_the_others_go_on(tmp_path):
+    extra = '\n[[runs]]\nlabel = "broken"\nvariant = "beta"\nlr = 1e30\n'
+    suite = load_suite(write_suite(tmp_path, extra=extra))
+    out = tmp_path / "out"
+    recs = run_suite(suite, expand(suite, seeds=1), out, progress=False)
+    status = {r["label"]: r["status"] for r in recs}
+    assert status == {"beta": "finished", "balanced k=2": "finished", "broken": "failed"}
+    assert "non-finite" in next(r["reason"] for r in recs if r["label"] == "broken")
+    assert "failed" in (out / "table.md").read_text()
+    # a rerun leaves failed runs alone unless asked
+    assert run_suite(suite, expand(suite, seeds=1), out, progress=False, report=False) == []
+    again = run_suite(suite, expand(suite, seeds=1), out, progress=False, report=False, retry_failed=True)
+    assert [r["label"] for r in again] == ["broken"]
+
+
+def test_killed_runner_restarts_and_finishes_the_rest(tmp_path):
+    path = write_suite(tmp_path, epochs=30)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "benchmarks.run", "--suite", str(path), "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline:  # let the first run finish and the second start
+        recs = records(out) if (out / "runs").is_dir() else []
+        if any(r["status"] == "finished" for r in recs) and len(recs) >= 2:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)  # the worst case: no chance to checkpoint the current run
+    proc.wait(timeout=60)
+    before = {r["run_id"]: r["status"] for r in records(out)}
+    assert "finished" in before.values() and len(before) < 4
+    finished_files = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/record.json")
+                      if json.loads(p.read_text())["status"] == "finished"}
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    after = records(out)
+    assert len(after) == 4 and all(r["status"] == "finished" for r in after)
+    assert len({r["run_id"] for r in after}) == 4  # nothing duplicated
+    # what had finished before the kill was not run again
+    assert {p: p.stat().st_mtime_ns for p in finished_files} == finished_files
+    suite = load_suite(path)
+    assert all(job_status(out, j) == "finished" for j in expand(suite))
