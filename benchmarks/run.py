@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--cpus-per-worker", type=int, default=1, help="CPUs per array task")
     g.add_argument("--time-min", type=int, default=60, help="time limit per task in minutes")
     g.add_argument("--mem-gb", type=float, default=4, help="memory per task in GB")
+    g.add_argument("--snapshot", action="store_true",
+                   help="tasks run a copy of the repository's tracked files in OUT/code (submitit RsyncSnapshot)")
     args = p.parse_args(argv)
     if args.list:
         for name, desc in list_suites().items():

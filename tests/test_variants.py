@@ -118,7 +118,8 @@ def test_balanced_loss_weights_and_no_gradient_through_gamma():
 
 def test_paper_kl_weight_preset():
     from vaes.variants.balanced import paper_kl_weight
-    assert paper_kl_weight(32, 64) == 1.0 and paper_kl_weight(64, 64) == 4.0
+    assert paper_kl_weight((3, 32, 32), 64) == 1.0 and paper_kl_weight((3, 64, 64), 64) == 4.0
+    assert paper_kl_weight((64,), 64) == 1.0  # second stage: latent vectors
 
 
 def test_learned_gamma_moves_toward_sqrt_mse():

@@ -20,7 +20,7 @@ from vaes.registry import register_variant
 class BalancedOptions:
     momentum: float = 0.99                # a in m <- a m + (1 - a) mse (the paper's value)
     monotone: bool = True                 # keep m non-increasing with min(m, .) as the paper's code does
-    kl_weight: float | str = "paper"      # k; 'paper' = (2 H / d)^2: 1 for 32x32 and 4 for 64x64 at d = 64
+    kl_weight: float | str = "paper"      # k; 'paper' = (2 H / d)^2: 1 for 32x32, 4 for 64x64 at d = 64
     gamma_floor: float = 0.0              # lower bound on gamma (std); 0 disables it
 
     def __post_init__(self):
@@ -34,9 +34,10 @@ class BalancedOptions:
             raise ValueError(f"gamma_floor must be >= 0, got {self.gamma_floor}")
 
 
-def paper_kl_weight(image_size: int, latent_dim: int) -> float:
-    """k = (2 H / d)^2, the weight of the KL term in Asperti & Trentin's code."""
-    return (2 * image_size / latent_dim) ** 2
+def paper_kl_weight(shape: tuple[int, ...], latent_dim: int) -> float:
+    """k = (2 H / d)^2, the weight of the KL term in Asperti & Trentin's code for H x H images;
+    1 for vector data (the second stage of a two-stage VAE), where the formula has no meaning."""
+    return (2 * shape[-1] / latent_dim) ** 2 if len(shape) == 3 else 1.0
 
 
 @register_variant("balanced", options=BalancedOptions)
@@ -46,7 +47,7 @@ class Balanced(nn.Module):
     def __init__(self, opts: BalancedOptions, *, shape: tuple[int, ...], latent_dim: int):
         super().__init__()
         self.opts = opts
-        self.k = paper_kl_weight(shape[-1], latent_dim) if opts.kl_weight == "paper" else float(opts.kl_weight)
+        self.k = paper_kl_weight(shape, latent_dim) if opts.kl_weight == "paper" else float(opts.kl_weight)
         self.register_buffer("running_mse", torch.ones(()))   # m starts at 1 (gamma = 1)
 
     def log_gamma(self) -> torch.Tensor:

@@ -1,0 +1,103 @@
+"""Run an Optuna study of sweeps/studies.py on a cluster through submitit.
+
+    python -m sweeps.run --list
+    python -m sweeps.run --study smoke --trials 4 --workers 2 --cluster local
+    python -m sweeps.run --study balanced_digits --trials 40 --workers 4 --cluster slurm \\
+        --storage postgresql+psycopg2://USER:PASSWORD@HOST:5432/DB --partition gpu --gpus-per-worker 1
+
+The W workers are one SLURM array job; each pulls trials from the shared study until it holds
+T finished (COMPLETE or PRUNED) trials. Without --storage (or $VAEBENCH_STORAGE) the study lives
+in OUT/study.journal (one machine, or a shared file system); with a PostgreSQL URL workers send
+heartbeats, so the trial of a killed worker is failed and retried by another one. The same
+command again continues the same study. Every trial leaves OUT/runs/trial-NNNN-<id>/record.json;
+OUT gets study.json, trials.csv and Optuna's plots (PNG).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _overrides(pairs: list[str]) -> dict:
+    """--set key=value pairs typed by TrainConfig; the study owns variant, options and seed."""
+    import dataclasses
+    from vaes.config import TrainConfig, parse_overrides
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"options", "variant", "seed", "out", "dataset", "device"}
+    keys = [a.split("=", 1)[0] for a in pairs]
+    bad = [k for k in keys if k not in fields]
+    if bad:
+        raise ValueError(f"--set {', '.join(bad)}: not a config field a study lets you override; "
+                         f"choose from: {', '.join(sorted(fields))}")
+    cfg = parse_overrides(pairs)
+    return {k: getattr(cfg, k) for k in keys}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of python -m sweeps.run."""
+    p = argparse.ArgumentParser(prog="python -m sweeps.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--list", action="store_true", help="list the studies and exit")
+    p.add_argument("--study", help="study name (see --list)")
+    p.add_argument("--trials", type=int, help="finished (COMPLETE or PRUNED) trials to reach")
+    p.add_argument("--workers", type=int, default=1, help="array tasks, each running trials one at a time")
+    p.add_argument("--cluster", choices=("slurm", "local", "debug"), default="local",
+                   help="slurm: sbatch array; local: subprocesses here; debug: in this process")
+    p.add_argument("--storage", help="Optuna storage: a PostgreSQL URL (postgresql+psycopg2://user:pw@host/db) "
+                                     "or a journal file path; default $VAEBENCH_STORAGE, else OUT/study.journal")
+    p.add_argument("--study-name", help="name of the study in the storage (default: --study)")
+    p.add_argument("--out", help="output folder (default results/sweeps/STUDY_NAME)")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override config fields of every trial, e.g. epochs=5 eval_images=500")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    g = p.add_argument_group("workers")
+    g.add_argument("--partition", help="SLURM partition")
+    g.add_argument("--account", help="SLURM account")
+    g.add_argument("--gpus-per-worker", type=int, default=0)
+    g.add_argument("--cpus-per-worker", type=int, default=1)
+    g.add_argument("--time-min", type=int, default=60, help="time limit per worker; SLURM signals 90 s "
+                                                            "before it and the worker is requeued")
+    g.add_argument("--mem-gb", type=float, default=4)
+    g.add_argument("--snapshot", action="store_true",
+                   help="jobs run a copy of the repository's tracked files in OUT/code (submitit "
+                        "RsyncSnapshot), so editing the code does not change queued jobs")
+    f = p.add_argument_group("faults")
+    f.add_argument("--heartbeat", type=int, default=60, help="seconds between heartbeats (RDB storage)")
+    f.add_argument("--grace", type=int, help="seconds without heartbeat before a trial is failed and "
+                                             "retried (default 2 x heartbeat)")
+    f.add_argument("--max-failed", type=int, help="stop after this many failed runs (default max(10, T))")
+    f.add_argument("--max-retry", type=int, default=3, help="retries of one interrupted or killed trial")
+    f.add_argument("--poll-s", type=float, default=5.0,
+                   help="how often an idle worker checks the study while others run the last trials")
+    p.add_argument("--no-report", action="store_true", help="skip the benchmarks report of the runs")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line; exit 0 when the study holds --trials finished trials, 1 otherwise, 2 on errors."""
+    p = build_parser()
+    a = p.parse_args(argv)
+    from sweeps.studies import get_study, list_studies
+    if a.list:
+        for name, desc in list_studies().items():
+            s = get_study(name)
+            print(f"{name:<24} [{s.suite}] {desc}")
+        return 0
+    if not a.study or not a.trials:
+        p.error("give --study NAME and --trials T (or --list)")
+    from sweeps.launcher import ClusterOptions, StorageError, redact, run_study
+    try:
+        get_study(a.study)
+        return run_study(a.study, trials=a.trials, workers=a.workers, opts=ClusterOptions.from_args(a),
+                         out=a.out, storage=a.storage, study_name=a.study_name, overrides=_overrides(a.set),
+                         device=a.device, heartbeat=a.heartbeat, grace=a.grace, max_failed=a.max_failed,
+                         max_retry=a.max_retry, poll_s=a.poll_s, snapshot=a.snapshot, report=not a.no_report)
+    except (KeyError, ValueError, StorageError, RuntimeError, FileNotFoundError) as e:
+        msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        if a.storage:
+            msg = msg.replace(a.storage, redact(a.storage))
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

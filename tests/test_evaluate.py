@@ -1,0 +1,86 @@
+"""Evaluation of a trained run: every metric in the record, FID missing without weights."""
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from vaes.classifier import classifier_frechet_distance, load_or_train_classifier
+from vaes.config import TrainConfig
+from vaes.data import load_dataset
+from vaes.evaluate import generate
+from vaes.records import load_torch
+from vaes.train import build_model, build_stage2, resolve, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def two_stage_run(tmp_path_factory):
+    """A small two-stage run on digits, evaluated without Inception weights."""
+    mp = pytest.MonkeyPatch()
+    home = tmp_path_factory.mktemp("torch_home")
+    mp.setenv("TORCH_HOME", str(home))          # an empty torch.hub cache: no weights anywhere
+    mp.delenv("VAEBENCH_INCEPTION_WEIGHTS", raising=False)
+    out = tmp_path_factory.mktemp("run")
+    cfg = TrainConfig(variant="balanced", dataset="digits", epochs=25, two_stage=True, stage2_epochs=25,
+                      stage2_width=256, eval_images=600, out=str(out))
+    t0 = time.perf_counter()
+    rec = train(cfg)
+    yield cfg, rec, out, time.perf_counter() - t0
+    mp.undo()
+
+
+def test_record_has_every_metric_and_fid_is_missing_with_the_reason(two_stage_run):
+    cfg, rec, out, _ = two_stage_run
+    assert rec["status"] == "finished", rec["reason"]
+    m = rec["metrics"]
+    for k in ("recon_mse", "psnr", "kl", "neg_elbo", "active_units", "gamma",
+              "cfd_samples", "cfd_stage2", "cfd_recon", "classifier_accuracy"):
+        assert m[k] is not None, k
+    for k in ("fid_samples", "fid_stage2", "fid_recon"):
+        assert m[k]["value"] is None
+        assert "weights-inception-2015-12-05-6726825d.pth" in m[k]["missing"]
+        assert "fid_weights=PATH" in m[k]["missing"] and "VAEBENCH_INCEPTION_WEIGHTS" in m[k]["missing"]
+    assert m["classifier_accuracy"][0] > 0.9
+    assert 0 <= m["active_units"] <= 16 and m["psnr"] > 10
+    for grid in ("samples.png", "samples_stage2.png", "reconstructions.png"):
+        assert (out / grid).stat().st_size > 500
+
+
+def test_samples_of_both_stages_have_the_right_shape_and_beat_noise(two_stage_run):
+    cfg, rec, out, _ = two_stage_run
+    data = load_dataset("digits")
+    cfg = resolve(cfg, data.shape)
+    weights = load_torch(out / "model.pt")
+    model, stage2 = build_model(cfg, data.shape), build_stage2(cfg)
+    model.load_state_dict(weights["model"])
+    stage2.load_state_dict(weights["stage2"])
+    s1, s2 = generate(model, None, 500, seed=0), generate(model, stage2, 500, seed=0)
+    for s in (s1, s2):
+        assert s.shape == (500, 1, 8, 8) and s.dtype == torch.uint8 and int(s.max()) > 128
+    clf = load_or_train_classifier(data.train, data.train_labels, dataset="digits:" + data.note)
+    noise = torch.randint(0, 256, (500, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    d_noise = classifier_frechet_distance(noise, data.test, clf)
+    assert classifier_frechet_distance(s2, data.test, clf) < 0.5 * d_noise
+    assert classifier_frechet_distance(s1, data.test, clf) < 0.5 * d_noise
+    assert rec["metrics"]["cfd_recon"] < rec["metrics"]["cfd_samples"]  # reconstructions are closest
+
+
+def test_evaluate_cli_re_evaluates_and_updates_the_record(two_stage_run, tmp_path):
+    cfg, rec, out, _ = two_stage_run
+    res = subprocess.run([sys.executable, "-m", "vaes.evaluate", str(out), "eval_images=200", "fid=false"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    new = json.loads((out / "record.json").read_text())
+    assert new["config"]["eval_images"] == 200 and "fid_samples" not in new["metrics"]
+    assert new["metrics"]["recon_mse"] == pytest.approx(rec["metrics"]["recon_mse"])
+    bad = subprocess.run([sys.executable, "-m", "vaes.evaluate", str(out), "epochs=3"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "only evaluation settings" in bad.stderr
+    none = subprocess.run([sys.executable, "-m", "vaes.evaluate", str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert none.returncode == 2 and "train it first" in none.stderr
