@@ -49,6 +49,7 @@ class TrainConfig:
     stage2_width: int | None = None    # MLP width; default 2048 for 32x32, 4096 for 64x64, else 1024
     stage2_depth: int = 3              # MLP depth (hidden layers)
     stage2_latent_dim: int | None = None  # dimension of u; default: same as z
+    stage2_noise: bool = True          # sample z = decoder2(u) + gamma2 * eps (ancestral); false: the mean
     # evaluation
     eval_images: int = 10_000          # images per quality metric (FID uses 10k in the literature)
     fid: bool = True                   # compute FID when Inception weights are available

@@ -30,15 +30,21 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate(model, stage2, n: int, seed: int, batch: int = 500) -> torch.Tensor:
-    """n uint8 samples: z ~ N(0, I), or u ~ N(0, I), z = decoder2(u) when ``stage2`` is given."""
+def generate(model, stage2, n: int, seed: int, batch: int = 500, stage2_noise: bool = True) -> torch.Tensor:
+    """n uint8 samples: z ~ N(0, I), or u ~ N(0, I), z ~ p(z|u) when ``stage2`` is given.
+
+    With ``stage2_noise`` z = decoder2(u) + gamma2 * eps, ancestral sampling from the second
+    stage's density; Dai & Wipf take the mean, the same once gamma2 -> 0. Where the second
+    stage has not learned (gamma2 near 1), the mean collapses every sample to one image while
+    ancestral sampling falls back to the prior.
+    """
     model.eval()
     device = next(model.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
     out = []
     for i in range(0, n, batch):
         m = min(batch, n - i)
-        z = stage2.eval().sample(m, g) if stage2 is not None else torch.randn(m, model.latent_dim, generator=g, device=device)
+        z = stage2.eval().sample(m, g, noise=stage2_noise) if stage2 is not None else torch.randn(m, model.latent_dim, generator=g, device=device)
         out.append(to_uint8(model.decode(z)).cpu())
     return torch.cat(out)
 
@@ -71,7 +77,7 @@ def evaluate_models(cfg, model, stage2, data, out: str | Path) -> dict:
     real = data.test[:n]                          # held-out images are the reference
     images = {"samples": generate(model, None, n, seed=cfg.seed)}
     if stage2 is not None:
-        images["stage2"] = generate(model, stage2, n, seed=cfg.seed)
+        images["stage2"] = generate(model, stage2, n, seed=cfg.seed, stage2_noise=cfg.stage2_noise)
     images["recon"] = reconstruct(model, real)
     save_grids(images, real, out)
     metrics: dict = {}

@@ -55,8 +55,13 @@ class VAE(nn.Module):
         return self.balance.gamma()
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n samples from p(z) p(x|z), decoded to the mean of p(x|z)."""
+    def sample(self, n: int, generator: torch.Generator | None = None, *, noise: bool = False) -> torch.Tensor:
+        """n samples from p(z) p(x|z): the decoder's mean, plus its Gaussian noise gamma * eps
+        when ``noise`` (ancestral sampling; used for the second stage, whose output is z)."""
         device = next(self.parameters()).device
         z = torch.randn(n, self.latent_dim, generator=generator, device=device)
-        return self.decode(z)
+        x = self.decode(z)
+        gamma = self.gamma()
+        if noise and gamma is not None:
+            x = x + gamma.to(device) * torch.randn(x.shape, generator=generator, device=device)
+        return x
