@@ -72,6 +72,9 @@ def run_suite(suite: dict, jobs: list[Job], out: Path, *, retry_failed: bool = F
         rec = run_job(job, out, suite["name"], data=data_cache[key], progress=progress)
         print(f"    {rec['status']}" + (f": {rec['reason']}" if rec.get("reason") else ""), flush=True)
         records.append(rec)
+        if rec["status"] == "interrupted":  # SIGTERM/SIGUSR1 was meant for the whole suite
+            print(f"suite {suite['name']}: stopped by a signal; the same command resumes it", flush=True)
+            return records
     print(f"suite {suite['name']}: {time.perf_counter() - t_start:.0f} s", flush=True)
     if report:
         make_suite_report(suite, out)
@@ -131,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         from sweeps.launcher import run_suite_on_cluster
         return run_suite_on_cluster(suite, jobs, out, args)
     records = run_suite(suite, jobs, out, retry_failed=args.retry_failed)
+    if any(r["status"] == "interrupted" for r in records):
+        return 3
     return 1 if any(r["status"] != "finished" for r in records) else 0
 
 

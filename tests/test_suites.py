@@ -122,3 +122,21 @@ def test_killed_runner_restarts_and_finishes_the_rest(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in finished_files} == finished_files
     suite = load_suite(path)
     assert all(job_status(out, j) == "finished" for j in expand(suite))
+
+
+def test_sigterm_stops_the_suite_after_checkpointing_the_current_run(tmp_path):
+    path = write_suite(tmp_path, epochs=200)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "benchmarks.run", "--suite", str(path), "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not any(r["status"] == "running" for r in
+                                               (records(out) if (out / "runs").is_dir() else [])):
+        time.sleep(0.1)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    stdout, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 3, stdout
+    recs = records(out)
+    assert [r["status"] for r in recs] == ["interrupted"] and "the same command resumes it" in stdout
+    assert list((out / "runs").glob("*/checkpoint.pt"))
