@@ -262,7 +262,7 @@ def train(cfg: TrainConfig, *, data: ImageData | None = None, progress: bool | N
         cfg = resolve(cfg, data.shape)
         record["config"] = to_dict(cfg)
         record["run_id"] = run_id(cfg)
-        record["data"] = {"name": data.name, "shape": list(data.shape), "n_train": len(data.train),
+        record["data"] = {"name": data.name, "shape": list(data.shape), "n_train": len(data.train[: cfg.n_train or None]),
                           "n_heldout": len(data.test), "note": data.note}
         device = pick_device(cfg.device)
         torch.manual_seed(cfg.seed)
