@@ -59,7 +59,7 @@ class TrainConfig:
     device: str = "auto"               # auto picks cuda when available
     bf16: bool = False                 # bf16 autocast on CUDA
     compile: bool = False              # torch.compile the model
-    checkpoint_every: int = 1          # epochs between checkpoints (also written on SIGTERM/SIGUSR1)
+    checkpoint_every: int = 1          # epochs between checkpoints, at most one per 30 s (and on SIGTERM/SIGUSR1)
     cache_dir: str = ""                # reference statistics and classifiers; '' = ~/.cache/vaebench
     out: str = "runs/run"              # run folder: record.json, checkpoint, grids
 
