@@ -141,16 +141,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _overrides(pairs: list[str]) -> dict:
     """--set key=value pairs, typed by TrainConfig (the same parser as vaes.train)."""
-    import dataclasses
-    from vaes.config import TrainConfig, parse_overrides
-    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"options", "variant", "seed"}
-    keys = [a.split("=", 1)[0] for a in pairs]
-    bad = [k for k in keys if k not in fields]
-    if bad:
-        raise ValueError(f"--set {', '.join(bad)}: not a config field a suite lets you override; "
-                         f"choose from: {', '.join(sorted(fields))}")
-    cfg = parse_overrides(pairs)
-    return {k: getattr(cfg, k) for k in keys}
+    from vaes.config import field_overrides
+    return field_overrides(pairs, exclude={"variant", "seed"}, owner="suite")
 
 
 if __name__ == "__main__":

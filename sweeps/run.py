@@ -20,16 +20,8 @@ import sys
 
 def _overrides(pairs: list[str]) -> dict:
     """--set key=value pairs typed by TrainConfig; the study owns variant, options and seed."""
-    import dataclasses
-    from vaes.config import TrainConfig, parse_overrides
-    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"options", "variant", "seed", "out", "dataset", "device"}
-    keys = [a.split("=", 1)[0] for a in pairs]
-    bad = [k for k in keys if k not in fields]
-    if bad:
-        raise ValueError(f"--set {', '.join(bad)}: not a config field a study lets you override; "
-                         f"choose from: {', '.join(sorted(fields))}")
-    cfg = parse_overrides(pairs)
-    return {k: getattr(cfg, k) for k in keys}
+    from vaes.config import field_overrides
+    return field_overrides(pairs, exclude={"variant", "seed", "out", "dataset", "device"}, owner="study")
 
 
 def build_parser() -> argparse.ArgumentParser:

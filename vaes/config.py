@@ -206,3 +206,16 @@ def parse_overrides(args: list[str], base: TrainConfig | None = None) -> TrainCo
                 f"Options of variant {variant!r}: {', '.join(sorted(opt_hints)) or '(none)'}")
         options[k] = _convert(v, opt_hints[k], k)
     return dataclasses.replace(base, **changes, options=options)
+
+
+def field_overrides(pairs: list[str], *, exclude: set[str], owner: str) -> dict[str, Any]:
+    """Typed values of ``key=value`` pairs for config fields, as a dict of only those keys
+    (for --set of suites and studies, which own the fields in ``exclude``)."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"options"} - exclude
+    keys = [a.split("=", 1)[0] for a in pairs]
+    bad = [k for k in keys if k not in fields]
+    if bad:
+        raise ValueError(f"--set {', '.join(bad)}: not a config field a {owner} lets you override; "
+                         f"choose from: {', '.join(sorted(fields))}")
+    cfg = parse_overrides(pairs)
+    return {k: getattr(cfg, k) for k in keys}
