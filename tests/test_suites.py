@@ -96,17 +96,26 @@ def test_a_failing_run_is_recorded_and_the_others_go_on(tmp_path):
     assert [r["label"] for r in again] == ["broken"]
 
 
-def test_killed_runner_restarts_and_finishes_the_rest(tmp_path):
-    path = write_suite(tmp_path, epochs=30)
+def start_runner(tmp_path, epochs):
+    """The suite runner on the tiny suite in a subprocess: (command, process, output folder)."""
+    path = write_suite(tmp_path, epochs=epochs)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "benchmarks.run", "--suite", str(path), "--out", str(out)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 240
-    while time.time() < deadline:  # let the first run finish and the second start
-        recs = records(out) if (out / "runs").is_dir() else []
-        if any(r["status"] == "finished" for r in recs) and len(recs) >= 2:
-            break
+    return cmd, proc, out
+
+
+def wait_for(out, predicate, timeout=240):
+    """Poll the run records under ``out`` until ``predicate(records)`` holds (or time runs out)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and not predicate(records(out) if (out / "runs").is_dir() else []):
         time.sleep(0.1)
+
+
+def test_killed_runner_restarts_and_finishes_the_rest(tmp_path):
+    cmd, proc, out = start_runner(tmp_path, epochs=30)
+    # let the first run finish and the second start
+    wait_for(out, lambda recs: any(r["status"] == "finished" for r in recs) and len(recs) >= 2)
     proc.send_signal(signal.SIGKILL)  # the worst case: no chance to checkpoint the current run
     proc.wait(timeout=60)
     before = {r["run_id"]: r["status"] for r in records(out)}
@@ -120,19 +129,13 @@ def test_killed_runner_restarts_and_finishes_the_rest(tmp_path):
     assert len({r["run_id"] for r in after}) == 4  # nothing duplicated
     # what had finished before the kill was not run again
     assert {p: p.stat().st_mtime_ns for p in finished_files} == finished_files
-    suite = load_suite(path)
+    suite = load_suite(tmp_path / "tiny.toml")
     assert all(job_status(out, j) == "finished" for j in expand(suite))
 
 
 def test_sigterm_stops_the_suite_after_checkpointing_the_current_run(tmp_path):
-    path = write_suite(tmp_path, epochs=200)
-    out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "benchmarks.run", "--suite", str(path), "--out", str(out)]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and not any(r["status"] == "running" for r in
-                                               (records(out) if (out / "runs").is_dir() else [])):
-        time.sleep(0.1)
+    _, proc, out = start_runner(tmp_path, epochs=200)
+    wait_for(out, lambda recs: any(r["status"] == "running" for r in recs))
     time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)
     stdout, _ = proc.communicate(timeout=120)
