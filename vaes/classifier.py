@@ -231,9 +231,15 @@ def classifier_features(images: torch.Tensor, classifier: DataClassifier, *,
     return np.concatenate(chunks)
 
 
-def classifier_frechet_distance(fake_uint8: torch.Tensor, real_uint8: torch.Tensor,
+def classifier_statistics(images: torch.Tensor, classifier: DataClassifier) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, sigma) of the classifier's features of uint8 images: compute the real side once
+    when several sets of images are compared with it."""
+    return feature_statistics(classifier_features(images, classifier))
+
+
+def classifier_frechet_distance(fake_uint8: torch.Tensor, real: torch.Tensor | tuple[np.ndarray, np.ndarray],
                                 classifier: DataClassifier) -> float:
-    """Classifier Frechet distance: Frechet distance of the classifier's features (never call it FID)."""
-    mu_fake, sigma_fake = feature_statistics(classifier_features(fake_uint8, classifier))
-    mu_real, sigma_real = feature_statistics(classifier_features(real_uint8, classifier))
-    return frechet_distance(mu_fake, sigma_fake, mu_real, sigma_real)
+    """Classifier Frechet distance: Frechet distance of the classifier's features (never call it FID).
+    ``real`` is uint8 images or their :func:`classifier_statistics`."""
+    real_stats = real if isinstance(real, tuple) else classifier_statistics(real, classifier)
+    return frechet_distance(*classifier_statistics(fake_uint8, classifier), *real_stats)

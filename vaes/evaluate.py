@@ -94,10 +94,11 @@ def _cache(cfg, sub: str) -> Path | None:
 
 def classifier_metrics(cfg, data, images: dict, real: torch.Tensor) -> dict:
     """Classifier Frechet distances (cfd_*) against the held-out images."""
-    from vaes.classifier import classifier_frechet_distance, load_or_train_classifier
+    from vaes.classifier import classifier_frechet_distance, classifier_statistics, load_or_train_classifier
     clf = load_or_train_classifier(data.train, data.train_labels, dataset=f"{data.name}:{data.note}",
                                    cache_dir=_cache(cfg, "classifier"))
-    res = {f"cfd_{k}": classifier_frechet_distance(v, real, clf) for k, v in images.items()}
+    real_stats = classifier_statistics(real, clf)  # once, for all three comparisons
+    res = {f"cfd_{k}": classifier_frechet_distance(v, real_stats, clf) for k, v in images.items()}
     res["classifier_accuracy"] = [round(a, 4) for a in clf.holdout_accuracy]
     return res
 
