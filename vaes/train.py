@@ -279,7 +279,7 @@ def train(cfg: TrainConfig, *, data: ImageData | None = None, progress: bool | N
         record["n_params"] = count_parameters(model)
         record["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
         train_x = data.train[: cfg.n_train or None].to(device)  # the whole set lives on the device
-        write_json(out / "record.json", {**record})
+        write_json(out / "record.json", record)  # status "running": a killed run is visible
         with _StopOnSignals():
             res = fit(model, lambda e: train_x, epochs=cfg.epochs, lr=cfg.lr, halve_every=cfg.lr_halve_every,
                       batch_size=cfg.batch_size, seed=cfg.seed, checkpoint=out / "checkpoint.pt",
