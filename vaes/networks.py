@@ -16,14 +16,37 @@ import torch
 from torch import nn
 
 
+# The originals are TensorFlow. Two conventions carried over, each stated where it is used:
+# - BatchNorm: their batch_norm uses decay 0.999 and eps 1e-5 (the eps argument of the
+#   originals' own batch_norm helper). TF's moving average is m <- decay*m + (1-decay)*x, so
+#   TF decay 0.999 == PyTorch momentum 0.001; eps is the same number in both.
+# - Initialisation: tf.layers.conv2d / dense and tf.keras Conv2D / Conv2DTranspose default to
+#   glorot-uniform kernels (== torch xavier_uniform_) and zero biases.
+BN_MOMENTUM = 0.001   # TF decay 0.999 == PyTorch momentum 0.001
+BN_EPS = 1e-5         # the originals' batch_norm(eps=1e-5)
+
+
+def _bn(c: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(c, eps=BN_EPS, momentum=BN_MOMENTUM)  # TF decay 0.999, eps 1e-5
+
+
+def _tf_init(module: nn.Module) -> None:
+    """Glorot-uniform kernels and zero biases, TF's defaults for conv and dense layers."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)   # TF default kernel_initializer: glorot_uniform
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)          # TF default bias_initializer: zeros
+
+
 class ResBlock(nn.Module):
-    """BN-ReLU-conv3x3 twice, with a 3x3 conv shortcut (Dai & Wipf's block)."""
+    """Two (BN, ReLU, 3x3 conv) steps plus a 3x3 conv shortcut on the block's input."""
 
     def __init__(self, c_in: int, c_out: int):
         super().__init__()
         self.body = nn.Sequential(
-            nn.BatchNorm2d(c_in), nn.ReLU(), nn.Conv2d(c_in, c_out, 3, padding=1),
-            nn.BatchNorm2d(c_out), nn.ReLU(), nn.Conv2d(c_out, c_out, 3, padding=1),
+            _bn(c_in), nn.ReLU(), nn.Conv2d(c_in, c_out, 3, padding=1),
+            _bn(c_out), nn.ReLU(), nn.Conv2d(c_out, c_out, 3, padding=1),
         )
         self.shortcut = nn.Conv2d(c_in, c_out, 3, padding=1)
 
@@ -32,56 +55,73 @@ class ResBlock(nn.Module):
 
 
 class ResFC(nn.Module):
-    """Residual fully connected block: x + W2 relu(W1 relu(x))."""
+    """Residual dense block: two (ReLU, dense) steps plus a dense shortcut on the input."""
 
-    def __init__(self, width: int):
+    def __init__(self, d_in: int, width: int):
         super().__init__()
-        self.body = nn.Sequential(nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width))
+        self.body = nn.Sequential(nn.ReLU(), nn.Linear(d_in, width), nn.ReLU(), nn.Linear(width, width))
+        self.shortcut = nn.Linear(d_in, width)
 
     def forward(self, x):
-        return x + self.body(x)
+        return self.body(x) + self.shortcut(x)
 
 
 class ResNetEncoder(nn.Module):
-    """Residual encoder: two ResBlocks per scale, channels doubling (32, 64, 128, 256), then
-    global average pooling and two residual dense blocks of width ``fc``."""
+    """Encoder of the originals' ``Resnet``: a 3x3 conv to ``base`` channels, per scale one
+    ResBlock with a strided 3x3 conv (channels doubling) between scales, global average
+    pooling, one ResFC of width ``fc``, and dense heads for the mean and log-sd of q(z|x).
+
+    The originals' spread head outputs log sd; we return log-variance = 2 * log sd (the same
+    layer, the same parameters), as every encoder here does."""
 
     def __init__(self, channels: int, latent_dim: int, scales: int, base: int = 32, fc: int = 512):
         super().__init__()
-        dims = [base * 2**s for s in range(scales)]          # 32, 64, 128 (, 256)
-        layers: list[nn.Module] = [nn.Conv2d(channels, dims[0], 3, padding=1)]
-        for s, dim in enumerate(dims):
-            layers += [ResBlock(dim, dim), ResBlock(dim, dim)]
-            if s + 1 < scales:  # a strided 3x3 conv halves the resolution between scales
-                layers.append(nn.Conv2d(dim, dims[s + 1], 3, stride=2, padding=1))
-        layers += [nn.BatchNorm2d(dims[-1]), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                   nn.Linear(dims[-1], fc), ResFC(fc), ResFC(fc), nn.ReLU()]
+        dim = base
+        layers: list[nn.Module] = [nn.Conv2d(channels, dim, 3, padding=1)]
+        for s in range(scales):
+            layers.append(ResBlock(dim, dim))
+            if s + 1 < scales:  # stride-2 3x3 conv between scales ('same' padding)
+                layers.append(nn.Conv2d(dim, 2 * dim, 3, stride=2, padding=1))
+                dim *= 2
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), ResFC(dim, fc)]
         self.body = nn.Sequential(*layers)
         self.mu = nn.Linear(fc, latent_dim)
-        self.logvar = nn.Linear(fc, latent_dim)
+        self.logsd = nn.Linear(fc, latent_dim)
+        _tf_init(self)
 
     def forward(self, x):
         h = self.body(x)                                      # (B, fc)
-        return self.mu(h), self.logvar(h)
+        return self.mu(h), 2.0 * self.logsd(h)                # mean, log-variance
+
+
+def decoder_widths(image_size: int, base: int = 32) -> list[int]:
+    """Channel widths at resolutions 2, 4, ..., image_size: min(base * 2^k, 1024) with k
+    counted back from the output (k = 0 at full resolution)."""
+    ups = int(math.log2(image_size // 2))
+    if 2 * 2**ups != image_size:
+        raise ValueError(f"image size must be a power of two, got {image_size}")
+    return [min(base * 2**k, 1024) for k in range(ups, -1, -1)]
 
 
 class ResNetDecoder(nn.Module):
-    """Dense layer to a 2x2 map, then per doubling a 4x4 transposed conv and two ResBlocks."""
+    """Decoder of the originals' ``Resnet``: dense to a 2x2 map, then per doubling a 3x3
+    stride-2 transposed conv and one ResBlock, a last 3x3 conv to the image channels.
+    Returns logits; the VAE applies the sigmoid (the originals' last op)."""
 
-    def __init__(self, channels: int, latent_dim: int, image_size: int, scales: int, base: int = 32):
+    def __init__(self, channels: int, latent_dim: int, image_size: int, scales: int | None = None,
+                 base: int = 32):
         super().__init__()
-        ups = int(math.log2(image_size // 2))                # 2x2 -> HxW: 4 doublings for 32
-        # the encoder's width at each resolution 2^(i+1): 128,128,128,64,32 for 32x32
-        dims = [base * 2**min(ups - i, scales - 1) for i in range(ups + 1)]
+        dims = decoder_widths(image_size, base)               # 512,256,128,64,32 for 32x32
         self.dim0 = dims[0]
         self.fc = nn.Linear(latent_dim, dims[0] * 4)
         layers: list[nn.Module] = []
-        for i in range(ups):
-            layers += [nn.BatchNorm2d(dims[i]), nn.ReLU(),
-                       nn.ConvTranspose2d(dims[i], dims[i + 1], 4, stride=2, padding=1),
-                       ResBlock(dims[i + 1], dims[i + 1]), ResBlock(dims[i + 1], dims[i + 1])]
-        layers += [nn.BatchNorm2d(dims[-1]), nn.ReLU(), nn.Conv2d(dims[-1], channels, 3, padding=1)]
+        for a, b in zip(dims[:-1], dims[1:]):
+            # 3x3, stride 2, TF 'same': padding 1 and output_padding 1 exactly double H, W
+            layers += [nn.ConvTranspose2d(a, b, 3, stride=2, padding=1, output_padding=1),
+                       ResBlock(b, b)]
+        layers.append(nn.Conv2d(dims[-1], channels, 3, padding=1))
         self.body = nn.Sequential(*layers)
+        _tf_init(self)
 
     def forward(self, z):
         h = self.fc(z).view(-1, self.dim0, 2, 2)              # (B, dim0, 2, 2)
