@@ -49,7 +49,7 @@ class TrainConfig:
     stage2_width: int | None = None    # MLP width; default 2048 for 32x32, 4096 for 64x64, else 1024
     stage2_depth: int = 3              # MLP depth (hidden layers)
     stage2_latent_dim: int | None = None  # dimension of u; default: same as z
-    stage2_noise: bool = True          # sample z = decoder2(u) + gamma2 * eps (ancestral); false: the mean
+    stage2_noise: bool = True          # unused, kept so older records load: evaluation records both z = decoder2(u) (*_stage2) and z + gamma2 eps (*_stage2_ancestral)
     # evaluation
     eval_images: int = 10_000          # images per quality metric (FID uses 10k in the literature)
     fid: bool = True                   # compute FID when Inception weights are available

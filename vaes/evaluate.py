@@ -34,9 +34,10 @@ def generate(model, stage2, n: int, seed: int, batch: int = 500, stage2_noise: b
     """n uint8 samples: z ~ N(0, I), or u ~ N(0, I), z ~ p(z|u) when ``stage2`` is given.
 
     With ``stage2_noise`` z = decoder2(u) + gamma2 * eps, ancestral sampling from the second
-    stage's density; Dai & Wipf take the mean, the same once gamma2 -> 0. Where the second
-    stage has not learned (gamma2 near 1), the mean collapses every sample to one image while
-    ancestral sampling falls back to the prior.
+    stage's density, as Dai & Wipf's ``generate``; without it z = decoder2(u), as Asperti &
+    Trentin's code. The two agree once gamma2 -> 0. Where the second stage has not learned
+    (gamma2 near 1), the mean collapses every sample to one image while ancestral sampling
+    falls back to the prior: evaluation records both.
     """
     model.eval()
     device = next(model.parameters()).device
@@ -71,13 +72,18 @@ def save_grids(images: dict[str, torch.Tensor], real: torch.Tensor, out: Path) -
 def evaluate_models(cfg, model, stage2, data, out: str | Path) -> dict:
     """Quality metrics of a trained run (FID where possible, classifier distance where labels
     exist), with grids written to ``out``. Keys: fid_samples, fid_stage2, fid_recon (dicts
-    with value and setup), cfd_samples, cfd_stage2, cfd_recon, classifier_accuracy."""
+    with value and setup), cfd_samples, cfd_stage2, cfd_recon, classifier_accuracy; with a
+    second stage also *_stage2_ancestral (Dai & Wipf's sampler; *_stage2 is Asperti & Trentin's)."""
     out = Path(out)
     n = cfg.eval_images
     real = data.test[:n]                          # held-out images are the reference
     images = {"samples": generate(model, None, n, seed=cfg.seed)}
     if stage2 is not None:
-        images["stage2"] = generate(model, stage2, n, seed=cfg.seed, stage2_noise=cfg.stage2_noise)
+        # both published second-stage samplers, as two metrics: z = decoder2(u) (Asperti & Trentin's
+        # code) under *_stage2, z = decoder2(u) + gamma_z eps (Dai & Wipf's `generate`) under
+        # *_stage2_ancestral; same u for both (same seed)
+        images["stage2"] = generate(model, stage2, n, seed=cfg.seed, stage2_noise=False)
+        images["stage2_ancestral"] = generate(model, stage2, n, seed=cfg.seed, stage2_noise=True)
     images["recon"] = reconstruct(model, real)
     save_grids(images, real, out)
     metrics: dict = {}
