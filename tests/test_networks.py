@@ -31,3 +31,20 @@ def test_mlp_second_stage():
     enc, dec = build_networks("mlp", (64,), 64, width=128, depth=3)
     mu, logvar = enc(torch.randn(5, 64))
     assert mu.shape == (5, 64) and dec(mu).shape == (5, 64)
+
+
+def test_mlp_concatenates_its_input_before_the_output_layer():
+    # both originals: depth dense ReLU layers, then [last hidden, input] -> output
+    d, width, depth = 16, 32, 3
+    enc, dec = build_networks("mlp", (d,), d, width=width, depth=depth)
+    hidden = (d * width + width) + (depth - 1) * (width * width + width)
+    assert count_parameters(dec) == hidden + (width + d) * d + d
+    assert count_parameters(enc) == hidden + (width + d) * 2 * d + 2 * d
+    # with every hidden layer zeroed the output still depends on the input: the skip path
+    with torch.no_grad():
+        for m in dec.modules():
+            if isinstance(m, torch.nn.Linear) and m is not dec.out:
+                m.weight.zero_(); m.bias.zero_()
+    x = torch.randn(4, d, requires_grad=True)
+    dec(x).sum().backward()
+    assert x.grad.abs().sum() > 0

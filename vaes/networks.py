@@ -169,18 +169,24 @@ class ConvDecoder(nn.Module):
 
 
 class MLP(nn.Module):
-    """``depth`` dense layers of ``width`` with ReLU, then a linear output (second stage)."""
+    """``depth`` dense ReLU layers of ``width``, then a linear output on [last hidden, input].
+
+    Both originals concatenate the MLP's input to its last hidden layer before the output
+    layers, in the second stage's encoder and decoder (Dai & Wipf 2019, ``daib13/TwoStageVAE``;
+    Asperti & Trentin 2020, ``asperti/BalancingVAE``). (B, d_in) -> (B, d_out).
+    """
 
     def __init__(self, d_in: int, d_out: int, width: int, depth: int):
         super().__init__()
         layers: list[nn.Module] = []
         for i in range(depth):
             layers += [nn.Linear(d_in if i == 0 else width, width), nn.ReLU()]
-        layers.append(nn.Linear(width if depth else d_in, d_out))
         self.body = nn.Sequential(*layers)
+        self.out = nn.Linear((width if depth else 0) + d_in, d_out)
 
     def forward(self, x):
-        return self.body(x)
+        h = self.body(x)
+        return self.out(torch.cat([h, x], dim=1) if len(self.body) else x)
 
 
 class MLPEncoder(nn.Module):
