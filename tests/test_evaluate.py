@@ -84,3 +84,15 @@ def test_evaluate_cli_re_evaluates_and_updates_the_record(two_stage_run, tmp_pat
     none = subprocess.run([sys.executable, "-m", "vaes.evaluate", str(tmp_path)], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert none.returncode == 2 and "train it first" in none.stderr
+
+
+def test_fid_reference_key_is_the_data_identity(tmp_path):
+    from vaes.config import TrainConfig
+    from vaes.data import load_dataset
+    from vaes.evaluate import reference_key
+    cfg = TrainConfig(dataset="shapes")
+    small, large = (load_dataset("shapes", str(tmp_path), image_size=s).test[:50] for s in (28, 32))
+    assert reference_key(cfg, small) != reference_key(cfg, large)
+    # same name, split and count, other pixels (another npz file): other statistics
+    assert reference_key(cfg, small)["sha256"] != reference_key(cfg, 255 - small)["sha256"]
+    assert reference_key(cfg, small) == reference_key(cfg, small.clone())

@@ -12,6 +12,7 @@ Sample and reconstruction grids are saved as PNG next to the record.
 """
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from pathlib import Path
@@ -109,10 +110,21 @@ def classifier_metrics(cfg, data, images: dict, real: torch.Tensor) -> dict:
     return res
 
 
+def reference_key(cfg, real: torch.Tensor) -> dict:
+    """The cache key of the real images' FID statistics: the data's identity, not just its name.
+
+    The content hash covers the file, the split and the count, so two npz files or two
+    ``shapes`` sizes never share statistics; vaes.fid adds the engine and the weights.
+    """
+    return {"dataset": cfg.dataset, "split": f"heldout:{cfg.data_split}", "n": len(real),
+            "shape": list(real.shape[1:]),
+            "sha256": hashlib.sha256(real.detach().cpu().contiguous().numpy().tobytes()).hexdigest()}
+
+
 def fid_metrics(cfg, images: dict, real: torch.Tensor, device) -> dict:
     """fid_* dicts with value and setup, or {'value': None, 'missing': reason} without weights."""
     from vaes.fid import InceptionWeightsMissing, compute_fid
-    key = {"dataset": cfg.dataset, "split": f"heldout:{cfg.data_split}", "n": len(real)}
+    key = reference_key(cfg, real)
     res = {}
     for k, fake in images.items():
         try:
