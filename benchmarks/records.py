@@ -17,6 +17,8 @@ from typing import Any
 
 import pandas as pd
 
+from vaes.metrics import gamma_ratio
+
 # Columns describing a run (not metrics). A metric of the same name would silently shadow one
 # of them, so load_records refuses it.
 RUN_COLUMNS = (
@@ -24,6 +26,7 @@ RUN_COLUMNS = (
     "n_params", "n_params_stage2", "epochs", "stage2_epochs", "lr", "lr_halve_every",
     "batch_size", "options", "n_train", "n_heldout", "data_note", "device", "git_commit",
     "train_seconds", "train_images_per_second", "eval_seconds", "stage2_train_seconds", "run_dir",
+    "gamma_ratio", "gamma_ratio_stage2",
 )
 HISTORY_TERMS = ("loss", "recon", "kl", "mse", "gamma", "lr")
 
@@ -164,6 +167,10 @@ def record_row(rec: dict, run_dir: str | Path) -> dict[str, Any]:
         "train_images_per_second": _float(timings.get("train_images_per_second")),
         "eval_seconds": _float(timings.get("eval_seconds")),
         "stage2_train_seconds": _float(stage2.get("train_seconds")),
+        # gamma / sqrt(MSE) at the end of each stage; derived from the history for older records
+        "gamma_ratio": _float(rec["gamma_ratio"] if "gamma_ratio" in rec else gamma_ratio(rec.get("history"))),
+        "gamma_ratio_stage2": _float(stage2["gamma_ratio"] if "gamma_ratio" in stage2
+                                     else gamma_ratio(stage2.get("history")) if stage2 else None),
         "run_dir": str(Path(run_dir).resolve()),
     }
     metrics = flatten_metrics(rec.get("metrics"), where=str(run_dir))

@@ -23,10 +23,13 @@ import math
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+from scipy import stats
+
+from vaes.metrics import CONVERGED_RATIO
 
 # Dai & Wipf, "Diagnosing and Enhancing VAE Models", ICLR 2019, Table 1: FID, InfoGAN-style
 # network, latent 64, mean of 10 runs (https://arxiv.org/abs/1903.05789).
@@ -40,6 +43,7 @@ DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": 
                  "celeba": "CelebA 64x64", "digits": "scikit-learn digits (8x8)",
                  "shapes": "procedural shapes", "npz": "an .npz data set"}
 SIG = 3            # significant digits of a table entry
+SIG_P = 0.05       # bold also every value not significantly worse than the best (Welch's t-test)
 REASON_CHARS = 240  # a failure reason longer than this is cut in table.tex (table.md has it whole)
 
 # ----------------------------------------------------------------------------- the table model
@@ -292,12 +296,14 @@ def build_table(df: pd.DataFrame, suite: dict | None = None) -> Table:
             notes.append((m, _reasons_note(str(label), unfinished, len(runs))
                           + "; the row averages the finished seeds"))
             row.notes.append(m)
+        _flag_unconverged(row, fin, "gamma_ratio", "first stage", notes, marker)
         rows.append(row)
         if fin["two_stage"].any():
             total = _stat(fin["n_params"] + fin["n_params_stage2"].fillna(0))
             total.std = None
             rows.append(Row(f"{label} (2-stage)", "stage2",
                             {"params": total, "samples": _stat(_col(fin, q["stage2"]))}))
+            _flag_unconverged(rows[-1], fin, "gamma_ratio_stage2", "second stage", notes, marker)
 
     columns = [_with_shift(c, rows) for c in columns]
     _bold_best(rows, columns)
@@ -313,7 +319,10 @@ def build_table(df: pd.DataFrame, suite: dict | None = None) -> Table:
         f"{DATASET_NAMES.get(dataset, dataset)}, suite {name}"
         + (f": {suite['description'].rstrip('.')}" if suite.get("description") else "") + ".",
         (f"Mean ± std over the finished runs of seeds {seeds_text}" if len(seeds) > 1 else
-         f"One seed ({seeds_text}), so no std") + "; bold: best of a column (↓ lower, ↑ higher is better).",
+         f"One seed ({seeds_text}), so no std")
+        + ("; bold: best of a column and every value not significantly worse (Welch's t-test, "
+           f"two-sided, p ≥ {SIG_P}; ↓ lower, ↑ higher is better)." if len(seeds) > 1 else
+           "; bold: best of a column (↓ lower, ↑ higher is better)."),
         _protocol_sentence(df),
         _setup_sentence(df),
     ]
@@ -334,6 +343,18 @@ def build_table(df: pd.DataFrame, suite: dict | None = None) -> Table:
     if ref_note:
         general.append(("", ref_note))
     return Table(str(name), columns, rows, caption, general + notes, len(df))
+
+
+def _flag_unconverged(row: Row, fin: pd.DataFrame, column: str, stage: str,
+                      notes: list[tuple[str, str]], marker: Callable[[], str]) -> None:
+    """A note on ``row`` when gamma / sqrt(MSE) ends above CONVERGED_RATIO (gamma still falling)."""
+    ratio = _stat(_col(fin, column)).mean
+    if ratio is not None and ratio > CONVERGED_RATIO:
+        m = marker()
+        notes.append((m, f"{row.name}: not converged: gamma / sqrt(MSE) = {ratio:.2f} at the end of "
+                         f"the {stage} (above {CONVERGED_RATIO}; 1 is the optimum), so gamma was still "
+                         "falling when training stopped"))
+        row.notes.append(m)
 
 
 def _with_shift(col: Column, rows: list[Row]) -> Column:
@@ -361,9 +382,19 @@ def _bold_best(rows: list[Row], columns: list[Column]) -> None:
             continue  # a lone value is not 'best' of anything
         pick = min if col.better == "lower" else max
         shown = lambda x: _number(x * 10.0**col.shift, col.integer, "plain")  # noqa: E731
-        best = shown(pick(c.mean for c in cells))
+        top = pick(cells, key=lambda c: c.mean)
         for c in cells:
-            c.bold = shown(c.mean) == best
+            c.bold = shown(c.mean) == shown(top.mean) or not _significantly_worse(c, top)
+
+
+def _significantly_worse(cell: Cell, best: Cell) -> bool:
+    """Welch's t-test (two-sided, unequal variances) of a cell against the best one at p < SIG_P;
+    with fewer than two seeds on either side nothing is significant (only ties are bold)."""
+    if cell is best or cell.n < 2 or best.n < 2 or cell.std is None or best.std is None:
+        return cell is not best
+    p = stats.ttest_ind_from_stats(cell.mean, cell.std, cell.n, best.mean, best.std, best.n,
+                                   equal_var=False).pvalue
+    return not (p >= SIG_P)  # nan (two constant columns that differ) counts as significant
 
 
 # ----------------------------------------------------------------------------- formatting

@@ -263,3 +263,31 @@ def test_cli(cfd_suite, tmp_path, capsys):
     assert "suite cfd: CFD only." in tex and "table.md" in capsys.readouterr().out
     assert main(["--suite", "nothing", "--runs", str(tmp_path / "absent")]) == 2
     assert "no folder" in capsys.readouterr().err
+
+
+def test_bold_marks_values_not_significantly_worse_and_flags_unconverged_gamma(tmp_path):
+    fids = {"best": (10.0, 10.2), "close": (10.1, 10.3), "far": (20.0, 20.2)}
+    for label, values in fids.items():
+        for seed, v in enumerate(values):
+            d = _fake(tmp_path, label, seed, metrics={"fid_samples": _fid(v)})
+            if label == "far":  # gamma still 5x sqrt(MSE) at the end: not converged
+                rec = json.loads((d / "record.json").read_text())
+                rec["history"][-1].update(gamma=0.5, mse=0.01)
+                (d / "record.json").write_text(json.dumps(rec))
+    table = build_table(load_records(tmp_path), {"name": "t", "reference": False})
+    rows = {r.name: r for r in table.rows}
+    assert rows["best"].cells["samples"].bold and rows["close"].cells["samples"].bold
+    assert not rows["far"].cells["samples"].bold
+    assert "Welch" in " ".join(table.caption)
+    flagged = [text for m, text in table.notes if m in rows["far"].notes]
+    assert flagged and "not converged" in flagged[0] and "5.00" in flagged[0]
+    assert not rows["best"].notes
+
+
+def test_records_store_gamma_over_sqrt_mse_of_each_stage(real_suite):
+    df = load_records(real_suite).set_index("variant")
+    bal = df.loc["balanced"]
+    assert 0.5 < bal["gamma_ratio"] < 3
+    rec = json.loads(next((real_suite / "balanced").rglob("record.json")).read_text())
+    assert rec["gamma_ratio"] == pytest.approx(bal["gamma_ratio"]) and "gamma_ratio" in rec["stage2"]
+    assert df.loc["beta", "gamma_ratio"].isna().all()  # a fixed gamma is not meant to converge

@@ -12,6 +12,19 @@ import torch
 from vaes.losses import bernoulli_nll, gaussian_nll, kl_standard_normal, squared_error
 
 ACTIVE_THRESHOLD = 0.01
+# gamma / sqrt(MSE) above this at the end of a stage: gamma has not reached its optimum
+# (gamma^2 = MSE for a fixed decoder), so the run is flagged as not converged in tables.
+CONVERGED_RATIO = 1.2
+
+
+def gamma_ratio(history: list[dict] | None) -> float | None:
+    """gamma / sqrt(MSE) of a stage's last epoch (1 at the optimum); None without gamma, or
+    where gamma never moved (a fixed gamma, as beta's, is not meant to reach the optimum)."""
+    history = history or [{}]
+    gamma, mse = history[-1].get("gamma"), history[-1].get("mse")
+    if gamma is None or mse is None or not mse > 0 or len({h.get("gamma") for h in history}) == 1:
+        return None
+    return float(gamma) / math.sqrt(float(mse))
 
 
 def to_float(x_u8: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ import torch
 import vaes.variants  # noqa: F401  (registers the variants)
 from vaes.config import TrainConfig, parse_overrides, run_id, to_dict, variant_opts, field_help
 from vaes.data import DATASETS, DataMissing, ImageData, load_dataset
-from vaes.metrics import heldout_metrics, to_float
+from vaes.metrics import gamma_ratio, heldout_metrics, to_float
 from vaes.model import VAE
 from vaes.networks import build_networks, count_parameters, default_network
 from vaes.records import CorruptCheckpoint, git_commit, load_torch, read_json, save_torch, versions, write_json
@@ -286,6 +286,7 @@ def train(cfg: TrainConfig, *, data: ImageData | None = None, progress: bool | N
                       checkpoint_every=cfg.checkpoint_every, bf16=cfg.bf16, compile=cfg.compile,
                       desc=f"{cfg.variant} {cfg.dataset}", progress=progress, on_epoch=on_epoch)
             record["history"] = res.history
+            record["gamma_ratio"] = gamma_ratio(res.history)  # 1 once gamma reaches sqrt(MSE)
             record["timings"] = {"train_seconds": res.seconds,
                                  "train_images_per_second": res.images / max(res.seconds, 1e-9)}
             if res.status != "finished":
@@ -294,7 +295,7 @@ def train(cfg: TrainConfig, *, data: ImageData | None = None, progress: bool | N
             if cfg.two_stage:
                 stage2, res2 = train_stage2(cfg, model, train_x, out, progress)
                 record["stage2"] = {"n_params": count_parameters(stage2), "history": res2.history,
-                                    "train_seconds": res2.seconds}
+                                    "train_seconds": res2.seconds, "gamma_ratio": gamma_ratio(res2.history)}
                 if res2.status != "finished":
                     return finish(res2.status, "stage 2: " + res2.reason)
         save_torch(out / "model.pt", {"model": model.state_dict(),
