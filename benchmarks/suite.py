@@ -85,7 +85,9 @@ def expand(suite: dict, *, seeds: int | None = None, only: list[str] | None = No
             if epochs_scale != 1.0:  # e.g. 0.01 to try a paper protocol quickly
                 scale = (lambda n: max(1, round(n * epochs_scale)))
                 cfg = cfg.replace(epochs=scale(cfg.epochs), stage2_epochs=scale(cfg.stage2_epochs),
-                                  lr_halve_every=scale(cfg.lr_halve_every) if cfg.lr_halve_every else 0)
+                                  lr_halve_every=scale(cfg.lr_halve_every) if cfg.lr_halve_every else 0,
+                                  stage2_lr_halve_every=scale(cfg.stage2_lr_halve_every)
+                                  if cfg.stage2_lr_halve_every else 0)
             jobs.append(Job(run["label"], seed, cfg))
     if only and not jobs:
         raise ValueError(f"--only {' '.join(only)} matches no run; runs: "

@@ -51,3 +51,13 @@ def test_cli_help_lists_fields_with_their_meaning():
 def test_cli_bad_key_exits_2_with_the_choices():
     out = subprocess.run([sys.executable, "-m", "vaes.train", "epochz=3"], capture_output=True, text=True)
     assert out.returncode == 2 and "unknown key 'epochz'" in out.stderr and "epochs" in out.stderr
+
+
+def test_second_stage_halving_follows_the_originals_configurations():
+    from vaes.train import resolve
+    # Asperti & Trentin's suggested configurations: lr_epochs2 400 (CIFAR-10), 120 (CelebA)
+    assert resolve(TrainConfig(dataset="cifar10")).stage2_lr_halve_every == 400
+    assert resolve(TrainConfig(dataset="celeba")).stage2_lr_halve_every == 120
+    assert resolve(TrainConfig(dataset="cifar10", lr_halve_every=100)).stage2_lr_halve_every == 200
+    with pytest.raises(ValueError, match="stage2_lr_halve_every"):
+        TrainConfig(stage2_lr_halve_every=-1)

@@ -48,6 +48,7 @@ class TrainConfig:
     stage2_epochs: int | None = None   # default: twice the first stage's epochs (the paper's ratio)
     stage2_width: int | None = None    # MLP width; default 2048 for 32x32, 4096 for 64x64, else 1024
     stage2_depth: int = 3              # MLP depth (hidden layers)
+    stage2_lr_halve_every: int | None = None  # default: the protocol's (CIFAR-10 400, CelebA 120), else 2 x lr_halve_every
     stage2_latent_dim: int | None = None  # dimension of u; default: same as z
     stage2_noise: bool = True          # unused, kept so older records load: evaluation records both z = decoder2(u) (*_stage2) and z + gamma2 eps (*_stage2_ancestral)
     # evaluation
@@ -82,6 +83,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1 (or unset), got {v}")
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.stage2_lr_halve_every is not None and self.stage2_lr_halve_every < 0:
+            raise ValueError(f"stage2_lr_halve_every must be >= 0 (0 = never, or unset), got {self.stage2_lr_halve_every}")
         if self.n_train < 0:
             raise ValueError(f"n_train must be >= 0 (0 = all), got {self.n_train}")
         variant_opts(self)  # validates the variant's options

@@ -74,10 +74,14 @@ def resolve(cfg: TrainConfig, shape: tuple[int, ...] | None = None) -> TrainConf
     size = shape[-1]
     latent = cfg.latent_dim or (16 if size <= 8 else 64)  # 64 as in Dai & Wipf; 8x8 digits are tiny
     epochs = cfg.epochs or proto.epochs
+    halve = proto.lr_halve_every if cfg.lr_halve_every is None else cfg.lr_halve_every
     return cfg.replace(
         epochs=epochs,
         lr=cfg.lr or proto.lr,
-        lr_halve_every=proto.lr_halve_every if cfg.lr_halve_every is None else cfg.lr_halve_every,
+        lr_halve_every=halve,
+        stage2_lr_halve_every=(cfg.stage2_lr_halve_every if cfg.stage2_lr_halve_every is not None
+                               else proto.stage2_lr_halve_every if cfg.lr_halve_every is None
+                               and proto.stage2_lr_halve_every is not None else 2 * halve),
         network=default_network(shape) if cfg.network == "auto" else cfg.network,
         latent_dim=latent,
         image_size=size if cfg.dataset == "shapes" else cfg.image_size,
@@ -338,7 +342,7 @@ def train_stage2(cfg: TrainConfig, model: VAE, train_x: torch.Tensor, out: Path,
         g = torch.Generator(device=mu.device).manual_seed(cfg.seed * 7919 + epoch)
         return mu + std * torch.randn(mu.shape, generator=g, device=mu.device)
 
-    res = fit(stage2, latents, epochs=cfg.stage2_epochs, lr=cfg.lr, halve_every=2 * cfg.lr_halve_every,
+    res = fit(stage2, latents, epochs=cfg.stage2_epochs, lr=cfg.lr, halve_every=cfg.stage2_lr_halve_every,
               batch_size=cfg.batch_size, seed=cfg.seed + 1, checkpoint=out / "checkpoint_stage2.pt",
               checkpoint_every=cfg.checkpoint_every, bf16=cfg.bf16, compile=cfg.compile,
               desc=f"stage 2 {cfg.stage2_variant}", progress=progress, to_input=lambda z: z)
