@@ -328,8 +328,10 @@ def build_table(df: pd.DataFrame, suite: dict | None = None) -> Table:
     ]
     general = [
         ("", "Samples: quality of generated images (first-stage prior; on '(2-stage)' rows, "
-             "of the second-stage VAE, whose parameters are added to Params). Recon.: quality of "
-             "reconstructions of held-out images. MSE: per-pixel reconstruction error, PSNR in dB, "
+             "of the second-stage VAE, whose parameters are added to Params, with z = decoder2(u) as in "
+             "Asperti & Trentin's code; Dai & Wipf's z = decoder2(u) + gamma_z eps is recorded as "
+             "*_stage2_ancestral). Recon.: quality of reconstructions decode(posterior mean) of held-out "
+             "images (the originals decode one sample z ~ q(z|x): recorded as *_recon_sample). MSE: per-pixel reconstruction error, PSNR in dB, "
              "KL in nats per image, AU: active latent units (posterior-mean variance > 0.01)."),
     ]
     if "CFD" in (sample_kind, recon_kind):

@@ -39,9 +39,10 @@ def test_record_has_every_metric_and_fid_is_missing_with_the_reason(two_stage_ru
     assert rec["status"] == "finished", rec["reason"]
     m = rec["metrics"]
     for k in ("recon_mse", "psnr", "kl", "neg_elbo", "active_units", "gamma",
-              "cfd_samples", "cfd_stage2", "cfd_recon", "classifier_accuracy"):
+              "cfd_samples", "cfd_stage2", "cfd_recon", "classifier_accuracy",
+              "cfd_stage2_ancestral", "cfd_recon_sample"):
         assert m[k] is not None, k
-    for k in ("fid_samples", "fid_stage2", "fid_recon"):
+    for k in ("fid_samples", "fid_stage2", "fid_recon", "fid_stage2_ancestral", "fid_recon_sample"):
         assert m[k]["value"] is None
         assert "weights-inception-2015-12-05-6726825d.pth" in m[k]["missing"]
         assert "fid_weights=PATH" in m[k]["missing"] and "VAEBENCH_INCEPTION_WEIGHTS" in m[k]["missing"]
@@ -96,3 +97,17 @@ def test_fid_reference_key_is_the_data_identity(tmp_path):
     # same name, split and count, other pixels (another npz file): other statistics
     assert reference_key(cfg, small)["sha256"] != reference_key(cfg, 255 - small)["sha256"]
     assert reference_key(cfg, small) == reference_key(cfg, small.clone())
+
+
+def test_reconstructions_decode_the_posterior_mean_or_one_sample(two_stage_run):
+    from vaes.evaluate import reconstruct
+    cfg, rec, out, _ = two_stage_run
+    data = load_dataset("digits")
+    cfg = resolve(cfg, data.shape)
+    model = build_model(cfg, data.shape)
+    model.load_state_dict(load_torch(out / "model.pt")["model"])
+    x = data.test
+    mean, sample = reconstruct(model, x), reconstruct(model, x, seed=0)
+    assert torch.equal(sample, reconstruct(model, x, seed=0)) and not torch.equal(mean, sample)
+    err = lambda r: (r.float() - x.float()).pow(2).mean()  # noqa: E731
+    assert err(mean) < err(sample)  # the posterior mean is the better point estimate

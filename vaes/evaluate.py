@@ -52,12 +52,19 @@ def generate(model, stage2, n: int, seed: int, batch: int = 500, stage2_noise: b
 
 
 @torch.no_grad()
-def reconstruct(model, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
-    """uint8 reconstructions decode(mu(x)) of uint8 images."""
+def reconstruct(model, images: torch.Tensor, batch: int = 500, *, seed: int | None = None) -> torch.Tensor:
+    """uint8 reconstructions of uint8 images: decode(mu(x)), the posterior mean, by default;
+    with ``seed``, decode(z) of one sample z ~ q(z|x), as both originals' ``reconstruct`` does
+    (their x_hat is the decoder of the reparameterised z)."""
     model.eval()
     device = next(model.parameters()).device
-    return torch.cat([to_uint8(model.decode(model.encode(to_float(images[i:i + batch].to(device)))[0])).cpu()
-                      for i in range(0, len(images), batch)])
+    g = None if seed is None else torch.Generator(device=device).manual_seed(seed)
+    out = []
+    for i in range(0, len(images), batch):
+        mu, logvar = model.encode(to_float(images[i:i + batch].to(device)))
+        z = mu if g is None else mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=g, device=device)
+        out.append(to_uint8(model.decode(z)).cpu())
+    return torch.cat(out)
 
 
 def save_grids(images: dict[str, torch.Tensor], real: torch.Tensor, out: Path) -> None:
@@ -73,7 +80,8 @@ def save_grids(images: dict[str, torch.Tensor], real: torch.Tensor, out: Path) -
 def evaluate_models(cfg, model, stage2, data, out: str | Path) -> dict:
     """Quality metrics of a trained run (FID where possible, classifier distance where labels
     exist), with grids written to ``out``. Keys: fid_samples, fid_stage2, fid_recon (dicts
-    with value and setup), cfd_samples, cfd_stage2, cfd_recon, classifier_accuracy; with a
+    with value and setup), cfd_samples, cfd_stage2, cfd_recon (of decode(mu)), *_recon_sample (of a
+    sample z ~ q(z|x), as the originals), classifier_accuracy; with a
     second stage also *_stage2_ancestral (Dai & Wipf's sampler; *_stage2 is Asperti & Trentin's)."""
     out = Path(out)
     n = cfg.eval_images
@@ -85,7 +93,8 @@ def evaluate_models(cfg, model, stage2, data, out: str | Path) -> dict:
         # *_stage2_ancestral; same u for both (same seed)
         images["stage2"] = generate(model, stage2, n, seed=cfg.seed, stage2_noise=False)
         images["stage2_ancestral"] = generate(model, stage2, n, seed=cfg.seed, stage2_noise=True)
-    images["recon"] = reconstruct(model, real)
+    images["recon"] = reconstruct(model, real)                       # decode(posterior mean)
+    images["recon_sample"] = reconstruct(model, real, seed=cfg.seed)  # the originals' choice
     save_grids(images, real, out)
     metrics: dict = {}
     if data.train_labels is not None:
