@@ -4,8 +4,7 @@ import torch
 from vaes.networks import build_networks, count_parameters
 
 
-# Pinned: the parameter counts of
-# the original ResNet (computed_gamma.py / two_stage_vae_model.py Resnet, base 32, latent 64),
+# Pinned: the parameter counts of the original ResNet (computed_gamma.py / two_stage_vae_model.py Resnet, base 32, latent 64),
 # trainable parameters only (TF gamma+beta; moving mean/var are buffers, not counted).
 @pytest.mark.parametrize("shape,expected", [((3, 32, 32), 5_190_467), ((3, 64, 64), 19_321_667)])
 def test_resnet_parameter_count(shape, expected):
@@ -48,3 +47,17 @@ def test_mlp_concatenates_its_input_before_the_output_layer():
     x = torch.randn(4, d, requires_grad=True)
     dec(x).sum().backward()
     assert x.grad.abs().sum() > 0
+
+
+def test_resnet_64_shapes_batchnorm_and_init_as_the_originals():
+    enc, dec = build_networks("resnet", (3, 64, 64), 64)
+    mu, logvar = enc(torch.rand(2, 3, 64, 64))
+    assert mu.shape == logvar.shape == (2, 64) and dec(mu).shape == (2, 3, 64, 64)
+    bns = [m for m in [*enc.modules(), *dec.modules()] if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(m.momentum == 0.001 and m.eps == 1e-5 for m in bns)  # TF decay 0.999
+    layers = [m for m in [*enc.modules(), *dec.modules()] if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert all(torch.all(m.bias == 0) for m in layers)  # zero biases
+    conv = next(m for m in layers if isinstance(m, torch.nn.Conv2d) and m.in_channels == 64)
+    fan_in, fan_out = conv.in_channels * 9, conv.out_channels * 9
+    bound = (6 / (fan_in + fan_out)) ** 0.5  # glorot uniform
+    assert conv.weight.abs().max() <= bound and conv.weight.abs().max() > 0.9 * bound

@@ -1,7 +1,14 @@
 """Encoders and decoders shared by every variant, chosen by image size.
 
 - ``resnet``: the residual network of Dai & Wipf (2019) as used by Asperti & Trentin
-  (2020): 3 scales for 32x32 (about 5.2M parameters), 4 for 64x64 (about 19.3M).
+  (2020), from the originals' layer list: 3 scales for 32x32 (5,190,467 parameters), 4 for
+  64x64 (19,321,667), counted as the originals count them (trainable parameters only).
+  Counted by hand: a residual block of c channels is 27c^2 + 7c (two BN, two 3x3 convs, a 3x3
+  shortcut); at 32x32 the encoder is 896 (first conv) + blocks of 32, 64, 128 + strided convs
+  32->64, 64->128 + a residual dense block 128->512 (394,752) + two 512->64 heads (65,664) =
+  1,135,840, and the decoder a dense 64->2x2x512 (133,120), then per scale a transposed conv
+  and a block at 256, 128, 64 and 32 channels (2x2 -> 32x32) and a last conv (867) =
+  4,054,627.
 - ``conv``: a small conv net for 28x28 and 8x8 grey images (MNIST, Fashion-MNIST, digits).
 - ``mlp``: the second stage of the two-stage VAE, on latent vectors.
 
