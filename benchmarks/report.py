@@ -611,8 +611,9 @@ def _legend(fig, palette: dict, extra=None, where: str = "below") -> None:
 
 
 def plot_curves(hist: pd.DataFrame, path: str | Path, palette: dict | None = None) -> None:
-    """curves.png: loss, recon, kl and gamma over epochs (finished runs), one line per label
-    (mean over seeds, band = std), one row per stage."""
+    """curves.png: loss, recon, kl, gamma and gamma / sqrt(MSE) over epochs (finished runs),
+    one line per label (mean over seeds, band = std), one row per stage; the last panel marks
+    the optimum (1) and the not-converged threshold (dotted)."""
     import seaborn as sns
     from matplotlib.ticker import MaxNLocator
     path = Path(path)
@@ -622,7 +623,9 @@ def plot_curves(hist: pd.DataFrame, path: str | Path, palette: dict | None = Non
     palette = palette or label_palette(sorted(set(hist["label"])))
     stages = sorted(hist["stage"].unique())
     terms = [("loss", "loss"), ("recon", "reconstruction term"), ("kl", "KL (nats)"),
-             ("gamma", "γ (decoder std)")]
+             ("gamma", "γ (decoder std)"), ("gamma_ratio", "γ / √MSE (1 = optimal γ)")]
+    # how fast each variant's gamma reaches its optimum gamma^2 = MSE, the seed paper's point
+    hist = hist.assign(gamma_ratio=hist["gamma"] / np.sqrt(hist["mse"]))
     fig = _figure(4 * len(terms), 3 * len(stages) + 0.8)
     axes = np.atleast_2d(fig.subplots(len(stages), len(terms), squeeze=False))
     for i, stage in enumerate(stages):
@@ -637,8 +640,11 @@ def plot_curves(hist: pd.DataFrame, path: str | Path, palette: dict | None = Non
             sns.lineplot(data=data, x="epoch", y=term, hue="label", palette=palette, errorbar="sd",
                          marker="o" if data["epoch"].nunique() <= 12 else None, ax=ax, legend=False)
             # gamma can span orders of magnitude between variants; the loss terms can be negative
-            if term == "gamma" and (data[term] > 0).all() and data[term].max() > 10 * data[term].min():
+            if term in ("gamma", "gamma_ratio") and (data[term] > 0).all() and data[term].max() > 10 * data[term].min():
                 ax.set_yscale("log")
+            if term == "gamma_ratio":
+                ax.axhline(1.0, color="0.3", lw=0.8)
+                ax.axhline(CONVERGED_RATIO, color="0.3", lw=0.8, ls=":")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel("")
             ax.grid(alpha=0.3)
