@@ -86,3 +86,17 @@ def test_real_fid_on_mnist_halves_is_small_and_grows_with_noise_and_blur(mnist_r
     assert abs(same) < 1e-2 * halves
     assert halves < noise[0] < noise[1]
     assert halves < blur[0] < blur[1]
+
+
+def test_the_two_engines_agree_within_one_percent_on_the_same_images(mnist_root, tmp_path):
+    # Fed the same 299x299 images, neither library resizes; what is left between them is the
+    # input scaling ((x - 128) / 128 in torch-fidelity, 2 x - 1 in pytorch-fid).
+    data = load_dataset("mnist", str(mnist_root), data_split="test_only")
+    images = torch.cat([data.train, data.test])[:160].repeat(1, 3, 1, 1).float()
+    big = F.interpolate(images, size=(299, 299), mode="bilinear", align_corners=False).round().to(torch.uint8)
+    real, fake = big[:80], big[80:]
+    key = {"dataset": "mnist", "split": "t10k:299", "n": len(real)}
+    values = {e: fid.compute_fid(fake, key, lambda: real, engine=e, weights_path=fid.PACKAGE_WEIGHTS,
+                                 cache_dir=tmp_path)["value"] for e in fid.ENGINES}
+    a, b = values.values()
+    assert a > 1 and abs(a - b) / a < 0.01, values
