@@ -135,6 +135,11 @@ def _n_train(rec: dict) -> int | None:
     return min(n, cut) if n is not None and cut > 0 else n
 
 
+def _stage_ratio(stage: dict) -> float:
+    """A stage's stored gamma / sqrt(MSE), or the one its history gives (older records)."""
+    return _float(stage["gamma_ratio"] if "gamma_ratio" in stage else gamma_ratio(stage.get("history")))
+
+
 def record_row(rec: dict, run_dir: str | Path) -> dict[str, Any]:
     """The flat row of one record (see :func:`load_records`)."""
     cfg = rec["config"]
@@ -168,9 +173,8 @@ def record_row(rec: dict, run_dir: str | Path) -> dict[str, Any]:
         "eval_seconds": _float(timings.get("eval_seconds")),
         "stage2_train_seconds": _float(stage2.get("train_seconds")),
         # gamma / sqrt(MSE) at the end of each stage; derived from the history for older records
-        "gamma_ratio": _float(rec["gamma_ratio"] if "gamma_ratio" in rec else gamma_ratio(rec.get("history"))),
-        "gamma_ratio_stage2": _float(stage2["gamma_ratio"] if "gamma_ratio" in stage2
-                                     else gamma_ratio(stage2.get("history")) if stage2 else None),
+        "gamma_ratio": _stage_ratio(rec),
+        "gamma_ratio_stage2": _stage_ratio(stage2),
         "run_dir": str(Path(run_dir).resolve()),
     }
     metrics = flatten_metrics(rec.get("metrics"), where=str(run_dir))

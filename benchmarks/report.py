@@ -182,8 +182,7 @@ def _setup_sentence(df: pd.DataFrame) -> str:
                            f"{_int_text(r.get(f'{m}_n_images'))} generated{real} images, "
                            f"resized {r.get(f'{m}_resize')}".replace(" vs nan real", "")
                            + (f", Inception weights {weights}" if isinstance(weights, str) else ""))
-                n_real = pd.to_numeric(pd.Series([r.get(f"{m}_reference_n")]), errors="coerce").iloc[0]
-                biased |= bool(n_real < BIASED_BELOW)
+                biased |= bool(pd.to_numeric(r.get(f"{m}_reference_n"), errors="coerce") < BIASED_BELOW)
             elif isinstance(r.get(f"{m}_missing"), str):
                 missing.add(r[f"{m}_missing"])
     if setups:
@@ -400,8 +399,10 @@ def _bold_best(rows: list[Row], columns: list[Column]) -> None:
 def _significantly_worse(cell: Cell, best: Cell) -> bool:
     """Welch's t-test (two-sided, unequal variances) of a cell against the best one at p < SIG_P;
     with fewer than two seeds on either side nothing is significant (only ties are bold)."""
-    if cell is best or cell.n < 2 or best.n < 2 or cell.std is None or best.std is None:
-        return cell is not best
+    if cell is best:
+        return False
+    if cell.n < 2 or best.n < 2 or cell.std is None or best.std is None:
+        return True
     p = stats.ttest_ind_from_stats(cell.mean, cell.std, cell.n, best.mean, best.std, best.n,
                                    equal_var=False).pvalue
     return not (p >= SIG_P)  # nan (two constant columns that differ) counts as significant

@@ -186,20 +186,20 @@ def _package_weights(spec: EngineSpec) -> Path:
         raise InceptionWeightsMissing(_missing_message(spec, f"{PACKAGE_WEIGHTS!r} was asked for and {err}")) from err
 
 
-_digests: dict[tuple, str] = {}  # (path, size, mtime) -> sha256: hash a 95 MB file once per process
-
-
 def weights_provenance(path: str | os.PathLike) -> dict:
     """What an FID was computed with: the converted package tensors, or a file and its sha256."""
     path = Path(path)
     digest = inception_weights.is_converted(path)
     if digest is not None:
         return {"source": inception_weights.PROVENANCE, "sha256": digest}
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _digests:
-        _digests[key] = inception_weights.file_digest(path)
-    return {"source": f"file {path.name}", "sha256": _digests[key]}
+    return {"source": f"file {path.name}", "sha256": inception_weights.cached_sha256(path)}
+
+
+def _weights_used(engine: str, weights_path, extractor, download: bool) -> dict | None:
+    """Provenance of the weights an FID will use (None for a stand-in extractor)."""
+    if extractor is not None:
+        return None
+    return weights_provenance(resolve_weights(engine, weights_path, download=download))
 
 
 def _weights_file_in(path: Path, spec: EngineSpec) -> Path:
@@ -411,8 +411,7 @@ def reference_statistics(images_fn: Callable[[], torch.Tensor], *, key: dict, ca
     ``images_fn`` (no arguments, returns uint8 images) is called only on a cache miss, so
     cached real images are never even loaded.
     """
-    weights = None if extractor is not None else weights_provenance(
-        resolve_weights(engine, weights_path, download=download))
+    weights = _weights_used(engine, weights_path, extractor, download)
     full_key = full_reference_key(key, engine, extractor, weights)
 
     def feature_fn() -> FeatureFn:
@@ -460,8 +459,7 @@ def compute_fid(fake_images: torch.Tensor, reference_key: dict, real_images_fn: 
     Returns {'value', 'engine', 'engine_version', 'n_images', 'reference', 'resize'}. Weights
     are resolved first, so a missing file fails before any real image is loaded.
     """
-    weights = None if extractor is not None else weights_provenance(
-        resolve_weights(engine, weights_path, download=download))
+    weights = _weights_used(engine, weights_path, extractor, download)
     full_key = full_reference_key(reference_key, engine, extractor, weights)
     feature_fn = build_feature_fn(engine, weights_path=weights_path, device=device,
                                   extractor=extractor, download=download)

@@ -145,23 +145,27 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
-_verified: dict[tuple, str] = {}  # (path, size, mtime) -> sha256, so one process hashes once
+_digests: dict[tuple, str] = {}  # (path, size, mtime) -> sha256, so one process hashes a file once
+
+
+def cached_sha256(path: Path) -> str:
+    """sha256 of ``path``, computed once per process while its size and mtime stay the same."""
+    stat = Path(path).stat()
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _digests:
+        _digests[key] = file_digest(path)
+    return _digests[key]
 
 
 def verified_sha256(path: Path) -> str | None:
     """The sha256 recorded beside a converted file if the file still has it, else None."""
     try:
         meta = json.loads(_sidecar(path).read_text())
-        stat = path.stat()
+        digest = cached_sha256(path)
     except (OSError, ValueError):
         return None
-    if meta.get("provenance") != PROVENANCE or meta.get("format") != _FORMAT:
+    if meta.get("provenance") != PROVENANCE or meta.get("format") != _FORMAT or digest != meta.get("sha256"):
         return None
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    digest = _verified.get(key) or file_digest(path)
-    if digest != meta.get("sha256"):
-        return None
-    _verified[key] = digest
     return digest
 
 
