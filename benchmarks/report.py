@@ -3,8 +3,8 @@ benchmarks/records.py, plus the CLI
 
     python -m benchmarks.report --suite NAME [--runs DIR] [--out DIR]
 
-which reads every record.json under DIR (default results/NAME/runs) and writes into OUT
-(default results/NAME): table.tex, table.md, runs.csv, curves.png, metrics.png,
+which reads every record.json under DIR (default runs/NAME/runs) and writes into OUT
+(default runs/NAME): table.tex, table.md, runs.csv, curves.png, metrics.png,
 tradeoff.png, samples.png. NAME is a suite of benchmarks/suites (or a .toml path): its
 description, data set, ``reference`` flag and the order of its [[runs]] shape the table.
 
@@ -111,23 +111,29 @@ def label_order(df: pd.DataFrame, suite: dict | None = None) -> list[str]:
     return listed + sorted(present - set(listed))
 
 
-def _quality_kind(df: pd.DataFrame, keys: tuple[str, ...]) -> str:
-    """'FID' when any finished run has an FID value for one of ``keys``, else 'CFD' when one has
-    a classifier distance, else 'FID' (all dashes; the caption says why)."""
+def _quality_kinds(df: pd.DataFrame, keys: tuple[str, ...]) -> list[str]:
+    """The distances with a value in some finished run for one of ``keys``: ['FID', 'CFD'] (FID
+    beside the classifier distance), one of them, or ['FID'] (all dashes; the caption says why)."""
     fin = df[df["status"] == "finished"]
+    kinds = []
     for kind in ("fid", "cfd"):
         cols = [f"{kind}_{k}" for k in keys if f"{kind}_{k}" in fin]
         if cols and fin[cols].notna().to_numpy().any():
-            return kind.upper()
-    return "FID"
+            kinds.append(kind.upper())
+    return kinds or ["FID"]
 
 
-def _columns(sample_kind: str, recon_kind: str) -> list[Column]:
+def _quality_kind(df: pd.DataFrame, keys: tuple[str, ...]) -> str:
+    """The headline distance: 'FID' where any run has one, else 'CFD' (see _quality_kinds)."""
+    return _quality_kinds(df, keys)[0]
+
+
+def _columns(sample_kinds: list[str], recon_kinds: list[str]) -> list[Column]:
     dag = lambda kind: "CFD†" if kind == "CFD" else "FID"  # noqa: E731  (CFD is footnoted)
     return [
         Column("params", "Params"),
-        Column("samples", "Samples", dag(sample_kind), "lower"),
-        Column("recon_quality", "Recon.", dag(recon_kind), "lower"),
+        *(Column(f"samples_{k.lower()}", "Samples", dag(k), "lower") for k in sample_kinds),
+        *(Column(f"recon_{k.lower()}", "Recon.", dag(k), "lower") for k in recon_kinds),
         Column("recon_mse", "MSE", "", "lower"),
         Column("psnr", "PSNR", "dB", "higher"),
         Column("kl", "KL", "nats"),
@@ -265,11 +271,10 @@ def build_table(df: pd.DataFrame, suite: dict | None = None) -> Table:
     if suite.get("dataset") not in (None, dataset):
         raise ValueError(f"suite {suite.get('name')!r} says dataset={suite['dataset']!r} but its "
                          f"records are on {dataset!r}")
-    sample_kind = _quality_kind(df, ("samples", "stage2"))
-    recon_kind = _quality_kind(df, ("recon",))
-    q = {"samples": f"{sample_kind.lower()}_samples", "stage2": f"{sample_kind.lower()}_stage2",
-         "recon": f"{recon_kind.lower()}_recon"}
-    columns = _columns(sample_kind, recon_kind)
+    sample_kinds = _quality_kinds(df, ("samples", "stage2"))
+    recon_kinds = _quality_kinds(df, ("recon",))
+    sample_kind = sample_kinds[0]
+    columns = _columns(sample_kinds, recon_kinds)
     rows: list[Row] = []
     notes: list[tuple[str, str]] = []
 
@@ -291,8 +296,8 @@ def build_table(df: pd.DataFrame, suite: dict | None = None) -> Table:
             continue
         row = Row(str(label), "run", {
             "params": params,
-            "samples": _stat(_col(fin, q["samples"])),
-            "recon_quality": _stat(_col(fin, q["recon"])),
+            **{f"samples_{k.lower()}": _stat(_col(fin, f"{k.lower()}_samples")) for k in sample_kinds},
+            **{f"recon_{k.lower()}": _stat(_col(fin, f"{k.lower()}_recon")) for k in recon_kinds},
             "recon_mse": _stat(_col(fin, "recon_mse")),
             "psnr": _stat(_col(fin, "psnr")),
             "kl": _stat(_col(fin, "kl")),
@@ -309,7 +314,8 @@ def build_table(df: pd.DataFrame, suite: dict | None = None) -> Table:
             total = _stat(fin["n_params"] + fin["n_params_stage2"].fillna(0))
             total.std = None
             rows.append(Row(f"{label} (2-stage)", "stage2",
-                            {"params": total, "samples": _stat(_col(fin, q["stage2"]))}))
+                            {"params": total, **{f"samples_{k.lower()}": _stat(_col(fin, f"{k.lower()}_stage2"))
+                                                 for k in sample_kinds}}))
             _flag_unconverged(rows[-1], fin, "gamma_ratio_stage2", "second stage", notes, marker)
 
     columns = [_with_shift(c, rows) for c in columns]
@@ -317,7 +323,7 @@ def build_table(df: pd.DataFrame, suite: dict | None = None) -> Table:
     show_ref, ref_note = _check_reference(suite, dataset, sample_kind)
     if show_ref:
         for model, by_dataset in REFERENCE_FID.items():
-            rows.append(Row(model, "reference", {"samples": Cell(by_dataset[dataset], None, 10)}))
+            rows.append(Row(model, "reference", {"samples_fid": Cell(by_dataset[dataset], None, 10)}))
 
     name = suite.get("name") or "suite"
     seeds = sorted(df["seed"].dropna().unique())  # what ran (a suite's seed count can be overridden)
@@ -341,7 +347,7 @@ def build_table(df: pd.DataFrame, suite: dict | None = None) -> Table:
              "images (the originals decode one sample z ~ q(z|x): recorded as *_recon_sample). MSE: per-pixel reconstruction error, PSNR in dB, "
              "KL in nats per image, AU: active latent units (posterior-mean variance > 0.01)."),
     ]
-    if "CFD" in (sample_kind, recon_kind):
+    if "CFD" in sample_kinds + recon_kinds:
         general.append(("†", f"CFD is NOT FID: it is the Fréchet distance between features of a small "
                              f"classifier trained on {DATASET_NAMES.get(dataset, dataset)} itself, "
                              "comparable only within this table, never with published FIDs."))
@@ -827,14 +833,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__.split("\n\n")[0])
     p.add_argument("--suite", required=True,
                    help="suite name or .toml path (caption, row order, defaults of --runs and --out)")
-    p.add_argument("--runs", help="folder searched for record.json files (default results/NAME/runs)")
-    p.add_argument("--out", help="where tables and figures go (default results/NAME)")
+    p.add_argument("--runs", help="folder searched for record.json files (default runs/NAME/runs)")
+    p.add_argument("--out", help="where tables and figures go (default runs/NAME)")
     a = p.parse_args(argv)
     try:
         suite = _suite_meta(a.suite)
         name = suite["name"]
-        runs = Path(a.runs or Path("results") / name / "runs")
-        out = Path(a.out or Path("results") / name)
+        runs = Path(a.runs or Path("runs") / name / "runs")
+        out = Path(a.out or Path("runs") / name)
         for path in report_folder(runs, out, suite):
             print(path)
     except (FileNotFoundError, ValueError) as e:

@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--list", action="store_true", help="list the suites and exit")
     p.add_argument("--seeds", type=int, help="number of seeds (default: the suite's)")
     p.add_argument("--only", nargs="+", metavar="VARIANT", help="run only these variants or labels")
-    p.add_argument("--out", type=Path, help="output folder (default: results/SUITE)")
+    p.add_argument("--out", type=Path, help="output folder (default: runs/SUITE, git-ignored; the project's "
+                   "committed reference results are in results/SUITE, written with --out results/SUITE)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--epochs-scale", type=float, default=1.0,
                    help="multiply every epoch count (and the lr schedule) by F, e.g. 0.01 for a dry run")
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, KeyError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = args.out or Path("results") / suite["name"]
+    out = args.out or Path("runs") / suite["name"]
     if args.cluster != "none":
         from sweeps.launcher import run_suite_on_cluster
         return run_suite_on_cluster(suite, jobs, out, args)

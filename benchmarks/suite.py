@@ -78,8 +78,10 @@ def expand(suite: dict, *, seeds: int | None = None, only: list[str] | None = No
     for run in suite["runs"]:
         if only and run["variant"] not in only and run["label"] not in only:
             continue
+        # --set dataset=npz data_root=FILE points a suite at other images of the same shape
         fields = {**suite["config"], **(base or {}),
-                  **{k: v for k, v in run.items() if k != "label"}, "dataset": suite["dataset"]}
+                  **{k: v for k, v in run.items() if k != "label"},
+                  "dataset": (base or {}).get("dataset", suite["dataset"])}
         for seed in range(seeds or suite["seeds"]):
             cfg = resolve(TrainConfig(**fields, seed=seed, device=device))
             if epochs_scale != 1.0:  # e.g. 0.01 to try a paper protocol quickly

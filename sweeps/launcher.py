@@ -685,7 +685,7 @@ def run_study(name: str, *, trials: int, workers: int = 1, opts: ClusterOptions 
     if trials < 1 or workers < 1:
         raise ValueError(f"--trials and --workers must be >= 1 (got {trials}, {workers})")
     study_name = study_name or definition.name
-    out = Path(out or Path("results") / "sweeps" / study_name).resolve()
+    out = Path(out or Path("runs") / "sweeps" / study_name).resolve()
     out.mkdir(parents=True, exist_ok=True)
     url = storage or os.environ.get(STORAGE_ENV) or str(out / JOURNAL_NAME)
     if is_journal(url):

@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="Optuna storage: a PostgreSQL URL (postgresql+psycopg2://user:pw@host/db) "
                                      "or a journal file path; default $VAEBENCH_STORAGE, else OUT/study.journal")
     p.add_argument("--study-name", help="name of the study in the storage (default: --study)")
-    p.add_argument("--out", help="output folder (default results/sweeps/STUDY_NAME)")
+    p.add_argument("--out", help="output folder (default runs/sweeps/STUDY_NAME, git-ignored)")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override config fields of every trial, e.g. epochs=5 eval_images=500")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))

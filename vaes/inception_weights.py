@@ -26,6 +26,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -107,7 +108,9 @@ def load_torchscript(path: Path | None = None) -> torch.jit.ScriptModule:
     digest = file_digest(path, "sha1")
     if digest != TORCHSCRIPT_SHA1:
         raise PackageWeightsUnavailable(f"{path} has sha1 {digest}, not {TORCHSCRIPT_SHA1} ({INSTALL_HINT})")
-    return torch.jit.load(str(path), map_location="cpu").eval()
+    with warnings.catch_warnings():  # torch 2.14 deprecates torch.jit.load; the file is TorchScript
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.load(str(path), map_location="cpu").eval()
 
 
 def converted_state_dict(torchscript: torch.jit.ScriptModule | None = None) -> dict[str, torch.Tensor]:
