@@ -20,9 +20,12 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.speed import _pytorch_fid_inception, device_name, inception_extractor, sync, synthetic_images
+from vaes.build import pick_device
+from vaes.fid import extract_features, feature_statistics, frechet_distance
+
 
 def timed(device, fn):
-    from benchmarks.speed import sync
     sync(device)
     t0 = time.perf_counter()
     out = fn()
@@ -31,9 +34,6 @@ def timed(device, fn):
 
 
 def measure(args) -> dict:
-    from benchmarks.speed import _pytorch_fid_inception, device_name, inception_extractor, synthetic_images
-    from vaes.fid import extract_features, feature_statistics, frechet_distance
-    from vaes.train import pick_device
     device = pick_device(args.device)
     try:
         fn, what = _pytorch_fid_inception(device)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
 import textwrap
@@ -29,19 +28,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from benchmarks.records import load_histories, load_records
+from benchmarks.suite import load_suite
+from vaes.data import REFERENCE_SOURCE, get_dataset, list_datasets
 from vaes.metrics import CONVERGED_RATIO
 
-# Dai & Wipf, "Diagnosing and Enhancing VAE Models", ICLR 2019, Table 1: FID, InfoGAN-style
-# network, latent 64, mean of 10 runs (https://arxiv.org/abs/1903.05789).
-REFERENCE_FID = {
-    "2-stage VAE": {"mnist": 12.6, "fashion_mnist": 29.3, "cifar10": 72.9, "celeba": 44.4},
-    "VAE, learned γ": {"mnist": 54.5, "fashion_mnist": 60.0, "cifar10": 76.7, "celeba": 60.5},
-    "VAE, fixed γ": {"mnist": 52.0, "fashion_mnist": 84.6, "cifar10": 160.5, "celeba": 55.9},
-}
-REFERENCE_SOURCE = "Dai & Wipf 2019 (reported)"
-DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10",
-                 "celeba": "CelebA 64x64", "digits": "scikit-learn digits (8x8)",
-                 "shapes": "procedural shapes", "npz": "an .npz data set"}
+# Dai & Wipf's reported FIDs and each data set's display name live in the data-set registry
+# (vaes/data.py); the table asks it.
 SIG = 3            # significant digits of a table entry
 BIASED_BELOW = 2048  # fewer real images than Inception's 2048 feature dimensions: a biased FID
 SIG_P = 0.05       # bold also every value not significantly worse than the best (Welch's t-test)
@@ -235,16 +228,31 @@ def _protocol_sentence(df: pd.DataFrame) -> str:
     return s + "."
 
 
+def _display_name(dataset: str) -> str:
+    try:
+        return get_dataset(dataset).display_name
+    except ValueError:  # records of a data set this version does not know
+        return dataset
+
+
+def _reference_fid(dataset: str) -> dict[str, float]:
+    try:
+        return get_dataset(dataset).reference_fid
+    except ValueError:
+        return {}
+
+
 def _check_reference(suite: dict, dataset: str, sample_kind: str) -> tuple[bool, str | None]:
     """Whether to add Dai & Wipf's reported FIDs, and a note when they are left out on purpose."""
     flag = suite.get("reference")
     if flag is False:
         return False, None
-    known = dataset in REFERENCE_FID["2-stage VAE"]
+    known = bool(_reference_fid(dataset))
     if flag and not known:
+        covered = [d for d in list_datasets() if get_dataset(d).reference_fid]
         raise ValueError(
             f"suite {suite.get('name')!r} sets reference: true, but Dai & Wipf 2019 report no FID for "
-            f"dataset {dataset!r} (they cover {', '.join(REFERENCE_FID['2-stage VAE'])})")
+            f"dataset {dataset!r} (they cover {', '.join(covered)})")
     if known and sample_kind != "FID":
         return False, ("Dai & Wipf's published FIDs are not listed: these runs have no FID, and a "
                        "classifier distance is not comparable with them." if flag else None)
@@ -322,14 +330,14 @@ def build_table(df: pd.DataFrame, suite: dict | None = None) -> Table:
     _bold_best(rows, columns)
     show_ref, ref_note = _check_reference(suite, dataset, sample_kind)
     if show_ref:
-        for model, by_dataset in REFERENCE_FID.items():
-            rows.append(Row(model, "reference", {"samples_fid": Cell(by_dataset[dataset], None, 10)}))
+        for model, value in _reference_fid(dataset).items():
+            rows.append(Row(model, "reference", {"samples_fid": Cell(value, None, 10)}))
 
     name = suite.get("name") or "suite"
     seeds = sorted(df["seed"].dropna().unique())  # what ran (a suite's seed count can be overridden)
     seeds_text = _seeds_text(seeds)
     caption = [
-        f"{DATASET_NAMES.get(dataset, dataset)}, suite {name}"
+        f"{_display_name(dataset)}, suite {name}"
         + (f": {suite['description'].rstrip('.')}" if suite.get("description") else "") + ".",
         (f"Mean ± std over the finished runs of seeds {seeds_text}" if len(seeds) > 1 else
          f"One seed ({seeds_text}), so no std")
@@ -349,7 +357,7 @@ def build_table(df: pd.DataFrame, suite: dict | None = None) -> Table:
     ]
     if "CFD" in sample_kinds + recon_kinds:
         general.append(("†", f"CFD is NOT FID: it is the Fréchet distance between features of a small "
-                             f"classifier trained on {DATASET_NAMES.get(dataset, dataset)} itself, "
+                             f"classifier trained on {_display_name(dataset)} itself, "
                              "comparable only within this table, never with published FIDs."))
     if show_ref:
         general.append(("", f"{REFERENCE_SOURCE}: FIDs copied from their Table 1 (InfoGAN-style "
@@ -813,19 +821,23 @@ def make_report(df: pd.DataFrame, hist: pd.DataFrame, out_dir: str | Path,
 def report_folder(runs_dir: str | Path, out_dir: str | Path, suite: dict | None = None) -> list[Path]:
     """Read every record under ``runs_dir`` and write the report into ``out_dir`` (see
     :func:`make_report`); returns the files written. What benchmarks.run calls after a suite."""
-    from benchmarks.records import load_histories, load_records
     return list(make_report(load_records(runs_dir), load_histories(runs_dir), out_dir, suite).values())
 
 
 def _suite_meta(name: str) -> dict:
     """The suite's TOML (benchmarks/suites/NAME.toml or a path) for the caption and row order;
     just its name when there is none (a folder of runs made by hand or by a sweep)."""
-    from benchmarks.suite import load_suite
     try:
         return load_suite(name)
     except FileNotFoundError as e:
         print(f"note: {e}; the caption names the suite only", file=sys.stderr)
         return {"name": Path(name).stem}
+
+
+def make_suite_report(suite: dict, out: Path) -> None:
+    """Tables and figures of whatever has finished under OUT/runs."""
+    paths = report_folder(out / "runs", out, suite)
+    print("report: " + ", ".join(str(p) for p in paths))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,37 +15,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import traceback
 from pathlib import Path
 
-from benchmarks.suite import Job, expand, list_suites, load_suite
+from benchmarks.cluster import run_suite_on_cluster
+from benchmarks.report import make_suite_report
+from benchmarks.suite import Job, expand, job_status, list_suites, load_suite, run_job
+from vaes.config import field_overrides
 from vaes.data import DataMissing, load_dataset
-from vaes.records import read_json, write_json
-
-
-def job_status(out: Path, job: Job) -> str:
-    """'finished', 'failed', 'interrupted' (checkpoint or record says so), or 'new'."""
-    rec = read_json(out / "runs" / job.folder / "record.json")
-    if rec is None:
-        return "new"
-    return rec["status"] if rec["status"] in ("finished", "failed") else "interrupted"
-
-
-def run_job(job: Job, out: Path, suite_name: str, data=None, progress: bool | None = None) -> dict:
-    """Train and evaluate one job into OUT/runs/FOLDER; any error becomes a failed record."""
-    from vaes.train import train
-    run_dir = out / "runs" / job.folder
-    cfg = job.cfg.replace(out=str(run_dir))
-    meta = {"label": job.label, "suite": suite_name}
-    try:
-        return train(cfg, data=data, progress=progress, meta=meta)
-    except Exception as e:  # noqa: BLE001 -- one broken run must not stop the suite
-        rec = {**(read_json(run_dir / "record.json") or {}), **meta, "run_id": job.run_id,
-               "seed": job.seed, "status": "failed", "reason": f"{type(e).__name__}: {e}",
-               "traceback": traceback.format_exc()}
-        rec.setdefault("config", job.cfg.__dict__ | {"out": str(run_dir)})
-        write_json(run_dir / "record.json", rec)
-        return rec
 
 
 def run_suite(suite: dict, jobs: list[Job], out: Path, *, retry_failed: bool = False,
@@ -79,13 +55,6 @@ def run_suite(suite: dict, jobs: list[Job], out: Path, *, retry_failed: bool = F
     if report:
         make_suite_report(suite, out)
     return records
-
-
-def make_suite_report(suite: dict, out: Path) -> None:
-    """Tables and figures of whatever has finished under OUT/runs."""
-    from benchmarks.report import report_folder
-    paths = report_folder(out / "runs", out, suite)
-    print("report: " + ", ".join(str(p) for p in paths))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,7 +101,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = args.out or Path("runs") / suite["name"]
     if args.cluster != "none":
-        from sweeps.launcher import run_suite_on_cluster
         return run_suite_on_cluster(suite, jobs, out, args)
     records = run_suite(suite, jobs, out, retry_failed=args.retry_failed)
     if any(r["status"] == "interrupted" for r in records):
@@ -142,7 +110,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _overrides(pairs: list[str]) -> dict:
     """--set key=value pairs, typed by TrainConfig (the same parser as vaes.train)."""
-    from vaes.config import field_overrides
     return field_overrides(pairs, exclude={"variant", "seed"}, owner="suite")
 
 

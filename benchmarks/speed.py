@@ -48,11 +48,14 @@ import torch
 from torch import nn
 
 from vaes.config import TrainConfig
-from vaes.data import DATASETS, DataMissing, load_dataset
+from vaes.data import DataMissing, get_dataset, list_datasets, load_dataset
 from vaes.metrics import to_float
 from vaes.networks import count_parameters
 from vaes.records import write_json
-from vaes.train import build_model, dataset_shape, fit, pick_device, resolve, train_stage2
+from vaes.build import build_model, dataset_shape, pick_device, resolve
+from vaes.classifier import DataClassifier, classifier_frechet_distance
+from vaes.fid import extract_features
+from vaes.trainer import fit, train_stage2
 
 TRAINERS = ("vaebench", "tutorial", "pythae")
 SECTIONS = ("pythae", "tutorial", "stage2", "eval", "projection")  # what --skip may leave out
@@ -65,9 +68,6 @@ TARGET_IMAGES = {("cpu", "conv"): 6_000, ("cpu", "resnet"): 300,
                  ("cuda", "conv"): 60_000, ("cuda", "resnet"): 50_000}
 # On the CPU only a slice of a large data set is used (an epoch of CIFAR-10 takes 25 minutes).
 CPU_TRAIN_CAP = {"conv": 6_000, "resnet": 300}
-# Training-set sizes for synthetic stand-ins
-TRAIN_SIZES = {"digits": 1500, "shapes": 10_000, "mnist": 60_000, "fashion_mnist": 60_000,
-               "cifar10": 50_000, "celeba": 162_770}
 # The paper's CIFAR-10 protocol (Asperti & Trentin's code; DESIGN.md)
 PAPER_CIFAR10 = {"epochs": 700, "stage2_epochs": 1400, "images": 50_000, "batch_size": 100,
                  "fid_images": 10_000}
@@ -167,7 +167,7 @@ def load_images(name: str, root: str, *, synthetic: bool, n_synthetic: int | Non
     shape = dataset_shape(TrainConfig(dataset=name))
     if shape is None:
         raise ValueError(f"dataset={name!r} has no fixed shape; it cannot be generated")
-    n = n_synthetic or TRAIN_SIZES[name]
+    n = n_synthetic or get_dataset(name).train_size
     return (synthetic_images(shape, n, seed), synthetic_images(shape, max(100, n // 10), seed + 1),
             f"synthetic uint8 noise of shape {'x'.join(map(str, shape))} ({reason})", True)
 
@@ -515,7 +515,6 @@ def generate_u8(model, n: int, device: torch.device, batch_size: int = 500) -> t
 def measure_eval(model, real_u8: torch.Tensor, device: torch.device, *, n_images: int,
                  batch_sizes: list[int]) -> dict:
     """Images/second of sampling, of Inception features (per batch size) and of the classifier distance."""
-    from vaes.fid import extract_features
     out: dict = {}
     sync(device)
     t0 = time.perf_counter()
@@ -543,22 +542,17 @@ def measure_eval(model, real_u8: torch.Tensor, device: torch.device, *, n_images
                             "by_batch_size": per_bs, "images_per_second": best,
                             "fid_10k_seconds": 2 * PAPER_CIFAR10["fid_images"] / best,
                             "note": "fid_10k_seconds: one FID from scratch, 10k generated + 10k real images"}
-    try:
-        from vaes.classifier import DataClassifier, classifier_frechet_distance
-    except ImportError as e:  # the classifier distance is another helper's work: optional here
-        out["classifier"] = {"skipped": f"vaes.classifier is not importable: {e}"}
-    else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            clf = DataClassifier(input_shape=tuple(real_u8.shape[1:]), head_sizes=[10]).to(device).eval()
-        n = min(len(fake), len(real_u8))
-        sync(device)
-        t0 = time.perf_counter()
-        dist = classifier_frechet_distance(fake[:n], real_u8[:n], clf)
-        dt = time.perf_counter() - t0
-        out["classifier"] = {"images_per_second": 2 * n / dt, "n_images": 2 * n, "finite": math.isfinite(dist),
-                             "note": "features of n generated and n real images, then the Frechet distance "
-                                     "(an untrained classifier: the same cost)"}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        clf = DataClassifier(input_shape=tuple(real_u8.shape[1:]), head_sizes=[10]).to(device).eval()
+    n = min(len(fake), len(real_u8))
+    sync(device)
+    t0 = time.perf_counter()
+    dist = classifier_frechet_distance(fake[:n], real_u8[:n], clf)
+    dt = time.perf_counter() - t0
+    out["classifier"] = {"images_per_second": 2 * n / dt, "n_images": 2 * n, "finite": math.isfinite(dist),
+                         "note": "features of n generated and n real images, then the Frechet distance "
+                                 "(an untrained classifier: the same cost)"}
     return out
 
 
@@ -823,7 +817,7 @@ def _version(pkg: str) -> str | None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", nargs="+", default=["digits"], choices=[d for d in DATASETS if d != "npz"],
+    p.add_argument("--dataset", nargs="+", default=["digits"], choices=[d for d in list_datasets() if get_dataset(d).shape is not None],
                    help="data sets to time (default: digits)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--epochs", type=int, default=None,

@@ -11,8 +11,9 @@ import re
 import sys
 from pathlib import Path
 
+from vaes.build import resolve
 from vaes.config import TrainConfig, run_id
-from vaes.train import resolve
+from vaes import run as one_run
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -95,3 +96,15 @@ def expand(suite: dict, *, seeds: int | None = None, only: list[str] | None = No
         raise ValueError(f"--only {' '.join(only)} matches no run; runs: "
                          + ", ".join(f"{r['label']} ({r['variant']})" for r in suite["runs"]))
     return jobs
+
+
+def job_status(out: Path, job: Job) -> str:
+    """'finished', 'failed', 'interrupted' (a checkpoint or a record says so), or 'new'."""
+    return one_run.run_status(out / "runs" / job.folder)
+
+
+def run_job(job: Job, out: Path, suite_name: str, data=None, progress: bool | None = None) -> dict:
+    """:func:`vaes.run.run` of one job into OUT/runs/FOLDER, labelled with the suite; never raises
+    for the run's own failure (it becomes a failed record)."""
+    return one_run.run(job.cfg.replace(out=str(out / "runs" / job.folder)), data=data, progress=progress,
+               meta={"label": job.label, "suite": suite_name})

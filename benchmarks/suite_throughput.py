@@ -28,20 +28,24 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
+from benchmarks.speed import synthetic_images
+from benchmarks.suite import expand, load_suite
+from vaes.build import dataset_shape
+from vaes.config import TrainConfig
+from vaes.data import ImageData
+from vaes.trainer import train
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def suite_jobs(suite: str, seeds: int, device: str, overrides: dict):
-    from benchmarks.suite import expand, load_suite
     return expand(load_suite(suite), seeds=seeds, device=device, base=overrides)
 
 
 def synthetic_data(cfg, n_train: int, seed: int = 0):
     """An ImageData of uint8 noise in the shape of ``cfg``'s data set."""
-    from benchmarks.speed import synthetic_images
-    from vaes.config import TrainConfig
-    from vaes.data import ImageData
-    from vaes.train import dataset_shape
     shape = dataset_shape(TrainConfig(dataset=cfg.dataset))
     return ImageData(cfg.dataset, synthetic_images(shape, n_train, seed),
                      synthetic_images(shape, max(100, n_train // 10), seed + 1),
@@ -50,9 +54,6 @@ def synthetic_data(cfg, n_train: int, seed: int = 0):
 
 def worker(spec: dict) -> None:
     """Train the jobs ``spec['indices']`` one after another; one JSON line per job on stdout."""
-    import torch
-
-    from vaes.train import train
     jobs = suite_jobs(spec["suite"], spec["seeds"], spec["device"], spec["overrides"])
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])

@@ -5,7 +5,7 @@ the shared study and runs one trial at a time (``study.optimize(n_trials=1)``) u
 holds ``T`` finished trials, COMPLETE or PRUNED (a pruned trial was decided by the pruner and
 spent its budget). FAILED trials do not count: a new trial takes their place, or, when the
 trial was cut short rather than broken, a retry with the same parameters in the same run folder.
-Every trial is one run of ``vaes.train.train`` and leaves ``OUT/runs/trial-NNNN-<run_id>/
+Every trial is one :func:`vaes.run.run` and leaves ``OUT/runs/trial-NNNN-<run_id>/
 record.json`` like a suite run.
 
 Faults, and what resumes them (the trial's run folder is a user attribute ``run_dir`` of the
@@ -15,7 +15,7 @@ from ``checkpoint.pt``):
 
 * time limit / preemption: SLURM sends SIGUSR2 ``signal_delay_s`` before the end (submitit sets
   ``--signal=USR2@90``). While a worker runs, its own handler (``PreemptionGuard``) turns the
-  signal into ``vaes.train.request_stop()``: the trainer writes a step-level checkpoint at the
+  signal into ``vaes.trainer.request_stop()``: the trainer writes a step-level checkpoint at the
   next step boundary and returns 'interrupted'; the trial is marked FAIL (``fail_kind`` =
   'interrupted') and its retry enqueued; then submitit's own handler runs: ``checkpoint()``
   (a fresh worker) and ``scontrol requeue``. The requeued worker (or another one) continues
@@ -33,32 +33,35 @@ from ``checkpoint.pt``):
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
 import re
-import shutil
 import signal
 import socket
-import threading
 import time
-import traceback
 import warnings
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote
 
 import optuna
 import submitit
 from optuna.trial import TrialState
 
+from benchmarks.report import make_suite_report
+from launch.executors import (CLUSTERS, ClusterOptions, PreemptionGuard, make_executor,  # noqa: F401  (CLUSTERS, ClusterOptions: API)
+                              maybe_snapshot, set_threads, wait_jobs, write_launch)
 from sweeps.studies import FALLBACK_METRIC, QUALITY_METRICS, Study, get_study
+from vaes.build import resolve
+from vaes.config import TrainConfig, run_id
+from vaes.data import DataMissing, load_dataset
+from vaes.records import CorruptCheckpoint, load_torch, read_json, write_json
+from vaes.run import run
+from vaes.trainer import request_stop
 
 STORAGE_ENV = "VAEBENCH_STORAGE"   # the storage URL travels to the jobs in the environment only
 JOURNAL_NAME = "study.journal"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-CLUSTERS = ("slurm", "local", "debug")
 
 
 # ---- storage ------------------------------------------------------------------------------
@@ -265,46 +268,6 @@ def fail_dead_trials(study: optuna.Study, max_retry: int | None) -> None:
 
 # ---- signals ----------------------------------------------------------------------------------
 
-class PreemptionGuard:
-    """While active, SIGUSR2 (SLURM's time-limit / preemption signal, through submitit) asks
-    the trainer to checkpoint at the next step boundary instead of letting submitit's handler
-    requeue in the middle of a step. On a clean exit after such a signal, submitit's handler
-    is called: it calls the task's ``checkpoint()`` and requeues the job (then exits)."""
-
-    def __init__(self):
-        self.signalled = False
-        self._prev = None
-        self._installed = False
-
-    def _on_signal(self, signum, frame) -> None:
-        from vaes.train import request_stop
-        self.signalled = True
-        request_stop(signum)
-        print(f"{signal.Signals(signum).name} received: checkpointing the current run", flush=True)
-
-    def __enter__(self) -> "PreemptionGuard":
-        if threading.current_thread() is threading.main_thread():  # signals: main thread only
-            self._prev = signal.signal(signal.SIGUSR2, self._on_signal)
-            self._installed = True
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if not self._installed:
-            return False
-        signal.signal(signal.SIGUSR2, self._prev)
-        if self.signalled and exc_type is None and callable(self._prev):
-            print("handing over to submitit: checkpoint() and requeue", flush=True)
-            self._prev(signal.SIGUSR2, None)  # submitit: checkpoint + scontrol requeue + exit
-        return False
-
-
-def _threads(n: int | None) -> None:
-    """One torch thread per CPU SLURM gave the task (torch would otherwise use every core)."""
-    if n:
-        import torch
-        torch.set_num_threads(n)
-
-
 # ---- the study worker -------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
@@ -358,8 +321,6 @@ class TrialContext:
     # -- config and data
     def config(self, *, variant: str, options: dict | None = None, **fields):
         """The resolved TrainConfig of a trial: suite [config], study config, --set, trial."""
-        from vaes.config import TrainConfig
-        from vaes.train import resolve
         clash = sorted(set(self.spec.overrides) & set(fields))
         if clash:
             raise OverrideConflict(f"--set {', '.join(clash)}: study {self.definition.name} searches "
@@ -370,7 +331,6 @@ class TrialContext:
 
     def data(self, cfg):
         """The data set, loaded once per worker (None when missing: the trainer records why)."""
-        from vaes.data import DataMissing, load_dataset
         key = (cfg.dataset, cfg.data_root, cfg.data_split, cfg.image_size)
         if key not in self._data:
             try:
@@ -404,14 +364,11 @@ class TrialContext:
         trial.set_user_attr("fail_reason", str(reason)[:2000])
 
     def train(self, trial: optuna.Trial, *, variant: str, options: dict | None = None, **fields) -> dict:
-        """Run the trial through ``vaes.train.train`` in its folder; its finished record.
+        """Run the trial through :func:`vaes.run.run` in its folder; its finished record.
 
         Reports ``prune_on`` of every epoch (replaying a resumed run's history first) and raises
         optuna.TrialPruned when the pruner says so; a failed run raises TrialFailed, a run
         stopped by a signal TrialInterrupted (its checkpoint is on disk)."""
-        from vaes.config import run_id, to_dict
-        from vaes.records import CorruptCheckpoint, load_torch, read_json, write_json
-        from vaes.train import request_stop, train
         d, spec = self.definition, self.spec
         origin = int(trial.user_attrs.get("origin_trial", trial.number))
         trial.set_user_attr("origin_trial", origin)
@@ -461,22 +418,14 @@ class TrialContext:
             self._fail(trial, "interrupted", "signal received before the run started")
             raise TrialInterrupted("signal received before the run started")
         try:
-            rec = train(cfg.replace(out=str(out)), data=self.data(cfg), progress=False, meta=meta,
-                        on_epoch=on_epoch)
-        except optuna.TrialPruned as e:
+            rec = run(cfg.replace(out=str(out)), data=self.data(cfg), progress=False, meta=meta,
+                      on_epoch=on_epoch)
+        except optuna.TrialPruned as e:  # the pruner's decision, raised by on_epoch through run()
             old = read_json(out / "record.json") or {}
             write_json(out / "record.json", {**old, **meta, "status": "pruned", "reason": str(e),
                                              "history": rows, "ended": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
             (out / "checkpoint.pt").unlink(missing_ok=True)  # a pruned trial is never resumed
             raise
-        except Exception as e:  # noqa: BLE001 -- one broken trial must not stop the study
-            reason = f"{type(e).__name__}: {e}"
-            old = read_json(out / "record.json") or {}
-            write_json(out / "record.json", {**old, **meta, "config": old.get("config", to_dict(cfg)),
-                                             "status": "failed", "reason": reason,
-                                             "traceback": traceback.format_exc()})
-            self._fail(trial, "error", reason)
-            raise TrialFailed(reason) from None
         if rec["status"] == "interrupted":
             self._fail(trial, "interrupted", rec["reason"])
             raise TrialInterrupted(rec["reason"])
@@ -547,7 +496,7 @@ class StudyWorker(submitit.helpers.Checkpointable):
         return submitit.helpers.DelayedSubmission(StudyWorker(self.spec), index)
 
     def __call__(self, index: int) -> dict:
-        _threads(self.spec.threads)
+        set_threads(self.spec.threads)
         optuna.logging.set_verbosity(optuna.logging.INFO)
         with PreemptionGuard() as guard:
             return self._loop(index, guard)
@@ -601,77 +550,6 @@ class StudyWorker(submitit.helpers.Checkpointable):
 
 # ---- executors ----------------------------------------------------------------------------
 
-@dataclasses.dataclass(frozen=True)
-class ClusterOptions:
-    """Resources of each array task."""
-    cluster: str = "local"
-    partition: str | None = None
-    account: str | None = None
-    gpus_per_worker: int = 0
-    cpus_per_worker: int = 1
-    time_min: int = 60
-    mem_gb: float = 4.0
-
-    @classmethod
-    def from_args(cls, args) -> "ClusterOptions":
-        """From argparse args of benchmarks.run or sweeps.run (missing fields keep defaults)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{n: getattr(args, n) for n in names if getattr(args, n, None) is not None})
-
-
-def make_executor(opts: ClusterOptions, folder: Path, *, name: str, parallelism: int) -> submitit.Executor:
-    """submitit executor writing job folders under ``folder/%j`` (one array per submission)."""
-    if opts.cluster not in CLUSTERS:
-        raise ValueError(f"cluster={opts.cluster!r}: choose one of {', '.join(CLUSTERS)}")
-    if opts.cluster == "slurm" and shutil.which("sbatch") is None:
-        raise RuntimeError("--cluster slurm but sbatch is not on PATH: run on a SLURM login node, "
-                           "or use --cluster local (subprocesses here) or debug (in this process)")
-    ex = submitit.AutoExecutor(folder=Path(folder) / "%j", cluster=opts.cluster)
-    params: dict[str, Any] = dict(name=name, timeout_min=opts.time_min, cpus_per_task=opts.cpus_per_worker,
-                                  mem_gb=opts.mem_gb, slurm_array_parallelism=parallelism)
-    if opts.gpus_per_worker:
-        params["gpus_per_node"] = opts.gpus_per_worker
-    if opts.partition:
-        params["slurm_partition"] = opts.partition
-    if opts.account:
-        params["slurm_account"] = opts.account
-    ex.update_parameters(**params)
-    return ex
-
-
-def wait_jobs(jobs: list, what: str = "task") -> list[dict]:
-    """Wait for every job; a job that died is reported, not raised (the others still count)."""
-    out = []
-    for i, job in enumerate(jobs):
-        try:
-            out.append({"task": i, "job_id": job.job_id, "ok": True, "result": job.result()})
-        # slurm/local wrap a worker's exception in FailedJobError, debug re-raises it as it is
-        except Exception as e:  # noqa: BLE001 -- one dead worker must not hide what the others did
-            last = [line for line in str(e).strip().splitlines() if line.strip()][-1:]
-            error = " ".join(last)[:500] if isinstance(e, submitit.core.utils.UncompletedJobError) \
-                else f"{type(e).__name__}: {' '.join(last)[:500]}"
-            out.append({"task": i, "job_id": job.job_id, "ok": False, "error": error})
-            print(f"{what} {i} (job {job.job_id}) did not finish: {out[-1]['error']}", flush=True)
-    return out
-
-
-@contextlib.contextmanager
-def _maybe_snapshot(enabled: bool, out: Path):
-    """Optionally run jobs from a copy of the repository (submitit's RsyncSnapshot)."""
-    if not enabled:
-        yield
-        return
-    repo = Path(__file__).resolve().parents[1]
-    with submitit.helpers.RsyncSnapshot(snapshot_dir=out / "code", root_dir=repo):
-        yield
-
-
-def _write_launch(out: Path, kind: str, jobs: list, cluster: str) -> None:
-    from vaes.records import write_json
-    write_json(out / "launch.json", {"kind": kind, "cluster": cluster, "job_ids": [j.job_id for j in jobs],
-                                     "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-
-
 # ---- a study ------------------------------------------------------------------------------
 
 def run_study(name: str, *, trials: int, workers: int = 1, opts: ClusterOptions = ClusterOptions(),
@@ -720,9 +598,9 @@ def run_study(name: str, *, trials: int, workers: int = 1, opts: ClusterOptions 
                          threads=opts.cpus_per_worker)
         executor = make_executor(opts, out / "submitit", name=f"sweep-{study_name}", parallelism=workers)
         t0 = time.perf_counter()
-        with _maybe_snapshot(snapshot, out):
+        with maybe_snapshot(snapshot, out):
             jobs = executor.map_array(StudyWorker(spec), list(range(workers)))  # ONE array job
-        _write_launch(out, "study", jobs, opts.cluster)
+        write_launch(out, "study", jobs, opts.cluster)
         print(f"submitted {workers} worker(s) to {opts.cluster}: "
               f"{', '.join(j.job_id for j in jobs)} (logs: {out / 'submitit'})", flush=True)
         results = wait_jobs(jobs, "worker")
@@ -740,7 +618,6 @@ def run_study(name: str, *, trials: int, workers: int = 1, opts: ClusterOptions 
 def summarize(study: optuna.Study, definition: Study, out: Path, url: str, trials: int,
               workers: list[dict]) -> dict:
     """Write OUT/study.json and OUT/trials.csv; print the counts and the best trial(s)."""
-    from vaes.records import write_json
     c = count_trials(study)
     rows = []
     for t in study.get_trials(deepcopy=False):
@@ -824,70 +701,8 @@ def export_plots(study: optuna.Study, definition: Study, out: Path) -> list[Path
 
 
 def _report(suite: dict, out: Path) -> None:
-    """benchmarks' tables and figures of OUT/runs, where the report module exists."""
-    from benchmarks.run import make_suite_report
+    """benchmarks' tables and figures of OUT/runs; a report that cannot be made is said, not raised."""
     try:
         make_suite_report(suite, out)
-    except ImportError as e:
-        print(f"report skipped: benchmarks.report is not available ({e}); the records are in "
-              f"{out / 'runs'}", flush=True)
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"report skipped: {type(e).__name__}: {e}", flush=True)
-
-
-# ---- a suite --------------------------------------------------------------------------------
-
-class SuiteTask(submitit.helpers.Checkpointable):
-    """One array task of a suite: ``benchmarks.run.run_job`` of one job (resumes its checkpoint)."""
-
-    def __init__(self, out: str, suite_name: str, threads: int | None = None):
-        self.out, self.suite_name, self.threads = out, suite_name, threads
-
-    def __call__(self, job) -> dict:
-        from benchmarks.run import run_job
-        _threads(self.threads)
-        with PreemptionGuard():  # SIGUSR2: checkpoint at a step boundary, then submitit requeues
-            rec = run_job(job, Path(self.out), self.suite_name, progress=False)
-            print(f"{job.folder}: {rec['status']}" + (f" ({rec['reason']})" if rec.get("reason") else ""),
-                  flush=True)
-        return {"folder": job.folder, "status": rec["status"], "reason": rec.get("reason")}
-
-    def checkpoint(self, job) -> submitit.helpers.DelayedSubmission:
-        """Requeue the same job; run_job resumes it from OUT/runs/FOLDER/checkpoint.pt."""
-        return submitit.helpers.DelayedSubmission(SuiteTask(self.out, self.suite_name, self.threads), job)
-
-
-def run_suite_on_cluster(suite: dict, jobs: list, out: Path, args) -> int:
-    """Run a suite's pending jobs as ONE array job (finished ones skipped, interrupted ones
-    resumed, failed ones only with --retry-failed), wait for them, then build the report."""
-    from benchmarks.run import job_status
-    opts = ClusterOptions.from_args(args)
-    out = Path(out).resolve()
-    retry_failed = bool(getattr(args, "retry_failed", False))
-    todo = [j for j in jobs if job_status(out, j) != "finished"
-            and (retry_failed or job_status(out, j) != "failed")]
-    print(f"suite {suite['name']}: {len(jobs)} runs, {len(jobs) - len(todo)} already done, "
-          f"{len(todo)} to run on {opts.cluster} -> {out}", flush=True)
-    if todo:
-        try:
-            executor = make_executor(opts, out / "submitit", name=f"suite-{suite['name']}",
-                                     parallelism=getattr(args, "workers", None) or len(todo))
-        except (RuntimeError, ValueError) as e:
-            print(f"error: {e}", flush=True)
-            return 2
-        t0 = time.perf_counter()
-        with _maybe_snapshot(bool(getattr(args, "snapshot", False)), out):
-            sjobs = executor.map_array(SuiteTask(str(out), suite["name"],
-                                                 None if opts.cluster == "debug" else opts.cpus_per_worker), todo)
-        _write_launch(out, "suite", sjobs, opts.cluster)
-        print(f"submitted {len(sjobs)} task(s): {', '.join(j.job_id for j in sjobs)} "
-              f"(logs: {out / 'submitit'})", flush=True)
-        for r in wait_jobs(sjobs):
-            if r["ok"]:
-                res = r["result"]
-                print(f"  {res['folder']}: {res['status']}" + (f": {res['reason']}" if res.get("reason") else ""),
-                      flush=True)
-        print(f"suite {suite['name']}: {time.perf_counter() - t0:.0f} s on {opts.cluster}", flush=True)
-    _report(suite, out)
-    statuses = [job_status(out, j) for j in jobs]
-    return 0 if all(s == "finished" for s in statuses) else 1

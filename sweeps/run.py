@@ -17,10 +17,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from launch.executors import ClusterOptions
+from sweeps.launcher import StorageError, redact, run_study
+from sweeps.studies import get_study, list_studies
+from vaes.config import field_overrides
+
 
 def _overrides(pairs: list[str]) -> dict:
     """--set key=value pairs typed by TrainConfig; the study owns variant, options and seed."""
-    from vaes.config import field_overrides
     return field_overrides(pairs, exclude={"variant", "seed", "out", "dataset", "device"}, owner="study")
 
 
@@ -68,7 +72,6 @@ def main(argv: list[str] | None = None) -> int:
     """Command line; exit 0 when the study holds --trials finished trials, 1 otherwise, 2 on errors."""
     p = build_parser()
     a = p.parse_args(argv)
-    from sweeps.studies import get_study, list_studies
     if a.list:
         for name, desc in list_studies().items():
             s = get_study(name)
@@ -76,7 +79,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not a.study or not a.trials:
         p.error("give --study NAME and --trials T (or --list)")
-    from sweeps.launcher import ClusterOptions, StorageError, redact, run_study
     try:
         get_study(a.study)
         return run_study(a.study, trials=a.trials, workers=a.workers, opts=ClusterOptions.from_args(a),

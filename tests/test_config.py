@@ -3,7 +3,9 @@ import sys
 
 import pytest
 
+from vaes import list_variants
 from vaes.config import TrainConfig, from_dict, parse_overrides, run_id, to_dict
+from vaes.data import list_datasets
 
 
 def test_overrides_set_fields_and_variant_options():
@@ -18,10 +20,10 @@ def test_overrides_set_fields_and_variant_options():
     (["foo=1"], "unknown key 'foo'.*Config fields:.*epochs.*Options of variant 'balanced': gamma_floor"),
     (["epochs=x"], "epochs='x': expected int"),
     (["two_stage=maybe"], "expected a boolean"),
-    (["variant=nope"], "choose one of: balanced, beta, learned_gamma, sigma"),
+    (["variant=nope"], "choose one of: " + ", ".join(list_variants())),
     (["variant=beta", "momentum=0.9"], "unknown key 'momentum'.*Options of variant 'beta': beta, likelihood"),
     (["network=huge"], "network='huge' is not valid; choose one of: auto, resnet, conv"),
-    (["dataset=imagenet"], "dataset='imagenet' is unknown; choose one of: digits, shapes"),
+    (["dataset=imagenet"], "dataset='imagenet' is unknown; choose one of: " + ", ".join(list_datasets())),
     (["momentum=1.5"], r"momentum must be in \[0, 1\)"),
     (["kl_weight=lots"], "kl_weight must be a number >= 0 or 'paper'"),
     (["batch_size=0"], "batch_size must be >= 1"),

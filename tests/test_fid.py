@@ -17,7 +17,7 @@ from torch import nn
 import pytorch_fid.inception
 import torch_fidelity.feature_extractor_inceptionv3
 from vaes import fid
-from vaes import inception_weights
+from vaes import frechet, inception_weights
 from vaes.fid import (ENGINES, WEIGHTS_ENV, InceptionWeightsMissing, compute_fid, default_hub_checkpoints,
                       engine_spec, fid_statistics, frechet_distance, reference_statistics, resolve_weights,
                       seed_torch_hub_cache)
@@ -98,13 +98,13 @@ def test_frechet_distance_retries_with_offset_when_sqrtm_fails(monkeypatch):
     rng = np.random.default_rng(2)
     mu1, s1 = random_stats(rng, 100, 12, 12)
     mu2, s2 = random_stats(rng, 100, 12, 12)
-    real_sqrtm, calls = fid.linalg.sqrtm, []
+    real_sqrtm, calls = frechet.linalg.sqrtm, []
 
     def failing_once(matrix):
         calls.append(matrix)
         return np.full_like(matrix, np.nan) if len(calls) == 1 else real_sqrtm(matrix)
 
-    monkeypatch.setattr(fid.linalg, "sqrtm", failing_once)
+    monkeypatch.setattr(frechet.linalg, "sqrtm", failing_once)
     value = frechet_distance(mu1, s1, mu2, s2)
     assert len(calls) == 2
     assert value == pytest.approx(reference_distance(mu1, s1, mu2, s2), rel=1e-4)

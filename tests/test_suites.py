@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+import vaes
+
 from benchmarks.run import job_status, run_suite
 from benchmarks.suite import expand, list_suites, load_suite
 
@@ -56,8 +58,11 @@ def test_shipped_suites_load_and_expand():
     assert {j.cfg.lr for j in cifar} == {1e-4} and {j.cfg.network for j in cifar} == {"resnet"}
     celeba = expand(load_suite("celeba"))
     assert {j.cfg.lr for j in celeba} == {5e-5} and {j.cfg.lr_halve_every for j in celeba} == {60}
-    quick = expand(load_suite("quick"))
-    assert len({j.run_id for j in quick}) == len(quick) == 8
+    suite = load_suite("quick")
+    quick = expand(suite)
+    # every run of every seed is a distinct run, and every registered variant is in quick
+    assert len({j.run_id for j in quick}) == len(quick) == len(suite["runs"]) * suite["seeds"]
+    assert {r["variant"] for r in suite["runs"]} == set(vaes.list_variants())
 
 
 def test_epochs_scale_and_only():

@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
 from pathlib import Path
 
@@ -28,7 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaes.fid import CACHE_ENV, describe, feature_statistics, frechet_distance
+from vaes.fid import describe
+from vaes.frechet import feature_statistics, frechet_distance
+from vaes.records import CACHE_ENV, cache_root, save_torch  # noqa: F401  (CACHE_ENV: API)
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ def _accuracy(model: DataClassifier, images, labels, batch_size: int = 1000) -> 
 
 def default_cache_dir() -> Path:
     """Where trained classifiers live: $VAEBENCH_CACHE_DIR/classifier, else ~/.cache/vaebench/classifier."""
-    return Path(os.environ.get(CACHE_ENV, "~/.cache/vaebench")).expanduser() / "classifier"
+    return cache_root("classifier")
 
 
 def classifier_cache_path(key: dict, cache_dir) -> Path:
@@ -194,12 +195,9 @@ def load_or_train_classifier(images: torch.Tensor, labels: torch.Tensor, *, data
     if path.exists():
         return _load(path, key, device)
     model = train_classifier(images, labels, seed=seed, epochs=epochs, device=device)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f"{path.name}.{os.getpid()}.part")
-    torch.save({"key": key, "input_shape": list(model.input_shape), "head_sizes": model.head_sizes,
-                "holdout_accuracy": model.holdout_accuracy,
-                "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}, staging)
-    os.replace(staging, path)
+    save_torch(path, {"key": key, "input_shape": list(model.input_shape), "head_sizes": model.head_sizes,
+                      "holdout_accuracy": model.holdout_accuracy,
+                      "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}})
     return model
 
 

