@@ -26,7 +26,7 @@ RUN_COLUMNS = (
     "n_params", "n_params_stage2", "epochs", "stage2_epochs", "lr", "lr_halve_every",
     "batch_size", "options", "n_train", "n_heldout", "data_note", "device", "git_commit",
     "train_seconds", "train_images_per_second", "eval_seconds", "stage2_train_seconds", "run_dir",
-    "gamma_ratio", "gamma_ratio_stage2",
+    "gamma_ratio", "gamma_ratio_stage2", "train_flops", "train_flops_stage2", "flops_per_train_image",
 )
 HISTORY_TERMS = ("loss", "recon", "kl", "mse", "gamma", "lr")
 
@@ -175,6 +175,10 @@ def record_row(rec: dict, run_dir: str | Path) -> dict[str, Any]:
         # gamma / sqrt(MSE) at the end of each stage; derived from the history for older records
         "gamma_ratio": _stage_ratio(rec),
         "gamma_ratio_stage2": _stage_ratio(stage2),
+        # training cost (records before the cost field have none: NaN)
+        "train_flops": _float((rec.get("cost") or {}).get("train_flops")),
+        "train_flops_stage2": _float((rec.get("cost") or {}).get("train_flops_stage2")),
+        "flops_per_train_image": _float((rec.get("cost") or {}).get("flops_per_train_image")),
         "run_dir": str(Path(run_dir).resolve()),
     }
     metrics = flatten_metrics(rec.get("metrics"), where=str(run_dir))

@@ -131,6 +131,7 @@ def _columns(sample_kinds: list[str], recon_kinds: list[str]) -> list[Column]:
         Column("psnr", "PSNR", "dB", "higher"),
         Column("kl", "KL", "nats"),
         Column("active_units", "AU", integer=True),
+        Column("train_tflop", "Cost", "TFLOP"),  # training FLOPs (FlopCounterMode), both stages on 2-stage rows
     ]
 
 
@@ -310,6 +311,7 @@ def build_table(df: pd.DataFrame, suite: dict | None = None) -> Table:
             "psnr": _stat(_col(fin, "psnr")),
             "kl": _stat(_col(fin, "kl")),
             "active_units": _stat(_col(fin, "active_units")),
+            "train_tflop": _stat(_col(fin, "train_flops") / 1e12),
         })
         if not unfinished.empty:
             m = marker()
@@ -323,7 +325,8 @@ def build_table(df: pd.DataFrame, suite: dict | None = None) -> Table:
             total.std = None
             rows.append(Row(f"{label} (2-stage)", "stage2",
                             {"params": total, **{f"samples_{k.lower()}": _stat(_col(fin, f"{k.lower()}_stage2"))
-                                                 for k in sample_kinds}}))
+                                                 for k in sample_kinds},
+                             "train_tflop": _stat((_col(fin, "train_flops") + _col(fin, "train_flops_stage2")) / 1e12)}))
             _flag_unconverged(rows[-1], fin, "gamma_ratio_stage2", "second stage", notes, marker)
 
     columns = [_with_shift(c, rows) for c in columns]
@@ -353,7 +356,9 @@ def build_table(df: pd.DataFrame, suite: dict | None = None) -> Table:
              "Asperti & Trentin's code; Dai & Wipf's z = decoder2(u) + gamma_z eps is recorded as "
              "*_stage2_ancestral). Recon.: quality of reconstructions decode(posterior mean) of held-out "
              "images (the originals decode one sample z ~ q(z|x): recorded as *_recon_sample). MSE: per-pixel reconstruction error, PSNR in dB, "
-             "KL in nats per image, AU: active latent units (posterior-mean variance > 0.01)."),
+             "KL in nats per image, AU: active latent units (posterior-mean variance > 0.01). Cost: "
+             "training FLOPs (torch's FlopCounterMode on the loss, forward and backward, times the images "
+             "processed; the 2-stage rows add the second stage's)."),
     ]
     if "CFD" in sample_kinds + recon_kinds:
         general.append(("†", f"CFD is NOT FID: it is the Fréchet distance between features of a small "

@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--retry-failed", action="store_true", help="run failed runs again")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override config fields of every run, e.g. data_root=/data data_split=test_only")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="per-epoch curves and sample grids of every run to TensorBoard: tensorboard --logdir OUT/runs")
     p.add_argument("--cluster", choices=("none", "slurm", "local", "debug"), default="none",
                    help="send the runs to SLURM as one array job through submitit (see README, Sweeps)")
     g = p.add_argument_group("cluster options (with --cluster)")
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("give --suite NAME (or --list)")
     try:
         suite = load_suite(args.suite)
-        base = _overrides(args.set)
+        base = _overrides(args.set) | ({"tensorboard": True} if args.tensorboard else {})
         jobs = expand(suite, seeds=args.seeds, only=args.only, epochs_scale=args.epochs_scale,
                       device=args.device, base=base)
     except (FileNotFoundError, ValueError, KeyError, TypeError) as e:

@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override config fields of every trial, e.g. epochs=5 eval_images=500")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--tensorboard", action="store_true",
+                   help="per-epoch curves and sample grids of every trial to TensorBoard: tensorboard --logdir OUT/runs")
     g = p.add_argument_group("workers")
     g.add_argument("--partition", help="SLURM partition")
     g.add_argument("--account", help="SLURM account")
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         get_study(a.study)
         return run_study(a.study, trials=a.trials, workers=a.workers, opts=ClusterOptions.from_args(a),
-                         out=a.out, storage=a.storage, study_name=a.study_name, overrides=_overrides(a.set),
+                         out=a.out, storage=a.storage, study_name=a.study_name, overrides=_overrides(a.set) | ({"tensorboard": True} if a.tensorboard else {}),
                          device=a.device, heartbeat=a.heartbeat, grace=a.grace, max_failed=a.max_failed,
                          max_retry=a.max_retry, poll_s=a.poll_s, snapshot=a.snapshot, report=not a.no_report)
     except (KeyError, ValueError, StorageError, RuntimeError, FileNotFoundError) as e:

@@ -61,9 +61,7 @@ def test_record_has_every_metric_and_a_real_fid_with_its_weights(two_stage_run):
 def test_fid_is_missing_with_the_reason_when_no_inception_can_be_had(tmp_path):
     cfg = TrainConfig(dataset="digits", eval_images=20, fid_weights=str(tmp_path / "absent.pth"))
     real = load_dataset("digits").test[:20]
-    start = time.perf_counter()
     m = fid_metrics(cfg, {"samples": real, "recon": real}, real, device="cpu")
-    assert time.perf_counter() - start < 10  # fails before any Inception runs
     for k in ("fid_samples", "fid_recon"):
         assert m[k]["value"] is None
         assert "weights-inception-2015-12-05-6726825d.pth" in m[k]["missing"] and "absent.pth" in m[k]["missing"]

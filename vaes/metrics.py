@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import math
 
+import copy
+
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from vaes.losses import bernoulli_nll, gaussian_nll, kl_standard_normal, squared_error
 
@@ -70,3 +73,17 @@ def heldout_metrics(model, images: torch.Tensor, *, batch_size: int = 500) -> di
         "active_units": int((mu.var(dim=0) > ACTIVE_THRESHOLD).sum()),
         "gamma": None if gamma is None else float(gamma),
     }
+
+
+def train_step_flops(model, x: torch.Tensor) -> int:
+    """FLOPs of one training step's loss, forward and backward, on batch ``x``, as counted by
+    torch's FlopCounterMode (matrix products and convolutions; the optimiser's elementwise
+    update is not counted). Measured on a copy of the model under a forked RNG, so the model's
+    BatchNorm statistics and the run's random stream are untouched: training is bit-identical
+    with or without it."""
+    probe = copy.deepcopy(model)
+    probe.train()
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), FlopCounterMode(display=False) as counter:
+        probe.loss(x)["loss"].backward()
+    return int(counter.get_total_flops())

@@ -61,8 +61,10 @@ def read_json(path: str | Path) -> dict | None:
 
 def save_torch(path: str | Path, obj: Any) -> None:
     """torch.save atomically (a killed process never leaves a torn checkpoint)."""
-    with atomic_path(path) as staging:
-        torch.save(obj, staging)
+    # through a handle: given a path, torch.save names the zip's folder after the file, and the
+    # staging name is random; a handle gives the same bytes for the same object every time
+    with atomic_path(path) as staging, open(staging, "wb") as f:
+        torch.save(obj, f)
 
 
 class CorruptCheckpoint(RuntimeError):

@@ -7,6 +7,7 @@ which also turns a run's own failures into failed records.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import math
@@ -24,9 +25,10 @@ from vaes.build import build_model, build_stage2, dataset_shape, pick_device, re
 from vaes.config import TrainConfig, run_id, to_dict
 from vaes.data import DataMissing, ImageData, load_dataset
 from vaes.evaluate import evaluate_models
-from vaes.metrics import gamma_ratio, heldout_metrics, to_float
+from vaes.metrics import gamma_ratio, heldout_metrics, to_float, train_step_flops
 from vaes.model import VAE
 from vaes.networks import count_parameters
+from vaes.tensorboard import EpochLogger, summary_writer
 from vaes.records import CorruptCheckpoint, git_commit, load_torch, read_json, save_torch, versions, write_json
 
 # ---- stopping on a signal ----------------------------------------------------------------
@@ -221,23 +223,38 @@ def train(cfg: TrainConfig, *, data: ImageData | None = None, progress: bool | N
         record["n_params"] = count_parameters(model)
         record["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
         train_x = data.train[: cfg.n_train or None].to(device)  # the whole set lives on the device
+        flops1 = train_step_flops(model, to_float(train_x[: cfg.batch_size])) / min(cfg.batch_size, len(train_x))
         write_json(out / "record.json", record)  # status "running": a killed run is visible
-        with _StopOnSignals():
+        writer = summary_writer(out) if cfg.tensorboard else None
+        per_epoch = (len(train_x) // cfg.batch_size) * cfg.batch_size
+        hooks = [on_epoch] if on_epoch is not None else []
+        if writer is not None:  # curves and a sample grid about ten times a run
+            hooks.insert(0, EpochLogger(writer, 1, per_epoch, model, grid_every=max(1, cfg.epochs // 10), seed=cfg.seed))
+        with _StopOnSignals(), contextlib.closing(writer) if writer is not None else contextlib.nullcontext():
             res = fit(model, lambda e: train_x, epochs=cfg.epochs, lr=cfg.lr, halve_every=cfg.lr_halve_every,
                       batch_size=cfg.batch_size, seed=cfg.seed, checkpoint=out / "checkpoint.pt",
                       checkpoint_every=cfg.checkpoint_every, bf16=cfg.bf16, compile=cfg.compile,
-                      desc=f"{cfg.variant} {cfg.dataset}", progress=progress, on_epoch=on_epoch)
+                      desc=f"{cfg.variant} {cfg.dataset}", progress=progress, on_epoch=_chain(hooks))
             record["history"] = res.history
             record["gamma_ratio"] = gamma_ratio(res.history)  # 1 once gamma reaches sqrt(MSE)
             record["timings"] = {"train_seconds": res.seconds,
                                  "train_images_per_second": res.images / max(res.seconds, 1e-9)}
+            record["cost"] = cost = {"device": record["device"], "flops_per_train_image": flops1,
+                                     "train_images": res.images, "train_seconds": res.seconds,
+                                     "train_flops": flops1 * res.images,
+                                     "flop_counter": "torch.utils.flop_counter.FlopCounterMode, loss forward + backward"}
             if res.status != "finished":
                 return finish(res.status, res.reason)
             stage2 = None
             if cfg.two_stage:
-                stage2, res2 = train_stage2(cfg, model, train_x, out, progress)
+                log2 = None if writer is None else EpochLogger(writer, 2, per_epoch)
+                stage2, res2 = train_stage2(cfg, model, train_x, out, progress, on_epoch=log2)
                 record["stage2"] = {"n_params": count_parameters(stage2), "history": res2.history,
                                     "train_seconds": res2.seconds, "gamma_ratio": gamma_ratio(res2.history)}
+                codes = torch.zeros(cfg.batch_size, cfg.latent_dim, device=device)  # FLOPs do not depend on values
+                flops2 = train_step_flops(stage2, codes) / cfg.batch_size
+                cost.update(flops_per_train_code_stage2=flops2, train_codes_stage2=res2.images,
+                            train_seconds_stage2=res2.seconds, train_flops_stage2=flops2 * res2.images)
                 if res2.status != "finished":
                     return finish(res2.status, "stage 2: " + res2.reason)
         save_torch(out / "model.pt", {"model": model.state_dict(),
@@ -266,8 +283,19 @@ def encode_all(model: VAE, images: torch.Tensor, batch_size: int = 1000) -> tupl
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
+def _chain(hooks: list) -> Callable[[dict], None] | None:
+    """One on_epoch hook calling ``hooks`` in order (None for none)."""
+    if not hooks:
+        return None
+
+    def chained(row: dict) -> None:
+        for hook in hooks:
+            hook(row)
+    return chained
+
+
 def train_stage2(cfg: TrainConfig, model: VAE, train_x: torch.Tensor, out: Path,
-                 progress: bool | None = None) -> tuple[VAE, FitResult]:
+                 progress: bool | None = None, on_epoch: Callable[[dict], None] | None = None) -> tuple[VAE, FitResult]:
     """Fit the second-stage VAE on z ~ q(z|x) of the trained first stage, re-sampled every epoch
     (Dai & Wipf 2019, as Asperti & Trentin)."""
     mu, logvar = encode_all(model, train_x)
@@ -282,5 +310,5 @@ def train_stage2(cfg: TrainConfig, model: VAE, train_x: torch.Tensor, out: Path,
     res = fit(stage2, latents, epochs=cfg.stage2_epochs, lr=cfg.lr, halve_every=cfg.stage2_lr_halve_every,
               batch_size=cfg.batch_size, seed=cfg.seed + 1, checkpoint=out / "checkpoint_stage2.pt",
               checkpoint_every=cfg.checkpoint_every, bf16=cfg.bf16, compile=cfg.compile,
-              desc=f"stage 2 {cfg.stage2_variant}", progress=progress, to_input=lambda z: z)
+              desc=f"stage 2 {cfg.stage2_variant}", progress=progress, to_input=lambda z: z, on_epoch=on_epoch)
     return stage2, res
