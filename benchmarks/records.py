@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from vaes.metrics import gamma_ratio
+from vaes.records import read_json
 
 # Columns describing a run (not metrics). A metric of the same name would silently shadow one
 # of them, so load_records refuses it.
@@ -46,12 +47,8 @@ def find_records(folder: str | Path) -> list[Path]:
 def read_record(path: str | Path) -> dict:
     """One record, with a message naming the file when it is not a usable record."""
     path = Path(path)
-    try:
-        with open(path) as f:
-            rec = json.load(f)  # Python's json reads NaN / Infinity, which vaes writes
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e})") from None
-    if not isinstance(rec, dict) or not isinstance(rec.get("config"), dict):
+    rec = read_json(path)  # CorruptRecord (a ValueError) names the file and the fix
+    if not isinstance(rec.get("config"), dict):
         raise ValueError(f"{path} is not a vaebench run record (no 'config' object)")
     for key in ("variant", "dataset"):
         if key not in rec["config"]:

@@ -57,8 +57,14 @@ def load_suite(name_or_path: str | Path) -> dict:
     if not path.is_file():
         known = ", ".join(p.stem for p in sorted(SUITES_DIR.glob("*.toml")))
         raise FileNotFoundError(f"no suite {str(name_or_path)!r}; known suites: {known} (or a path to a .toml)")
-    with open(path, "rb") as f:
-        suite = tomllib.load(f)
+    try:
+        with open(path, "rb") as f:
+            suite = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"suite {path} is not valid TOML ({e}); fix the line it names "
+                         "(the shipped suites in benchmarks/suites/ show the format)") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"suite {path} is not a text file ({e}); a suite is a UTF-8 TOML file") from None
     for key in ("name", "dataset", "runs"):
         if key not in suite:
             raise ValueError(f"suite {path} has no {key!r}")

@@ -3,7 +3,7 @@
 A study names the suite whose data set and protocol it borrows (``load_suite``: data set,
 ``[config]`` fields), the config fields it changes for every trial, and its search space,
 written with ``trial.suggest_*`` inside the objective (as optuna-examples do). Training goes
-through ``ctx.train(trial, ...)``, which runs the one trainer (``vaes.train.train``) into
+through ``ctx.train(trial, ...)``, which runs :func:`vaes.run.run` into
 ``OUT/runs/<trial folder>``, reports each epoch to Optuna and prunes; ``ctx.quality(trial, rec)``
 is the sample-quality objective:
 
@@ -25,6 +25,8 @@ from typing import Any, Callable
 import optuna
 
 from benchmarks.suite import load_suite
+from vaes.data import get_dataset
+from vaes.variants.balanced import paper_kl_weight
 
 Objective = Callable[[optuna.Trial, Any], Any]
 
@@ -148,3 +150,28 @@ def smoke(trial: optuna.Trial, ctx) -> float:
     options = {"momentum": trial.suggest_float("momentum", 0.9, 0.999)}
     rec = ctx.train(trial, variant="balanced", options=options, **common_space(trial))
     return ctx.quality(trial, rec)
+
+
+# ---- one study per data-set suite ---------------------------------------------------------------
+# The balanced VAE around each suite's protocol: lr a factor 3 either side of the protocol's, the
+# KL weight k a factor 4 either side of the paper's (2H/d)^2, the momentum a. The objective is
+# sample FID (real now, with the packaged Inception), the suite's image count; first stage only.
+
+def _dataset_study(suite: str) -> None:
+    spec = get_dataset(load_suite(suite)["dataset"])
+    lr0 = spec.protocol.lr
+    k0 = paper_kl_weight(spec.shape(None), 64)  # latent 64, the data-set suites' size
+
+    @register_study(f"balanced_{suite}", suite=suite, config={"two_stage": False},
+                    description=f"balanced VAE on {spec.display_name}: momentum, kl_weight around the "
+                                f"paper's {k0:.3g}, lr around {lr0:g} -> sample FID; pruned")
+    def objective(trial: optuna.Trial, ctx) -> float:
+        options = {"momentum": trial.suggest_float("momentum", 0.9, 0.999),
+                   "kl_weight": trial.suggest_float("kl_weight", k0 / 4, k0 * 4, log=True)}
+        rec = ctx.train(trial, variant="balanced", options=options,
+                        lr=trial.suggest_float("lr", lr0 / 3, lr0 * 3, log=True))
+        return ctx.quality(trial, rec)
+
+
+for _suite in ("mnist", "fashion_mnist", "cifar10", "celeba", "shapes"):
+    _dataset_study(_suite)

@@ -22,7 +22,7 @@ import optuna
 import pytest
 
 from sweeps.launcher import make_storage, redact
-from sweeps.studies import list_studies, register_study
+from sweeps.studies import get_study, list_studies, register_study
 from tests.services import postgres_url, slurm_cluster  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
@@ -184,6 +184,28 @@ def test_debug_failed_trial_recorded_study_goes_on_and_relaunch_continues(tmp_pa
     assert {t.number for t in done} == {1, 2}
     for n, m in mtimes.items():
         assert (out / study.trials[n].user_attrs["run_dir"] / "record.json").stat().st_mtime == m
+
+
+def test_every_data_set_suite_has_a_study_of_its_own():
+    studies = {name: get_study(name) for name in list_studies()}
+    for suite in ("mnist", "fashion_mnist", "cifar10", "celeba", "shapes"):
+        assert any(s.suite == suite for s in studies.values()), suite
+
+
+@pytest.mark.inception
+def test_shapes_study_runs_a_trial_with_real_fid_as_its_objective(tmp_path):
+    """A data-set study end to end (debug cluster, one tiny trial): its objective is sample FID."""
+    from sweeps.run import main
+    out = tmp_path / "shapes"
+    assert main(["--study", "balanced_shapes", "--trials", "1", "--cluster", "debug", "--out", str(out),
+                 "--set", "epochs=1", "n_train=300", "eval_images=200", "fid_images=20",
+                 "--no-report", "--device", "cpu"]) == 0
+    study = _journal_study(out, "balanced_shapes")
+    (trial,) = _check_finished_records(study, out, 1)
+    assert trial.user_attrs["objective_metric"] == "fid_samples"
+    rec = json.loads((out / trial.user_attrs["run_dir"] / "record.json").read_text())
+    assert trial.values[0] == pytest.approx(rec["metrics"]["fid_samples"]["value"])
+    assert set(trial.params) == {"momentum", "kl_weight", "lr"}
 
 
 def test_debug_multi_objective_study_writes_pareto_front(tmp_path):

@@ -29,7 +29,7 @@ from torch import nn
 
 from vaes.fid import describe
 from vaes.frechet import feature_statistics, frechet_distance
-from vaes.records import CACHE_ENV, cache_root, save_torch  # noqa: F401  (CACHE_ENV: API)
+from vaes.records import CACHE_ENV, CorruptCheckpoint, cache_root, load_torch, save_torch  # noqa: F401  (CACHE_ENV: API)
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,10 @@ def load_or_train_classifier(images: torch.Tensor, labels: torch.Tensor, *, data
            "seed": seed, "epochs": epochs, "version": CLASSIFIER_VERSION}
     path = classifier_cache_path(key, default_cache_dir() if cache_dir is None else cache_dir)
     if path.exists():
-        return _load(path, key, device)
+        try:
+            return _load(path, key, device)
+        except CorruptCheckpoint as e:  # cut short: a cache miss, trained again
+            log.warning("%s; training the classifier again", e)
     model = train_classifier(images, labels, seed=seed, epochs=epochs, device=device)
     save_torch(path, {"key": key, "input_shape": list(model.input_shape), "head_sizes": model.head_sizes,
                       "holdout_accuracy": model.holdout_accuracy,
@@ -203,7 +206,7 @@ def load_or_train_classifier(images: torch.Tensor, labels: torch.Tensor, *, data
 
 def _load(path: Path, key: dict, device) -> DataClassifier:
     """Rebuild a cached classifier, checking that the file was saved for ``key``."""
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved = load_torch(path)
     if saved["key"] != key:
         raise RuntimeError(f"cached classifier {path} was saved for {saved['key']}, not {key}; "
                            "delete the file to retrain")

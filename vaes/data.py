@@ -16,6 +16,7 @@ import dataclasses
 import gzip
 import hashlib
 import math
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -136,10 +137,22 @@ def load_shapes_data(root: str, download: bool, *, image_size: int | None = None
 def _read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (optionally gzipped), the format of the MNIST files."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    fix = ("delete it and copy the original file again (or download=true where there is internet: "
+           "torchvision fetches and checks it)")
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError; a cut gzip raises EOFError
+        raise DataMissing(f"{path} cannot be read ({type(e).__name__}: {e}): it is cut short or not a "
+                          f"gzip file; {fix}") from None
+    # IDX: two zero bytes, type 0x08 (unsigned byte), the number of dimensions, then each size
+    if len(data) < 4 or data[:3] != b"\x00\x00\x08" or not 1 <= data[3] <= 4:
+        raise DataMissing(f"{path} is not an IDX file of unsigned bytes (it starts with {data[:4]!r}); {fix}")
     ndim = data[3]
     dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    if len(data) != 4 + 4 * ndim + math.prod(dims):
+        raise DataMissing(f"{path} is cut short or padded: its header says {dims} "
+                          f"({math.prod(dims)} bytes of data), the file holds {len(data) - 4 - 4 * ndim}; {fix}")
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
@@ -271,8 +284,20 @@ def load_npz_data(root: str, download: bool, **_) -> ImageData:
     if not path.is_file():
         raise DataMissing(f"npz: no file at data_root={root!r}; save your images with "
                           "numpy.savez(path, train=uint8 array, test=uint8 array) and pass its path")
-    with np.load(path) as f:
-        arrays = {k: f[k] for k in f.files}
+    try:
+        with np.load(path, allow_pickle=False) as f:  # pickled objects can run code: never loaded
+            arrays = {k: f[k] for k in f.files}
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise DataMissing(f"npz: {path} holds pickled Python objects (an object array), which vaebench "
+                              "never loads because unpickling can run code; save plain uint8 arrays: "
+                              "numpy.savez(path, train=uint8 array, test=uint8 array)") from None
+        raise DataMissing(f"npz: {path} is not a .npz archive of arrays ({e}); save your images with "
+                          "numpy.savez(path, train=uint8 array, test=uint8 array)") from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise DataMissing(f"npz: {path} cannot be read as a .npz archive ({type(e).__name__}: {e}): it is "
+                          "cut short or another kind of file despite its name; write it again with "
+                          "numpy.savez(path, train=uint8 array, test=uint8 array)") from None
 
     def chw(a: np.ndarray, key: str) -> torch.Tensor:
         if a.dtype != np.uint8:

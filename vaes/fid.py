@@ -30,6 +30,8 @@ import os
 import re
 import shutil
 import urllib.request
+import warnings
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -380,7 +382,11 @@ def _cached_statistics(images_fn, full_key: dict, cache_dir, make_feature_fn: Ca
     """Load the statistics of ``full_key`` from disk, or compute and store them atomically."""
     path = reference_path(full_key, default_cache_dir() if cache_dir is None else cache_dir)
     if path.exists():  # the key holds the engine version and resize: old files never match
-        return _load_statistics(path, full_key)
+        try:
+            return _load_statistics(path, full_key)
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:  # cut short: a cache miss
+            warnings.warn(f"cached FID statistics {path} cannot be read ({type(e).__name__}: {e}); "
+                          "computing them again", stacklevel=2)
     images = _as_rgb_uint8(images_fn())
     if images.shape[0] != full_key["n"]:
         raise ValueError(f"reference key says n={full_key['n']} images but images_fn returned "

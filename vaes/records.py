@@ -50,13 +50,29 @@ def write_json(path: str | Path, obj: Any) -> None:
         os.fsync(f.fileno())
 
 
+class CorruptRecord(ValueError):
+    """A record.json exists but is not a readable JSON object (cut short, or another file)."""
+
+
 def read_json(path: str | Path) -> dict | None:
-    """The JSON object at ``path``, or None when there is none."""
+    """The JSON object at ``path``, or None when there is none; :class:`CorruptRecord` (a
+    message naming the file and the fix) when the file is cut short or is not a JSON object."""
     path = Path(path)
     if not path.is_file():
         return None
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)  # Python's json reads NaN / Infinity, which vaebench writes
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorruptRecord(
+            f"{path} cannot be read as JSON ({type(e).__name__}: {e}): it was cut short (a full disk, a "
+            "copy interrupted) or is another file. vaebench writes records atomically, so this file did "
+            "not come from a run here: restore it from a copy, or delete it (and the run folder's "
+            "checkpoint*.pt) to run that run again") from None
+    if not isinstance(obj, dict):
+        raise CorruptRecord(f"{path} holds JSON {type(obj).__name__}, not a record object; restore it "
+                            "from a copy, or delete it to run that run again")
+    return obj
 
 
 def save_torch(path: str | Path, obj: Any) -> None:
@@ -77,8 +93,10 @@ def load_torch(path: str | Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as e:  # a bad file
         raise CorruptCheckpoint(
-            f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e)[:200]}); "
-            f"delete it to restart the run from scratch") from None
+            f"{path} cannot be read as a torch file ({type(e).__name__}: {str(e)[:200]}): it was cut "
+            f"short or is another file (vaebench never loads pickled code). If it is a checkpoint, "
+            f"delete it to restart that run from scratch; if it is a finished run's model.pt, delete "
+            f"model.pt and record.json and run it again") from None
 
 
 def versions() -> dict[str, str]:

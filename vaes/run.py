@@ -15,7 +15,7 @@ from typing import Callable
 
 from vaes.config import TrainConfig, run_id, to_dict
 from vaes.data import ImageData
-from vaes.records import read_json, write_json
+from vaes.records import CorruptRecord, read_json, write_json
 from vaes.trainer import train
 
 STATUSES = ("new", "running", "interrupted", "finished", "failed", "pruned")
@@ -44,6 +44,9 @@ def run(cfg: TrainConfig, *, data: ImageData | None = None, progress: bool | Non
         return train(cfg, data=data, progress=progress, meta=meta, on_epoch=hook)
     except _HookRaised as e:
         raise e.__cause__ from None
+    except CorruptRecord as e:  # left as it is for the user to look at; the message says what to do
+        return {**(meta or {}), "run_id": run_id(cfg), "seed": cfg.seed, "status": "failed",
+                "reason": str(e), "config": to_dict(cfg)}
     except Exception as e:  # noqa: BLE001 -- one broken run must not stop a suite or a study
         rec = {**(read_json(out / "record.json") or {}), **(meta or {}), "run_id": run_id(cfg),
                "seed": cfg.seed, "status": "failed", "reason": f"{type(e).__name__}: {e}",
@@ -54,9 +57,12 @@ def run(cfg: TrainConfig, *, data: ImageData | None = None, progress: bool | Non
 
 
 def run_status(run_dir: str | Path) -> str:
-    """'new' (no record), 'finished', 'failed', 'pruned', or 'interrupted' (anything else:
-    a record of a run that was stopped or killed, resumable from its checkpoint)."""
-    rec = read_json(Path(run_dir) / "record.json")
+    """'new' (no record), 'finished', 'failed' (also: an unreadable record), 'pruned', or
+    'interrupted' (anything else: a run that was stopped or killed, resumable from its checkpoint)."""
+    try:
+        rec = read_json(Path(run_dir) / "record.json")
+    except CorruptRecord:
+        return "failed"  # run() says why, and --retry-failed tries it again
     if rec is None:
         return "new"
     return rec["status"] if rec.get("status") in ("finished", "failed", "pruned") else "interrupted"

@@ -71,6 +71,7 @@ class FitResult:
 
 
 TERMS = ("loss", "recon", "kl", "mse")
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "acc", "epoch", "step", "seconds", "images", "history", "rng")
 
 
 def fit(model: VAE, epoch_data: Callable[[int], torch.Tensor], *, epochs: int, lr: float,
@@ -99,8 +100,17 @@ def fit(model: VAE, epoch_data: Callable[[int], torch.Tensor], *, epochs: int, l
     last_save = None  # training seconds at the last periodic checkpoint of this call
     if checkpoint.is_file():
         ck = load_torch(checkpoint)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
+        missing = [k for k in CHECKPOINT_KEYS if k not in (ck if isinstance(ck, dict) else {})]
+        if missing:
+            raise CorruptCheckpoint(f"{checkpoint} is not a checkpoint of this vaebench version (it lacks "
+                                    f"{', '.join(missing)}); delete it to restart the run from scratch")
+        try:
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise CorruptCheckpoint(f"{checkpoint} does not fit this run's network (another vaebench version "
+                                    f"or config: {str(e).splitlines()[0][:200]}); delete it to restart the "
+                                    "run from scratch") from None
         sched.load_state_dict(ck["scheduler"])
         acc.copy_(ck["acc"])
         start_epoch, start_step, seconds, images = ck["epoch"], ck["step"], ck["seconds"], ck["images"]

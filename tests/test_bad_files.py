@@ -1,0 +1,161 @@
+"""Every file vaebench reads, when it is cut short, not what its name says, or holds pickled
+objects: a one-paragraph error naming the file and the fix, never a traceback; a damaged cache
+is computed again."""
+from __future__ import annotations
+
+import gzip
+import json
+import pickle
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.suite import load_suite
+from tests.conftest import REPO
+from vaes.config import TrainConfig
+from vaes.data import DataMissing, load_dataset
+from vaes.records import CorruptCheckpoint, CorruptRecord, load_torch, read_json
+from vaes.run import run, run_status
+
+
+def npz_of(path, **arrays):
+    np.savez(path, **arrays)
+    return path
+
+
+def good_npz(tmp_path):
+    rng = np.random.default_rng(0)
+    return npz_of(tmp_path / "good.npz", train=rng.integers(0, 256, (200, 8, 8), dtype=np.uint8),
+                  test=rng.integers(0, 256, (50, 8, 8), dtype=np.uint8))
+
+
+def test_npz_cut_short(tmp_path):
+    path = tmp_path / "cut.npz"
+    path.write_bytes(good_npz(tmp_path).read_bytes()[:300])
+    with pytest.raises(DataMissing, match=r"cut\.npz cannot be read as a \.npz archive.*numpy\.savez"):
+        load_dataset("npz", str(path))
+
+
+def test_npz_that_is_another_kind_of_file(tmp_path):
+    path = tmp_path / "really_a_png.npz"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    with pytest.raises(DataMissing, match="really_a_png.npz.*numpy.savez"):
+        load_dataset("npz", str(path))
+
+
+def test_npz_with_pickled_objects_is_never_unpickled(tmp_path):
+    path = npz_of(tmp_path / "objects.npz", train=np.array([{"x": 1}, None], dtype=object),
+                  test=np.zeros((2, 8, 8), np.uint8))
+    with pytest.raises(DataMissing, match="objects.npz holds pickled Python objects.*can run code"):
+        load_dataset("npz", str(path))
+
+
+def test_a_bad_data_file_through_the_command_line_is_a_message_not_a_traceback(tmp_path):
+    path = tmp_path / "cut.npz"
+    path.write_bytes(good_npz(tmp_path).read_bytes()[:300])
+    res = subprocess.run([sys.executable, "-m", "vaes.train", "dataset=npz", f"data_root={path}",
+                          "epochs=1", "fid=false", f"out={tmp_path / 'run'}"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1
+    assert "Traceback" not in res.stdout + res.stderr
+    assert "cut.npz cannot be read" in res.stdout  # the status line carries the reason
+    assert read_json(tmp_path / "run" / "record.json")["status"] == "failed"
+
+
+@pytest.mark.parametrize("damage", ["cut", "not_gzip", "bad_header"])
+def test_mnist_idx_file_damaged(mnist_root, tmp_path, damage):
+    root = tmp_path / "data"
+    shutil.copytree(mnist_root / "mnist", root / "mnist")
+    images = root / "mnist" / "t10k-images-idx3-ubyte.gz"
+    raw = gzip.decompress(images.read_bytes())
+    images.write_bytes({"cut": gzip.compress(raw[: len(raw) // 2]), "not_gzip": b"plain text, not gzip",
+                        "bad_header": gzip.compress(b"\x00\x00\x0d\x03" + raw[4:])}[damage])
+    # torchvision's MD5 of each file catches every damage first
+    with pytest.raises(DataMissing, match="t10k-images-idx3-ubyte.gz is corrupt.*delete it"):
+        load_dataset("mnist", str(root), data_split="test_only")
+
+
+@pytest.mark.parametrize("content, match", [
+    (b"\x00\x00\x08\x03" + (10).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + bytes(100), "cut short or padded"),
+    (b"\x00\x00\x0d\x01" + (4).to_bytes(4, "big") + bytes(16), "not an IDX file of unsigned bytes"),
+])
+def test_idx_reader_checks_the_header_against_the_size(tmp_path, content, match):
+    from vaes.data import _read_idx
+    path = tmp_path / "images-idx3-ubyte"
+    path.write_bytes(content)
+    with pytest.raises(DataMissing, match=f"images-idx3-ubyte.*{match}"):
+        _read_idx(path)
+    path = tmp_path / "images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(content)[:20])
+    with pytest.raises(DataMissing, match="cut short or not a gzip file"):
+        _read_idx(path)
+
+
+def test_record_cut_short(tmp_path):
+    cfg = TrainConfig(dataset="digits", epochs=1, fid=False, eval_images=100, out=str(tmp_path / "run"))
+    assert run(cfg)["status"] == "finished"
+    record = tmp_path / "run" / "record.json"
+    text = record.read_text()
+    record.write_text(text[: len(text) // 2])
+    with pytest.raises(CorruptRecord, match="record.json cannot be read as JSON.*delete it"):
+        read_json(record)
+    rec = run(cfg)  # the runner says why and goes on; the damaged file is left for the user
+    assert rec["status"] == "failed" and "cut short" in rec["reason"]
+    assert record.read_text() == text[: len(text) // 2]
+    assert run_status(tmp_path / "run") == "failed"
+    record.write_text("[1, 2]")
+    with pytest.raises(CorruptRecord, match="holds JSON list, not a record"):
+        read_json(record)
+
+
+def test_checkpoint_cut_short_and_from_another_version(tmp_path):
+    cfg = TrainConfig(dataset="digits", epochs=2, fid=False, eval_images=100, out=str(tmp_path / "run"))
+    ck = tmp_path / "run" / "checkpoint.pt"
+    ck.parent.mkdir()
+    torch.save({"model": {}, "epoch": 1}, ck)  # another version's layout
+    rec = run(cfg)
+    assert rec["status"] == "failed" and "not a checkpoint of this vaebench version" in rec["reason"]
+    assert "lacks optimizer" in rec["reason"] and "delete it" in rec["reason"]
+    ck.write_bytes(b"PK\x03\x04 cut short")
+    rec = run(cfg)
+    assert rec["status"] == "failed" and "cannot be read as a torch file" in rec["reason"]
+
+
+def test_torch_file_with_pickled_code_is_refused(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this would run",))
+
+    path = tmp_path / "model.pt"
+    with open(path, "wb") as f:
+        pickle.dump(Payload(), f)
+    with pytest.raises(CorruptCheckpoint, match="model.pt cannot be read as a torch file.*never loads pickled code"):
+        load_torch(path)
+
+
+def test_suite_that_is_not_toml(tmp_path, capsys):
+    from benchmarks.run import main
+    path = tmp_path / "broken.toml"
+    path.write_text('name = "broken"\ndataset = "digits"\n[[runs]\nlabel = "x"\n')
+    with pytest.raises(ValueError, match="broken.toml is not valid TOML"):
+        load_suite(path)
+    assert main(["--suite", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "broken.toml is not valid TOML" in err and "Traceback" not in err
+
+
+def test_damaged_fid_statistics_cache_is_computed_again(tmp_path):
+    from tests.test_fid import KEY, StandIn, digit_images
+    from vaes.fid import full_reference_key, reference_path, reference_statistics
+    extractor, real = StandIn(dim=8), digit_images(40)
+    first = reference_statistics(lambda: real, key={**KEY, "n": 40}, cache_dir=tmp_path, extractor=extractor)
+    path = reference_path(full_reference_key({**KEY, "n": 40}, "torch-fidelity", extractor), tmp_path)
+    path.write_bytes(path.read_bytes()[:50])
+    with pytest.warns(UserWarning, match="cannot be read.*computing them again"):
+        again = reference_statistics(lambda: real, key={**KEY, "n": 40}, cache_dir=tmp_path, extractor=extractor)
+    assert np.array_equal(first[0], again[0]) and np.array_equal(first[1], again[1])
+    json.loads(json.dumps(KEY))  # the key stays plain JSON
