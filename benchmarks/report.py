@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -164,8 +165,9 @@ def _reasons_note(label: str, runs: pd.DataFrame, n_total: int) -> str:
     return f"{label}: {len(runs)} of {n_total} runs not finished ({'; '.join(parts)})"
 
 
-def _setup_sentence(df: pd.DataFrame) -> str:
-    """How FID was computed (engine and version, images, resize), or why it is unavailable."""
+def _setup_sentence(df: pd.DataFrame) -> tuple[str, list[str]]:
+    """How FID was computed (engine and version, images, resize, weights) for the caption, and
+    the reasons it is missing for some runs (for a footnote and the log, not the caption)."""
     fin = df[df["status"] == "finished"]
     setups, missing, biased = set(), set(), False
     for k in ("samples", "stage2", "recon"):
@@ -185,16 +187,17 @@ def _setup_sentence(df: pd.DataFrame) -> str:
                 biased |= bool(pd.to_numeric(r.get(f"{m}_reference_n"), errors="coerce") < BIASED_BELOW)
             elif isinstance(r.get(f"{m}_missing"), str):
                 missing.add(r[f"{m}_missing"])
+    missing = sorted(missing)
     if setups:
         # more than one setup in a table is worth seeing: the numbers are then not comparable
         return ("FID: " + "; ".join(sorted(setups)) + "."
                 + (f" FID on fewer than {BIASED_BELOW:,} real images is biased (upward, by the rank-deficient "
                    "2048-d covariance): compare it within this table only, never with published FIDs."
                    if biased else "")
-                + (" FID missing for some runs: " + "; ".join(sorted(missing)) + "." if missing else ""))
+                + (" FID is missing for some runs (‡)." if missing else "")), missing
     if missing:
-        return "FID unavailable: " + "; ".join(sorted(missing)) + "."
-    return "FID not computed (the records hold none)."
+        return "FID unavailable (‡).", missing
+    return "FID not computed (the records hold none).", missing
 
 
 def _int_text(v) -> str:
@@ -337,6 +340,9 @@ def build_table(df: pd.DataFrame, suite: dict | None = None) -> Table:
             rows.append(Row(model, "reference", {"samples_fid": Cell(value, None, 10)}))
 
     name = suite.get("name") or "suite"
+    setup, fid_missing = _setup_sentence(df)
+    for reason in fid_missing:  # the report's log says it in full; the table keeps a footnote
+        print(f"report: FID missing: {reason}", file=sys.stderr)
     seeds = sorted(df["seed"].dropna().unique())  # what ran (a suite's seed count can be overridden)
     seeds_text = _seeds_text(seeds)
     caption = [
@@ -348,7 +354,7 @@ def build_table(df: pd.DataFrame, suite: dict | None = None) -> Table:
            f"two-sided, p ≥ {SIG_P}; ↓ lower, ↑ higher is better)." if len(seeds) > 1 else
            "; bold: best of a column (↓ lower, ↑ higher is better)."),
         _protocol_sentence(df),
-        _setup_sentence(df),
+        setup,
     ]
     general = [
         ("", "Samples: quality of generated images (first-stage prior; on '(2-stage)' rows, "
@@ -360,6 +366,8 @@ def build_table(df: pd.DataFrame, suite: dict | None = None) -> Table:
              "training FLOPs (torch's FlopCounterMode on the loss, forward and backward, times the images "
              "processed; the 2-stage rows add the second stage's)."),
     ]
+    if fid_missing:
+        general.append(("‡", "FID missing for some runs: " + "; ".join(fid_missing)))
     if "CFD" in sample_kinds + recon_kinds:
         general.append(("†", f"CFD is NOT FID: it is the Fréchet distance between features of a small "
                              f"classifier trained on {_display_name(dataset)} itself, "
@@ -484,7 +492,7 @@ _TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "
                 "|": r"\textbar{}", "γ": r"$\gamma$", "β": r"$\beta$", "σ": r"$\sigma$",
                 "μ": r"$\mu$", "α": r"$\alpha$", "λ": r"$\lambda$", "κ": r"$\kappa$",
                 "±": r"$\pm$", "×": r"$\times$", "↓": r"$\downarrow$", "↑": r"$\uparrow$",
-                "†": r"$^\dagger$", "≤": r"$\le$", "≥": r"$\ge$", "–": "--", "—": "---",
+                "†": r"$^\dagger$", "‡": r"$^\ddagger$", "≤": r"$\le$", "≥": r"$\ge$", "–": "--", "—": "---",
                 "é": r"\'e", "→": r"$\to$"}
 
 
@@ -555,8 +563,8 @@ def render_latex(table: Table) -> str:
     if table.notes:
         notes = []
         for m, text in table.notes:
-            lead = r"$^\dagger$~" if m == "†" else (rf"$^{{{m}}}$~" if m else "")
-            notes.append(lead + tex_escape(_cut(text, 600 if not m or m == "†" else REASON_CHARS)))
+            lead = {"†": r"$^\dagger$~", "‡": r"$^\ddagger$~"}.get(m, rf"$^{{{m}}}$~" if m else "")
+            notes.append(lead + tex_escape(_cut(text, 600 if m in ("", "†", "‡") else REASON_CHARS)))
         lines += [r"\par\smallskip", r"\parbox{\linewidth}{\footnotesize\raggedright",
                   "\\par\n".join(notes) + "}"]
     lines.append(r"\end{table}")
@@ -808,7 +816,8 @@ def make_report(df: pd.DataFrame, hist: pd.DataFrame, out_dir: str | Path,
         (out / name).write_text(text)
         written[name] = out / name
 
-    df.to_csv(out / "runs.csv", index=False)
+    # run folders relative to the report, so that a committed runs.csv names no path of this machine
+    df.assign(run_dir=[os.path.relpath(d, out.resolve()) for d in df["run_dir"]]).to_csv(out / "runs.csv", index=False)
     written["runs.csv"] = out / "runs.csv"
     put("table.tex", render_latex(table))
     put("table.md", render_markdown(table))

