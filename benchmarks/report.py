@@ -281,8 +281,11 @@ def build_table(df: pd.DataFrame, suite: dict | None = None) -> Table:
                          "(split the folder or filter the frame by 'dataset')")
     dataset = datasets[0]
     if suite.get("dataset") not in (None, dataset):
-        raise ValueError(f"suite {suite.get('name')!r} says dataset={suite['dataset']!r} but its "
-                         f"records are on {dataset!r}")
+        # the suite pointed at other images (--set dataset=npz data_root=...): its protocol, their data;
+        # the published reference FIDs are for the suite's own data set, so they are left out
+        suite.update(reference=False, description=(suite.get("description") or "").rstrip(".")
+                     + f"; its protocol run on {_display_name(dataset)} instead of {_display_name(suite['dataset'])}",
+                     dataset=dataset)
     sample_kinds = _quality_kinds(df, ("samples", "stage2"))
     recon_kinds = _quality_kinds(df, ("recon",))
     sample_kind = sample_kinds[0]

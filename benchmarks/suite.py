@@ -7,11 +7,13 @@ config field). :func:`expand` turns it into one resolved TrainConfig per (run, s
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import sys
 from pathlib import Path
 
-from vaes.build import resolve
+from vaes.build import dataset_shape, resolve
+from vaes.data import load_dataset
 from vaes.config import TrainConfig, run_id
 from vaes import run as one_run
 
@@ -78,6 +80,16 @@ def load_suite(name_or_path: str | Path) -> dict:
     return suite
 
 
+@functools.lru_cache(maxsize=8)
+def _loaded_shape(dataset: str, data_root: str, data_split: str) -> tuple[int, ...]:
+    return load_dataset(dataset, data_root, data_split=data_split).shape
+
+
+def _shape(cfg: TrainConfig) -> tuple[int, ...]:
+    """The image shape of cfg's data set; a data set without a fixed one (npz) is loaded to see it."""
+    return dataset_shape(cfg) or _loaded_shape(cfg.dataset, cfg.data_root, cfg.data_split)
+
+
 def expand(suite: dict, *, seeds: int | None = None, only: list[str] | None = None,
            epochs_scale: float = 1.0, device: str = "auto", base: dict | None = None) -> list[Job]:
     """The suite's jobs, (run, seed) in order; ``only`` filters by variant name or label."""
@@ -90,7 +102,8 @@ def expand(suite: dict, *, seeds: int | None = None, only: list[str] | None = No
                   **{k: v for k, v in run.items() if k != "label"},
                   "dataset": (base or {}).get("dataset", suite["dataset"])}
         for seed in range(seeds or suite["seeds"]):
-            cfg = resolve(TrainConfig(**fields, seed=seed, device=device))
+            cfg = TrainConfig(**fields, seed=seed, device=device)
+            cfg = resolve(cfg, _shape(cfg))
             if epochs_scale != 1.0:  # e.g. 0.01 to try a paper protocol quickly
                 scale = (lambda n: max(1, round(n * epochs_scale)))
                 cfg = cfg.replace(epochs=scale(cfg.epochs), stage2_epochs=scale(cfg.stage2_epochs),
