@@ -11,6 +11,7 @@ import torch
 from vaes.config import TrainConfig
 from vaes.records import load_torch
 from vaes.run import run
+from vaes.build import build_stage2, resolve
 from vaes.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,3 +117,18 @@ def test_real_mnist_test_files_train_one_epoch(mnist_root, tmp_path):
                             epochs=1, out=str(tmp_path)))
     assert rec["status"] == "finished", rec["reason"]
     assert rec["data"]["n_train"] == 8000 and rec["metrics"]["recon_mse"] < 0.2
+
+
+def test_cost_is_in_the_record_and_counted_by_torch(tmp_path):
+    cfg = TrainConfig(dataset="digits", epochs=2, two_stage=True, stage2_epochs=1, stage2_width=64,
+                      stage2_depth=2, fid=False, eval_images=100, out=str(tmp_path))
+    rec = train(cfg)
+    cost = rec["cost"]
+    assert cost["device"] == "cpu" and cost["train_images"] == 2 * 15 * 100  # 1,500 images, batch 100
+    assert cost["train_flops"] == cost["flops_per_train_image"] * cost["train_images"] > 0
+    assert cost["train_codes_stage2"] == 15 * 100 and cost["train_seconds_stage2"] > 0
+    # the second stage is an MLP: 2 FLOPs per weight forward, twice that backward (gradients of the
+    # weights and of the layer input), less the first layer's input gradient, which nothing needs
+    linear = [m for m in build_stage2(resolve(cfg, (1, 8, 8))).modules() if isinstance(m, torch.nn.Linear)]
+    weights = sum(m.in_features * m.out_features for m in linear)
+    assert 4 * weights <= cost["flops_per_train_code_stage2"] <= 6 * weights
