@@ -1,6 +1,6 @@
 """Run records (``record.json``, written by ``vaes.train``) read into pandas frames.
 
-Tables and figures are pure functions of these frames (benchmarks/report.py). A folder is
+Tables and figures are pure functions of these frames (benchmarks/table.py, render.py, figures.py). A folder is
 searched recursively for files named exactly ``record.json``, so a suite's layout
 (``OUT/SUITE/<label>/<run_id>/record.json``) or a single run folder both work.
 
