@@ -133,6 +133,12 @@ def _stat(values: pd.Series) -> Cell:
     return Cell(float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else None, len(v))
 
 
+def _fixed(cell: Cell) -> Cell:
+    """A cell whose spread is not information (parameter counts, FLOPs: the same for every seed)."""
+    cell.std = None
+    return cell
+
+
 def _col(df: pd.DataFrame, name: str) -> pd.Series:
     """A frame column, or all-NaN when no record has that metric."""
     return df[name] if name in df else pd.Series(np.nan, index=df.index)
@@ -288,8 +294,7 @@ def build_table(df: pd.DataFrame, suite: dict | None = None) -> Table:
         runs = df[df["label"] == label]
         fin = runs[runs["status"] == "finished"]
         unfinished = runs[runs["status"] != "finished"]
-        params = _stat(runs["n_params"])
-        params.std = None  # same for every seed; its spread is not information
+        params = _fixed(_stat(runs["n_params"]))
         if fin.empty:
             m = marker()
             notes.append((m, _reasons_note(str(label), unfinished, len(runs))))
@@ -305,7 +310,7 @@ def build_table(df: pd.DataFrame, suite: dict | None = None) -> Table:
             "psnr": _stat(_col(fin, "psnr")),
             "kl": _stat(_col(fin, "kl")),
             "active_units": _stat(_col(fin, "active_units")),
-            "train_tflop": _stat(_col(fin, "train_flops") / 1e12),
+            "train_tflop": _fixed(_stat(_col(fin, "train_flops") / 1e12)),
         })
         if not unfinished.empty:
             m = marker()
@@ -315,12 +320,11 @@ def build_table(df: pd.DataFrame, suite: dict | None = None) -> Table:
         _flag_unconverged(row, fin, "gamma_ratio", "first stage", notes, marker)
         rows.append(row)
         if fin["two_stage"].any():
-            total = _stat(fin["n_params"] + fin["n_params_stage2"].fillna(0))
-            total.std = None
+            total = _fixed(_stat(fin["n_params"] + fin["n_params_stage2"].fillna(0)))
             rows.append(Row(f"{label} (2-stage)", "stage2",
                             {"params": total, **{f"samples_{k.lower()}": _stat(_col(fin, f"{k.lower()}_stage2"))
                                                  for k in sample_kinds},
-                             "train_tflop": _stat((_col(fin, "train_flops") + _col(fin, "train_flops_stage2")) / 1e12)}))
+                             "train_tflop": _fixed(_stat((_col(fin, "train_flops") + _col(fin, "train_flops_stage2")) / 1e12))}))
             _flag_unconverged(rows[-1], fin, "gamma_ratio_stage2", "second stage", notes, marker)
 
     columns = [_with_shift(c, rows) for c in columns]

@@ -40,3 +40,20 @@ def bernoulli_nll(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
 def softclip(t: torch.Tensor, low: float) -> torch.Tensor:
     """Smooth lower bound: low + softplus(t - low) (Rybkin et al. 2021 clip log sigma at -6)."""
     return low + F.softplus(t - low)
+
+
+LIKELIHOODS = ("gaussian", "bernoulli")
+
+
+def check_likelihood(likelihood: str) -> None:
+    """The options' check of a unit-variance variant's ``likelihood``."""
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(f"likelihood must be 'gaussian' or 'bernoulli', got {likelihood!r}")
+
+
+def unit_gamma_recon(x: torch.Tensor, out: dict, likelihood: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(recon, sse) per sample of a decoder with gamma = 1: 1/2 sum (x - x_hat)^2 (the Gaussian
+    NLL, constants dropped) or the Bernoulli cross-entropy; the squared error either way."""
+    sse = squared_error(x, out["x_hat"])
+    recon = bernoulli_nll(x, out["logits"]) if likelihood == "bernoulli" else 0.5 * sse
+    return recon, sse

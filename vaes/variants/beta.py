@@ -9,7 +9,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from vaes.losses import bernoulli_nll, kl_standard_normal, squared_error
+from vaes.losses import check_likelihood, kl_standard_normal, unit_gamma_recon
 from vaes.registry import register_variant
 
 
@@ -21,8 +21,7 @@ class BetaOptions:
     def __post_init__(self):
         if self.beta < 0:
             raise ValueError(f"beta must be >= 0, got {self.beta}")
-        if self.likelihood not in ("gaussian", "bernoulli"):
-            raise ValueError(f"likelihood must be 'gaussian' or 'bernoulli', got {self.likelihood!r}")
+        check_likelihood(self.likelihood)
 
 
 @register_variant("beta", options=BetaOptions)
@@ -34,11 +33,7 @@ class Beta(nn.Module):
         self.opts = opts
 
     def loss(self, x, out):
-        sse = squared_error(x, out["x_hat"])
-        if self.opts.likelihood == "bernoulli":
-            recon = bernoulli_nll(x, out["logits"])
-        else:
-            recon = 0.5 * sse                           # Gaussian NLL with gamma = 1, constants dropped
+        recon, sse = unit_gamma_recon(x, out, self.opts.likelihood)
         kl = kl_standard_normal(out["mu"], out["logvar"])
         loss = recon + self.opts.beta * kl
         return {"loss": loss.mean(), "recon": recon.mean(), "kl": kl.mean(),

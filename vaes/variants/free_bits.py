@@ -18,7 +18,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from vaes.losses import bernoulli_nll, squared_error
+from vaes.losses import check_likelihood, unit_gamma_recon
 from vaes.registry import register_variant
 
 
@@ -37,8 +37,7 @@ class FreeBitsOptions:
                                         or self.groups < 1):
             raise ValueError(f"groups must be an integer >= 1 that divides the latent dimension "
                              f"(or unset: one group per dimension), got {self.groups!r}")
-        if self.likelihood not in ("gaussian", "bernoulli"):
-            raise ValueError(f"likelihood must be 'gaussian' or 'bernoulli', got {self.likelihood!r}")
+        check_likelihood(self.likelihood)
 
 
 @register_variant("free_bits", options=FreeBitsOptions)
@@ -54,11 +53,7 @@ class FreeBits(nn.Module):
                              "(equal, contiguous groups)")
 
     def loss(self, x, out):
-        sse = squared_error(x, out["x_hat"])
-        if self.opts.likelihood == "bernoulli":
-            recon = bernoulli_nll(x, out["logits"])
-        else:
-            recon = 0.5 * sse                           # Gaussian NLL with gamma = 1, constants dropped
+        recon, sse = unit_gamma_recon(x, out, self.opts.likelihood)
         mu, logvar = out["mu"], out["logvar"]
         kl_dims = 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1)        # (B, d), sums to the KL
         kl = kl_dims.sum(dim=1)

@@ -23,7 +23,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from vaes.losses import bernoulli_nll, kl_standard_normal, squared_error
+from vaes.losses import check_likelihood, kl_standard_normal, unit_gamma_recon
 from vaes.registry import register_variant
 
 
@@ -63,8 +63,7 @@ class KLAnnealingOptions:
             raise ValueError(f"cycles must be an integer >= 1, got {self.cycles!r}")
         if not 0.0 < self.ratio <= 1.0:
             raise ValueError(f"ratio must be in (0, 1], got {self.ratio}")
-        if self.likelihood not in ("gaussian", "bernoulli"):
-            raise ValueError(f"likelihood must be 'gaussian' or 'bernoulli', got {self.likelihood!r}")
+        check_likelihood(self.likelihood)
 
 
 @register_variant("kl_annealing", options=KLAnnealingOptions)
@@ -89,11 +88,7 @@ class KLAnnealing(nn.Module):
         return (o.beta * frac).float()
 
     def loss(self, x, out):
-        sse = squared_error(x, out["x_hat"])
-        if self.opts.likelihood == "bernoulli":
-            recon = bernoulli_nll(x, out["logits"])
-        else:
-            recon = 0.5 * sse                           # Gaussian NLL with gamma = 1, constants dropped
+        recon, sse = unit_gamma_recon(x, out, self.opts.likelihood)
         kl = kl_standard_normal(out["mu"], out["logvar"])
         loss = recon + self.kl_weight() * kl
         return {"loss": loss.mean(), "recon": recon.mean(), "kl": kl.mean(),
