@@ -69,8 +69,10 @@ TARGET_IMAGES = {("cpu", "conv"): 6_000, ("cpu", "resnet"): 300,
 # On the CPU only a slice of a large data set is used (an epoch of CIFAR-10 takes 25 minutes).
 CPU_TRAIN_CAP = {"conv": 6_000, "resnet": 300}
 # The paper's CIFAR-10 protocol (Asperti & Trentin's code; DESIGN.md)
-PAPER_CIFAR10 = {"epochs": 700, "stage2_epochs": 1400, "images": 50_000, "batch_size": 100,
-                 "fid_images": 10_000}
+PAPER_CIFAR10 = {"epochs": get_dataset("cifar10").protocol.epochs,  # from the data-set registry
+                 "stage2_epochs": get_dataset("cifar10").protocol.stage2_epochs,
+                 "images": get_dataset("cifar10").train_size,
+                 "batch_size": TrainConfig.batch_size, "fid_images": TrainConfig.eval_images}
 
 
 # ---- the machine -------------------------------------------------------------------------
