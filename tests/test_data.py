@@ -1,4 +1,3 @@
-import gzip
 import shutil
 
 import numpy as np

@@ -4,7 +4,6 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,8 +15,8 @@ from vaes import inception_weights
 from vaes.evaluate import fid_metrics, generate
 from vaes.records import load_torch
 from vaes.train import build_model, build_stage2, resolve, train
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,10 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow  # about 110 s on 2 CPU cores (Inception on the CPU and torch.compile dominate)

@@ -11,8 +11,8 @@ import graphlib
 from pathlib import Path
 
 import pytest
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 LAYERS = ("vaes", "launch", "benchmarks", "sweeps")
 
 

@@ -20,8 +20,8 @@ from vaes.metrics import heldout_metrics
 from vaes.records import save_torch
 from vaes.sample import main as sample_main
 from vaes.train import train
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -17,6 +17,7 @@ import matplotlib.image as mpimg
 import pytest
 
 from benchmarks.records import load_histories, load_records
+from tests.conftest import REPO
 from benchmarks.report import REFERENCE_SOURCE, build_table, main, make_report, render_latex
 
 try:
@@ -311,7 +312,7 @@ def test_caption_marks_fid_on_few_real_images_as_biased(tmp_path):
 
 
 def test_no_committed_result_names_a_path_of_the_machine_that_made_it():
-    results = Path(__file__).resolve().parents[1] / "results"
+    results = REPO / "results"
     leaks = []
     for path in sorted(results.rglob("*")):
         if path.is_file() and path.suffix in (".json", ".csv", ".md", ".tex", ".txt"):

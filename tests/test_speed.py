@@ -16,8 +16,8 @@ import torch
 from benchmarks import speed
 from vaes.data import load_dataset
 from vaes.train import fit
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = 200  # digits images: two batches of 100
 
 

@@ -12,8 +12,8 @@ import vaes
 
 from benchmarks.run import job_status, run_suite
 from benchmarks.suite import expand, list_suites, load_suite
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 TINY = """
 name = "tiny"

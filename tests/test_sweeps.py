@@ -24,8 +24,8 @@ import pytest
 from sweeps.launcher import make_storage, redact
 from sweeps.studies import get_study, list_studies, register_study
 from tests.services import postgres_url, slurm_cluster  # noqa: F401
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 PG_SECRET = "vaebench:vaebench@"  # user:password@ of the test database: must never be written
 
 

@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import torch
 
@@ -13,8 +12,8 @@ from vaes.records import load_torch
 from vaes.run import run
 from vaes.build import build_stage2, resolve
 from vaes.train import train
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args, **kw):
