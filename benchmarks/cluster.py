@@ -12,17 +12,9 @@ from pathlib import Path
 
 import submitit
 
-from benchmarks.report import make_suite_report
+from benchmarks.report import report_or_say
 from benchmarks.suite import job_status, run_job
 from launch.executors import ClusterOptions, PreemptionGuard, make_executor, maybe_snapshot, set_threads, wait_jobs, write_launch
-
-
-def _report(suite: dict, out: Path) -> None:
-    """The suite's tables and figures; a report that cannot be made is said, not raised."""
-    try:
-        make_suite_report(suite, out)
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        print(f"report skipped: {type(e).__name__}: {e}", flush=True)
 
 
 class SuiteTask(submitit.helpers.Checkpointable):
@@ -74,6 +66,6 @@ def run_suite_on_cluster(suite: dict, jobs: list, out: Path, args) -> int:
                 print(f"  {res['folder']}: {res['status']}" + (f": {res['reason']}" if res.get("reason") else ""),
                       flush=True)
         print(f"suite {suite['name']}: {time.perf_counter() - t0:.0f} s on {opts.cluster}", flush=True)
-    _report(suite, out)
+    report_or_say(suite, out)
     statuses = [job_status(out, j) for j in jobs]
     return 0 if all(s == "finished" for s in statuses) else 1

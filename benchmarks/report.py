@@ -89,6 +89,15 @@ def _suite_meta(name: str) -> dict:
         return {"name": Path(name).stem}
 
 
+def report_or_say(suite: dict, out: Path) -> None:
+    """:func:`make_suite_report`, where a report that cannot be made (no finished run, a damaged
+    record) is said in one line and never raised: the runs themselves are done and recorded."""
+    try:
+        make_suite_report(suite, out)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        print(f"report skipped: {type(e).__name__}: {e}", flush=True)
+
+
 def make_suite_report(suite: dict, out: Path) -> None:
     """Tables and figures of whatever has finished under OUT/runs."""
     paths = report_folder(out / "runs", out, suite)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from benchmarks.cluster import run_suite_on_cluster
-from benchmarks.report import make_suite_report
+from benchmarks.report import report_or_say
 from benchmarks.suite import Job, expand, job_status, list_suites, load_suite, run_job
 from vaes.config import field_overrides
 from vaes.data import DataMissing, load_dataset
@@ -53,7 +53,7 @@ def run_suite(suite: dict, jobs: list[Job], out: Path, *, retry_failed: bool = F
             return records
     print(f"suite {suite['name']}: {time.perf_counter() - t_start:.0f} s", flush=True)
     if report:
-        make_suite_report(suite, out)
+        report_or_say(suite, out)
     return records
 
 

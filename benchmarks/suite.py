@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from vaes.build import dataset_shape, resolve
-from vaes.data import load_dataset
+from vaes.data import get_dataset, load_dataset
 from vaes.config import TrainConfig, run_id
 from vaes import run as one_run
 
@@ -97,10 +97,12 @@ def expand(suite: dict, *, seeds: int | None = None, only: list[str] | None = No
     for run in suite["runs"]:
         if only and run["variant"] not in only and run["label"] not in only:
             continue
-        # --set dataset=npz data_root=FILE points a suite at other images of the same shape
-        fields = {**suite["config"], **(base or {}),
-                  **{k: v for k, v in run.items() if k != "label"},
-                  "dataset": (base or {}).get("dataset", suite["dataset"])}
+        # --set dataset=npz data_root=FILE points a suite at other images of the same shape; the
+        # runs keep the suite's own protocol (its data set's epochs, lr and halving), not theirs
+        dataset = (base or {}).get("dataset", suite["dataset"])
+        protocol = {} if dataset == suite["dataset"] else dataclasses.asdict(get_dataset(suite["dataset"]).protocol)
+        fields = {**protocol, **suite["config"], **(base or {}),
+                  **{k: v for k, v in run.items() if k != "label"}, "dataset": dataset}
         for seed in range(seeds or suite["seeds"]):
             cfg = TrainConfig(**fields, seed=seed, device=device)
             cfg = resolve(cfg, _shape(cfg))

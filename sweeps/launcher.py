@@ -48,13 +48,13 @@ import optuna
 import submitit
 from optuna.trial import TrialState
 
-from benchmarks.report import make_suite_report
+from benchmarks.report import report_or_say
 from launch.executors import (CLUSTERS, ClusterOptions, PreemptionGuard, make_executor,  # noqa: F401  (CLUSTERS, ClusterOptions: API)
                               maybe_snapshot, set_threads, wait_jobs, write_launch)
 from sweeps.studies import FALLBACK_METRIC, QUALITY_METRICS, Study, get_study
 from vaes.build import resolve
 from vaes.config import TrainConfig, run_id
-from vaes.data import DataMissing, load_dataset
+from vaes.data import load_dataset
 from vaes.records import CorruptCheckpoint, load_torch, read_json, write_json
 from vaes.run import run
 from vaes.trainer import request_stop
@@ -336,7 +336,7 @@ class TrialContext:
             try:
                 self._data[key] = load_dataset(cfg.dataset, cfg.data_root, download=cfg.download,
                                                data_split=cfg.data_split, image_size=cfg.image_size)
-            except DataMissing:
+            except Exception:  # noqa: BLE001 -- missing or bad data: run() loads it again and records why
                 self._data[key] = None
         return self._data[key]
 
@@ -394,7 +394,7 @@ class TrialContext:
                                                      "step": int(ck["step"])})
                 print(f"trial {trial.number}: resuming {run_dir} at epoch {ck['epoch']} step {ck['step']}",
                       flush=True)
-            except CorruptCheckpoint:
+            except (CorruptCheckpoint, KeyError, TypeError):  # cut short or another version's layout
                 pass  # the trainer fails the run with the reason
         prune = d.prune and not d.multi_objective
         if prune:
@@ -610,7 +610,7 @@ def run_study(name: str, *, trials: int, workers: int = 1, opts: ClusterOptions 
     if plots:
         print("plots: " + ", ".join(p.name for p in plots), flush=True)
     if report:
-        _report({"name": study_name, "dataset": definition.suite_dict()["dataset"], "seeds": 1,
+        report_or_say({"name": study_name, "dataset": definition.suite_dict()["dataset"], "seeds": 1,
                  "description": definition.description}, out)
     return 0 if summary["counts"]["finished"] >= trials else 1
 
@@ -698,11 +698,3 @@ def export_plots(study: optuna.Study, definition: Study, out: Path) -> list[Path
                 plt.close("all")
                 print(f"parameter importances for {n} skipped: {type(e).__name__}: {e}", flush=True)
     return written
-
-
-def _report(suite: dict, out: Path) -> None:
-    """benchmarks' tables and figures of OUT/runs; a report that cannot be made is said, not raised."""
-    try:
-        make_suite_report(suite, out)
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        print(f"report skipped: {type(e).__name__}: {e}", flush=True)

@@ -43,8 +43,12 @@ def test_npz_cut_short(tmp_path):
 def test_npz_that_is_another_kind_of_file(tmp_path):
     path = tmp_path / "really_a_png.npz"
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
-    with pytest.raises(DataMissing, match="really_a_png.npz.*numpy.savez"):
+    with pytest.raises(DataMissing, match=r"really_a_png.npz is not a .npz archive \(it starts with b'\\x89PNG'"):
         load_dataset("npz", str(path))
+    np.save(tmp_path / "array.npy", np.zeros((4, 8, 8), np.uint8))
+    (tmp_path / "array.npy").rename(tmp_path / "array.npz")
+    with pytest.raises(DataMissing, match="array.npz is not a .npz archive.*a single .npy array"):
+        load_dataset("npz", str(tmp_path / "array.npz"))
 
 
 def test_npz_with_pickled_objects_is_never_unpickled(tmp_path):

@@ -148,3 +148,17 @@ def test_sigterm_stops_the_suite_after_checkpointing_the_current_run(tmp_path):
     recs = records(out)
     assert [r["status"] for r in recs] == ["interrupted"] and "the same command resumes it" in stdout
     assert list((out / "runs").glob("*/checkpoint.pt"))
+
+
+def test_a_suite_pointed_at_npz_images_keeps_its_own_protocol(tmp_path):
+    import numpy as np
+    path = tmp_path / "cifar_like.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, train=rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8),
+             test=rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8))
+    native = {j.label: j.cfg for j in expand(load_suite("cifar10"), seeds=1)}
+    pointed = expand(load_suite("cifar10"), seeds=1, base={"dataset": "npz", "data_root": str(path)})
+    for job in pointed:
+        assert job.cfg.dataset == "npz" and job.cfg.network == "resnet"
+        for field in ("epochs", "lr", "lr_halve_every", "stage2_epochs", "stage2_lr_halve_every", "latent_dim"):
+            assert getattr(job.cfg, field) == getattr(native[job.label], field), (job.label, field)

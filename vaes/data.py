@@ -284,6 +284,12 @@ def load_npz_data(root: str, download: bool, **_) -> ImageData:
     if not path.is_file():
         raise DataMissing(f"npz: no file at data_root={root!r}; save your images with "
                           "numpy.savez(path, train=uint8 array, test=uint8 array) and pass its path")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":  # an .npz is a zip archive; anything else is another file
+        raise DataMissing(f"npz: {path} is not a .npz archive (it starts with {magic!r}"
+                          + (", a single .npy array" if magic == b"\x93NUM" else "")
+                          + "); save your images with numpy.savez(path, train=uint8 array, test=uint8 array)")
     try:
         with np.load(path, allow_pickle=False) as f:  # pickled objects can run code: never loaded
             arrays = {k: f[k] for k in f.files}
@@ -294,7 +300,7 @@ def load_npz_data(root: str, download: bool, **_) -> ImageData:
                               "numpy.savez(path, train=uint8 array, test=uint8 array)") from None
         raise DataMissing(f"npz: {path} is not a .npz archive of arrays ({e}); save your images with "
                           "numpy.savez(path, train=uint8 array, test=uint8 array)") from None
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError, TypeError) as e:
         raise DataMissing(f"npz: {path} cannot be read as a .npz archive ({type(e).__name__}: {e}): it is "
                           "cut short or another kind of file despite its name; write it again with "
                           "numpy.savez(path, train=uint8 array, test=uint8 array)") from None

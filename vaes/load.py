@@ -25,7 +25,7 @@ import torch
 
 from vaes.build import build_model, build_stage2, dataset_shape, pick_device
 from vaes.config import TrainConfig, from_dict
-from vaes.data import load_dataset
+from vaes.data import DataMissing, load_dataset
 from vaes.evaluate import generate, reconstruct
 from vaes.model import VAE
 from vaes.records import CorruptCheckpoint, load_torch, read_json
@@ -177,7 +177,11 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Trained
                              f"{retrain}")
     shape = tuple((record.get("data") or {}).get("shape") or ()) or dataset_shape(cfg)
     if shape is None:  # npz records written before the data section: the images decide
-        shape = load_dataset(cfg.dataset, cfg.data_root, data_split=cfg.data_split, image_size=cfg.image_size).shape
+        try:
+            shape = load_dataset(cfg.dataset, cfg.data_root, data_split=cfg.data_split, image_size=cfg.image_size).shape
+        except DataMissing as e:
+            raise RunNotLoadable(f"{run_dir}: its record names no image shape and the data it was trained on "
+                                 f"cannot be read to learn it ({e})") from None
     shape = tuple(int(s) for s in shape)
     model = _with_weights(build_model(cfg, shape), weights["model"], "first stage", weights_path, record)
     stage2 = None

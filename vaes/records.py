@@ -37,9 +37,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(staging)
+        os.chmod(staging, 0o666 & ~_umask())  # mkstemp makes 0600; a shared cache or results need the usual mode
         os.replace(staging, path)
     finally:
         Path(staging).unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: str | Path, obj: Any) -> None:
