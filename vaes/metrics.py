@@ -5,9 +5,8 @@ is active when the variance over the data of its posterior mean exceeds 0.01.
 """
 from __future__ import annotations
 
-import math
-
 import copy
+import math
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode

@@ -18,8 +18,6 @@ from vaes.data import ImageData
 from vaes.records import CorruptRecord, read_json, write_json
 from vaes.trainer import train
 
-STATUSES = ("new", "running", "interrupted", "finished", "failed", "pruned")
-
 
 class _HookRaised(Exception):
     """Carries what the caller's on_epoch hook raised through the trainer, untouched."""

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import sys
 import math
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -28,8 +28,8 @@ from vaes.evaluate import evaluate_models
 from vaes.metrics import gamma_ratio, heldout_metrics, to_float, train_step_flops
 from vaes.model import VAE
 from vaes.networks import count_parameters
-from vaes.tensorboard import EpochLogger, summary_writer
 from vaes.records import CorruptCheckpoint, git_commit, load_torch, read_json, save_torch, versions, write_json
+from vaes.tensorboard import EpochLogger, summary_writer
 
 # ---- stopping on a signal ----------------------------------------------------------------
 
