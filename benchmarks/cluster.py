@@ -27,9 +27,8 @@ class SuiteTask(submitit.helpers.Checkpointable):
         set_threads(self.threads)
         with PreemptionGuard():  # SIGUSR2: checkpoint at a step boundary, then submitit requeues
             rec = run_job(job, Path(self.out), self.suite_name, progress=False)
-            print(f"{job.folder}: {rec['status']}" + (f" ({rec['reason']})" if rec.get("reason") else ""),
-                  flush=True)
-        return {"folder": job.folder, "status": rec["status"], "reason": rec.get("reason")}
+            print(f"{job.folder}: {rec.status}" + (f" ({rec.reason})" if rec.reason else ""), flush=True)
+        return {"folder": job.folder, "status": rec.status, "reason": rec.reason}
 
     def checkpoint(self, job) -> submitit.helpers.DelayedSubmission:
         """Requeue the same job; run_job resumes it from OUT/runs/FOLDER/checkpoint.pt."""

@@ -1,5 +1,5 @@
 """Tables (LaTeX, Markdown) and figures from run records: pure functions of the frames of
-benchmarks/records.py, plus the CLI
+benchmarks/frames.py, plus the CLI
 
     python -m benchmarks.report --suite NAME [--runs DIR] [--out DIR]
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.figures import label_palette, plot_curves, plot_metrics, plot_samples, plot_tradeoff
-from benchmarks.records import load_histories, load_records
+from benchmarks.frames import load_histories, load_records
 from benchmarks.render import render_latex, render_markdown, tex_escape  # noqa: F401  (API)
 from benchmarks.suite import load_suite
 from benchmarks.table import (  # noqa: F401  (API)
@@ -43,8 +43,8 @@ def make_report(df: pd.DataFrame, hist: pd.DataFrame, out_dir: str | Path,
                 suite: dict | None = None) -> dict[str, Path]:
     """Write runs.csv, table.tex, table.md and the four figures into ``out_dir``.
 
-    ``df`` and ``hist`` come from :func:`benchmarks.records.load_records` and
-    :func:`~benchmarks.records.load_histories`; ``suite`` (the dict of
+    ``df`` and ``hist`` come from :func:`benchmarks.frames.load_records` and
+    :func:`~benchmarks.frames.load_histories`; ``suite`` (the dict of
     benchmarks.suite.load_suite, or any dict with some of name, dataset, description,
     reference, runs) feeds the caption and orders the rows. Returns {file name: path}.
     """

@@ -22,10 +22,11 @@ from benchmarks.report import report_or_say
 from benchmarks.suite import Job, expand, job_status, list_suites, load_suite, run_job
 from vaes.config import field_overrides
 from vaes.data import DataMissing, load_dataset
+from vaes.records import Record
 
 
 def run_suite(suite: dict, jobs: list[Job], out: Path, *, retry_failed: bool = False,
-              progress: bool | None = None, report: bool = True) -> list[dict]:
+              progress: bool | None = None, report: bool = True) -> list[Record]:
     """Run the pending jobs one after another, with a progress line and an ETA."""
     todo = [j for j in jobs if job_status(out, j) != "finished"
             and (retry_failed or job_status(out, j) != "failed")]
@@ -46,9 +47,9 @@ def run_suite(suite: dict, jobs: list[Job], out: Path, *, retry_failed: bool = F
             except DataMissing:
                 data_cache[key] = None  # the trainer records the reason for each run
         rec = run_job(job, out, suite["name"], data=data_cache[key], progress=progress)
-        print(f"    {rec['status']}" + (f": {rec['reason']}" if rec.get("reason") else ""), flush=True)
+        print(f"    {rec.status}" + (f": {rec.reason}" if rec.reason else ""), flush=True)
         records.append(rec)
-        if rec["status"] == "interrupted":  # SIGTERM/SIGUSR1 was meant for the whole suite
+        if rec.status == "interrupted":  # SIGTERM/SIGUSR1 was meant for the whole suite
             print(f"suite {suite['name']}: stopped by a signal; the same command resumes it", flush=True)
             return records
     print(f"suite {suite['name']}: {time.perf_counter() - t_start:.0f} s", flush=True)
@@ -105,9 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cluster != "none":
         return run_suite_on_cluster(suite, jobs, out, args)
     records = run_suite(suite, jobs, out, retry_failed=args.retry_failed)
-    if any(r["status"] == "interrupted" for r in records):
+    if any(r.status == "interrupted" for r in records):
         return 3
-    return 1 if any(r["status"] != "finished" for r in records) else 0
+    return 1 if any(not r.ok for r in records) else 0
 
 
 def _overrides(pairs: list[str]) -> dict:

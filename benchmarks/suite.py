@@ -16,6 +16,7 @@ from vaes.build import dataset_shape, resolve
 from vaes.data import get_dataset, load_dataset
 from vaes.config import TrainConfig, run_id
 from vaes import run as one_run
+from vaes.records import Record
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -124,7 +125,7 @@ def job_status(out: Path, job: Job) -> str:
     return one_run.run_status(out / "runs" / job.folder)
 
 
-def run_job(job: Job, out: Path, suite_name: str, data=None, progress: bool | None = None) -> dict:
+def run_job(job: Job, out: Path, suite_name: str, data=None, progress: bool | None = None) -> Record:
     """:func:`vaes.run.run` of one job into OUT/runs/FOLDER, labelled with the suite; never raises
     for the run's own failure (it becomes a failed record)."""
     return one_run.run(job.cfg.replace(out=str(out / "runs" / job.folder)), data=data, progress=progress,

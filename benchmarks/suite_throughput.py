@@ -63,10 +63,10 @@ def worker(spec: dict) -> None:
         cfg = job.cfg.replace(out=str(Path(spec["out"]) / f"{i:02d}-{job.folder}"))
         t0 = time.perf_counter()
         rec = train(cfg, data=data, progress=False, evaluate=False, meta={"label": job.label})
-        row = {"index": i, "label": job.label, "seed": job.seed, "status": rec["status"],
-               "reason": rec.get("reason"), "seconds": time.perf_counter() - t0,
-               "train_seconds": (rec.get("timings") or {}).get("train_seconds"),
-               "stage2_seconds": (rec.get("stage2") or {}).get("train_seconds"), "device": rec.get("device")}
+        row = {"index": i, "label": job.label, "seed": job.seed, "status": rec.status,
+               "reason": rec.reason, "seconds": time.perf_counter() - t0,
+               "train_seconds": (rec.timings or {}).get("train_seconds"),
+               "stage2_seconds": (rec.stage2 or {}).get("train_seconds"), "device": rec.device}
         print("JOB " + json.dumps(row), flush=True)
 
 

@@ -101,14 +101,14 @@ def test_idx_reader_checks_the_header_against_the_size(tmp_path, content, match)
 
 def test_record_cut_short(tmp_path):
     cfg = TrainConfig(dataset="digits", epochs=1, fid=False, eval_images=100, out=str(tmp_path / "run"))
-    assert run(cfg)["status"] == "finished"
+    assert run(cfg).status == "finished"
     record = tmp_path / "run" / "record.json"
     text = record.read_text()
     record.write_text(text[: len(text) // 2])
     with pytest.raises(CorruptRecord, match="record.json cannot be read as JSON.*delete it"):
         read_json(record)
     rec = run(cfg)  # the runner says why and goes on; the damaged file is left for the user
-    assert rec["status"] == "failed" and "cut short" in rec["reason"]
+    assert rec.status == "failed" and "cut short" in rec.reason
     assert record.read_text() == text[: len(text) // 2]
     assert run_status(tmp_path / "run") == "failed"
     record.write_text("[1, 2]")
@@ -122,11 +122,11 @@ def test_checkpoint_cut_short_and_from_another_version(tmp_path):
     ck.parent.mkdir()
     torch.save({"model": {}, "epoch": 1}, ck)  # another version's layout
     rec = run(cfg)
-    assert rec["status"] == "failed" and "not a checkpoint of this vaebench version" in rec["reason"]
-    assert "lacks optimizer" in rec["reason"] and "delete it" in rec["reason"]
+    assert rec.status == "failed" and "not a checkpoint of this vaebench version" in rec.reason
+    assert "lacks optimizer" in rec.reason and "delete it" in rec.reason
     ck.write_bytes(b"PK\x03\x04 cut short")
     rec = run(cfg)
-    assert rec["status"] == "failed" and "cannot be read as a torch file" in rec["reason"]
+    assert rec.status == "failed" and "cannot be read as a torch file" in rec.reason
 
 
 def test_torch_file_with_pickled_code_is_refused(tmp_path):

@@ -92,7 +92,7 @@ def test_a_new_data_set_is_one_registration(tmp_path):
     """Register a data set (mirrored digits) and it is valid everywhere: config, protocol,
     shape without loading, training, the report's caption. Removed again afterwards."""
     from benchmarks.report import build_table
-    from benchmarks.records import load_records
+    from benchmarks.frames import load_records
     from vaes import data as data_module
     from vaes.config import TrainConfig
     from vaes.run import run
@@ -110,8 +110,8 @@ def test_a_new_data_set_is_one_registration(tmp_path):
         with pytest.raises(ValueError, match="already registered"):
             data_module.register_dataset(spec)
         rec = run(TrainConfig(dataset="digits_mirrored", fid=False, eval_images=100, out=str(tmp_path / "run")))
-        assert rec["status"] == "finished", rec.get("reason")
-        assert rec["config"]["epochs"] == 2 and rec["data"]["shape"] == [1, 8, 8]  # the protocol's, the spec's
+        assert rec.status == "finished", rec.reason
+        assert rec.config["epochs"] == 2 and rec.data["shape"] == [1, 8, 8]  # the protocol's, the spec's
         caption = " ".join(build_table(load_records(tmp_path)).caption)
         assert "mirrored digits (8x8)" in caption
     finally:

@@ -39,8 +39,8 @@ def two_stage_run(tmp_path_factory):
 
 def test_record_has_every_metric_and_a_real_fid_with_its_weights(two_stage_run):
     cfg, rec, out, _ = two_stage_run
-    assert rec["status"] == "finished", rec["reason"]
-    m = rec["metrics"]
+    assert rec.status == "finished", rec.reason
+    m = rec.metrics
     for k in ("recon_mse", "psnr", "kl", "neg_elbo", "active_units", "gamma",
               "cfd_samples", "cfd_stage2", "cfd_recon", "classifier_accuracy",
               "cfd_stage2_ancestral", "cfd_recon_sample"):
@@ -83,7 +83,7 @@ def test_samples_of_both_stages_have_the_right_shape_and_beat_noise(two_stage_ru
     d_noise = classifier_frechet_distance(noise, data.test, clf)
     assert classifier_frechet_distance(s2, data.test, clf) < d_noise
     assert classifier_frechet_distance(s1, data.test, clf) < d_noise
-    assert rec["metrics"]["cfd_recon"] < rec["metrics"]["cfd_samples"]  # reconstructions are closest
+    assert rec.metrics["cfd_recon"] < rec.metrics["cfd_samples"]  # reconstructions are closest
 
 
 def test_evaluate_cli_re_evaluates_and_updates_the_record(two_stage_run, tmp_path):
@@ -93,7 +93,7 @@ def test_evaluate_cli_re_evaluates_and_updates_the_record(two_stage_run, tmp_pat
     assert res.returncode == 0, res.stderr
     new = json.loads((out / "record.json").read_text())
     assert new["config"]["eval_images"] == 200 and "fid_samples" not in new["metrics"]
-    assert new["metrics"]["recon_mse"] == pytest.approx(rec["metrics"]["recon_mse"])
+    assert new["metrics"]["recon_mse"] == pytest.approx(rec.metrics["recon_mse"])
     bad = subprocess.run([sys.executable, "-m", "vaes.evaluate", str(out), "epochs=3"],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "only evaluation settings" in bad.stderr

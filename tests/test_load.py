@@ -45,7 +45,7 @@ def run_dir(tmp_path_factory, _one_thread) -> Path:
                       stage2_width=64, eval_images=100, fid=False, device="cpu", out=str(out),
                       cache_dir=str(tmp_path_factory.mktemp("cache")))
     rec = train(cfg, progress=False, evaluate=False)
-    assert rec["status"] == "finished", rec["reason"]
+    assert rec.status == "finished", rec.reason
     return out
 
 
@@ -74,8 +74,8 @@ def copy_run(src: Path, dst: Path, edit=None) -> Path:
 
 def test_load_run_gives_the_trained_models_in_eval_mode(run, run_dir, heldout):
     assert vaes.load_run is load_run
-    assert run.shape == (1, 8, 8) and run.config == from_dict(run.record["config"])
-    assert run.config.two_stage and run.stage2 is not None and run.record["status"] == "finished"
+    assert run.shape == (1, 8, 8) and run.config == from_dict(run.record.config)
+    assert run.config.two_stage and run.stage2 is not None and run.record.status == "finished"
     assert not run.model.training and not run.stage2.training
     assert next(run.model.parameters()).device.type == "cpu"
     # the weights are the trained ones: the held-out MSE of the record is reproduced exactly

@@ -1,4 +1,4 @@
-"""Records -> frames -> tables and figures (benchmarks.records, benchmarks.report).
+"""Records -> frames -> tables and figures (benchmarks.frames, benchmarks.report).
 
 Three suites in temporary folders: real records from a few tiny trainer runs on the 8x8 digits
 (one of them two-stage), and synthetic records written as JSON for what tiny runs cannot
@@ -16,7 +16,7 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import pytest
 
-from benchmarks.records import load_histories, load_records
+from benchmarks.frames import load_histories, load_records
 from tests.conftest import REPO
 from benchmarks.report import REFERENCE_SOURCE, build_table, main, make_report, render_latex
 

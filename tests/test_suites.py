@@ -77,8 +77,8 @@ def test_tiny_suite_end_to_end_then_rerun_skips_everything(tmp_path):
     jobs = expand(suite)
     out = tmp_path / "out"
     recs = run_suite(suite, jobs, out, progress=False)
-    assert [r["status"] for r in recs] == ["finished"] * 4
-    assert {r["label"] for r in recs} == {"beta", "balanced k=2"}
+    assert [r.status for r in recs] == ["finished"] * 4
+    assert {r.meta["label"] for r in recs} == {"beta", "balanced k=2"}
     assert (out / "table.tex").is_file() and (out / "table.md").is_file()
     assert all((out / f).is_file() for f in ("curves.png", "metrics.png", "tradeoff.png", "samples.png"))
     stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/record.json")}
@@ -91,7 +91,7 @@ def test_a_failing_run_is_recorded_and_the_others_go_on(tmp_path):
     suite = load_suite(write_suite(tmp_path, extra=extra))
     out = tmp_path / "out"
     recs = run_suite(suite, expand(suite, seeds=1), out, progress=False)
-    status = {r["label"]: r["status"] for r in recs}
+    status = {r.meta["label"]: r.status for r in recs}
     assert status == {"beta": "finished", "balanced k=2": "finished", "broken": "failed"}
     assert "non-finite" in next(r["reason"] for r in recs if r["label"] == "broken")
     assert "failed" in (out / "table.md").read_text()

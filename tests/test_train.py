@@ -52,7 +52,7 @@ def test_sigterm_checkpoints_and_the_rerun_ends_where_an_uninterrupted_run_ends(
     cfg = TrainConfig(variant="balanced", dataset="digits", epochs=40, seed=1, checkpoint_every=1000,
                       eval_images=300, out=str(tmp_path / "ref"))
     ref = run(cfg)
-    assert ref["status"] == "finished", ref["reason"]
+    assert ref.status == "finished", ref.reason
 
     def sigterm_at_epoch_5(row):  # a real SIGTERM to this process, at a known point, no sleep
         if row["epoch"] == 5:
@@ -60,17 +60,17 @@ def test_sigterm_checkpoints_and_the_rerun_ends_where_an_uninterrupted_run_ends(
 
     killed = cfg.replace(out=str(tmp_path / "killed"))
     rec = run(killed, on_epoch=sigterm_at_epoch_5)
-    assert rec["status"] == "interrupted" and "SIGTERM" in rec["reason"], rec
-    assert "epoch 5 step 1" in rec["reason"]  # stopped at the next step boundary
+    assert rec.status == "interrupted" and "SIGTERM" in rec.reason, rec
+    assert "epoch 5 step 1" in rec.reason  # stopped at the next step boundary
     assert (tmp_path / "killed" / "checkpoint.pt").is_file()
     rb = run(killed)
-    assert rb["status"] == "finished", rb["reason"]
+    assert rb.status == "finished", rb.reason
     out = tmp_path / "killed"
     a, b = load_torch(tmp_path / "ref" / "model.pt")["model"], load_torch(out / "model.pt")["model"]
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    assert ref["metrics"]["recon_mse"] == rb["metrics"]["recon_mse"]
-    assert [h["loss"] for h in ref["history"]] == [h["loss"] for h in rb["history"]]
+    assert ref.metrics["recon_mse"] == rb.metrics["recon_mse"]
+    assert [h["loss"] for h in ref.history] == [h["loss"] for h in rb.history]
 
 
 def test_nan_loss_fails_with_a_reason_and_a_record(tmp_path, monkeypatch):
@@ -87,7 +87,7 @@ def test_nan_loss_fails_with_a_reason_and_a_record(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Beta, "loss", poisoned)
     rec = train(TrainConfig(variant="beta", dataset="digits", epochs=3, out=str(tmp_path)))
-    assert rec["status"] == "failed" and "non-finite loss at epoch 2" in rec["reason"]
+    assert rec.status == "failed" and "non-finite loss at epoch 2" in rec.reason
     assert json.loads((tmp_path / "record.json").read_text())["status"] == "failed"
 
 
@@ -101,28 +101,28 @@ def test_missing_data_fails_with_a_record_and_exit_1(tmp_path):
 def test_corrupt_checkpoint_is_reported_not_crashed(tmp_path):
     (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
     rec = train(TrainConfig(dataset="digits", epochs=1, out=str(tmp_path)))
-    assert rec["status"] == "failed" and "delete it to restart" in rec["reason"]
+    assert rec.status == "failed" and "delete it to restart" in rec.reason
 
 
 def test_two_stage_trains_the_second_stage(tmp_path):
     rec = train(TrainConfig(dataset="digits", epochs=2, two_stage=True, stage2_epochs=2,
                             stage2_width=64, out=str(tmp_path)))
-    assert rec["status"] == "finished" and len(rec["stage2"]["history"]) == 2
+    assert rec.status == "finished" and len(rec.stage2["history"]) == 2
     assert load_torch(tmp_path / "model.pt")["stage2"] is not None
 
 
 def test_real_mnist_test_files_train_one_epoch(mnist_root, tmp_path):
     rec = train(TrainConfig(dataset="mnist", data_root=str(mnist_root), data_split="test_only",
                             epochs=1, out=str(tmp_path)))
-    assert rec["status"] == "finished", rec["reason"]
-    assert rec["data"]["n_train"] == 8000 and rec["metrics"]["recon_mse"] < 0.2
+    assert rec.status == "finished", rec.reason
+    assert rec.data["n_train"] == 8000 and rec.metrics["recon_mse"] < 0.2
 
 
 def test_cost_is_in_the_record_and_counted_by_torch(tmp_path):
     cfg = TrainConfig(dataset="digits", epochs=2, two_stage=True, stage2_epochs=1, stage2_width=64,
                       stage2_depth=2, fid=False, eval_images=100, out=str(tmp_path))
     rec = train(cfg)
-    cost = rec["cost"]
+    cost = rec.cost
     assert cost["device"] == "cpu" and cost["train_images"] == 2 * 15 * 100  # 1,500 images, batch 100
     assert cost["train_flops"] == cost["flops_per_train_image"] * cost["train_images"] > 0
     assert cost["train_codes_stage2"] == 15 * 100 and cost["train_seconds_stage2"] > 0

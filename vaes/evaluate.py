@@ -28,7 +28,7 @@ from vaes.config import from_dict, parse_overrides
 from vaes.data import load_dataset
 from vaes.fid import InceptionWeightsMissing, compute_fids
 from vaes.metrics import heldout_metrics, to_float
-from vaes.records import load_torch, read_json, write_json
+from vaes.records import Record, load_torch
 
 _reported: set[str] = set()  # say each missing-weights message once per process
 
@@ -158,14 +158,14 @@ def fid_metrics(cfg, images: dict, real: torch.Tensor, device) -> dict:
     return {f"fid_{k}": v for k, v in scores.items()}
 
 
-def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None) -> dict:
+def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None) -> Record:
     """(Re-)evaluate a finished run from its model.pt and update its record.json."""
     run_dir = Path(run_dir)
-    rec = read_json(run_dir / "record.json")
+    rec = Record.read(run_dir / "record.json")
     if rec is None or not (run_dir / "model.pt").is_file():
         raise FileNotFoundError(f"{run_dir} has no record.json and model.pt of a finished run; "
                                 f"train it first with python -m vaes.train ... out={run_dir}")
-    cfg = from_dict(rec["config"])
+    cfg = from_dict(rec.config)
     if overrides:
         allowed = {"eval_images", "fid", "fid_images", "fid_engine", "fid_weights", "cache_dir", "device", "data_root"}
         bad = [a.split("=", 1)[0] for a in overrides if a.split("=", 1)[0] not in allowed]
@@ -188,11 +188,10 @@ def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None) -> dic
     t0 = time.perf_counter()
     metrics = heldout_metrics(model, data.test.to(device))
     metrics.update(evaluate_models(cfg, model, stage2, data, run_dir))
-    rec["metrics"] = metrics
-    rec.setdefault("timings", {})["eval_seconds"] = time.perf_counter() - t0
-    rec["config"].update({k: getattr(cfg, k) for k in ("eval_images", "fid", "fid_images", "fid_engine", "fid_weights")})
-    write_json(run_dir / "record.json", rec)
-    return rec
+    rec.metrics = metrics
+    rec.timings = {**(rec.timings or {}), "eval_seconds": time.perf_counter() - t0}
+    rec.config.update({k: getattr(cfg, k) for k in ("eval_images", "fid", "fid_images", "fid_engine", "fid_weights")})
+    return rec.write(run_dir / "record.json")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    for k, v in rec["metrics"].items():
+    for k, v in rec.metrics.items():
         v = v.get("value") if isinstance(v, dict) else v
         print(f"{k:<20} {v if v is not None else '-- (missing)'}")
     return 0

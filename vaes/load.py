@@ -28,7 +28,7 @@ from vaes.config import TrainConfig, from_dict
 from vaes.data import DataMissing, load_dataset
 from vaes.evaluate import generate, reconstruct
 from vaes.model import VAE
-from vaes.records import CorruptCheckpoint, load_torch, read_json
+from vaes.records import CorruptCheckpoint, CorruptRecord, NotARecord, Record, load_torch
 from vaes.registry import variant_options
 
 SAMPLERS = ("mean", "ancestral")
@@ -43,12 +43,12 @@ class RunNotLoadable(ValueError):
 class TrainedRun:
     """A finished run's models on one device, in eval mode, with the record they came from.
 
-    Attributes: ``record`` (record.json as a dict), ``config`` (its TrainConfig), ``model``
+    Attributes: ``record`` (record.json, a :class:`vaes.records.Record`), ``config`` (its TrainConfig), ``model``
     (the first-stage VAE), ``stage2`` (the second-stage VAE or None), ``shape`` (C, H, W),
     ``device`` and ``run_dir``.
     """
 
-    def __init__(self, run_dir: Path, record: dict, config: TrainConfig, model: VAE,
+    def __init__(self, run_dir: Path, record: Record, config: TrainConfig, model: VAE,
                  stage2: VAE | None, shape: tuple[int, int, int], device: torch.device):
         self.run_dir, self.record, self.config = run_dir, record, config
         self.model, self.stage2, self.shape, self.device = model, stage2, shape, device
@@ -151,7 +151,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Trained
         raise ValueError(f"device={device!r}: {e}") from None
     run_dir = Path(run_dir)
     record = _read_record(run_dir)
-    status = record.get("status")
+    status = record.status
     if status != "finished":
         raise RunNotLoadable(_not_finished(run_dir, record))
     cfg = _config(run_dir, record)
@@ -175,7 +175,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Trained
                              f"'model' and 'stage2' state dicts; got {type(weights).__name__}"
                              f"{' with keys ' + ', '.join(map(str, weights)) if isinstance(weights, dict) else ''}). "
                              f"{retrain}")
-    shape = tuple((record.get("data") or {}).get("shape") or ()) or dataset_shape(cfg)
+    shape = tuple((record.data or {}).get("shape") or ()) or dataset_shape(cfg)
     if shape is None:  # npz records written before the data section: the images decide
         try:
             shape = load_dataset(cfg.dataset, cfg.data_root, data_split=cfg.data_split, image_size=cfg.image_size).shape
@@ -191,31 +191,32 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Trained
     return TrainedRun(run_dir, record, cfg, model.to(device).eval(), stage2, shape, device)
 
 
-def _read_record(run_dir: Path) -> dict:
+def _read_record(run_dir: Path) -> Record:
     path = run_dir / "record.json"
     if not run_dir.is_dir():
         raise RunNotLoadable(f"{run_dir} is not a folder; pass a run folder (the out= of python -m vaes.train, "
                              f"or OUT/runs/FOLDER of a suite)")
     try:
-        record = read_json(path)
-    except (ValueError, OSError) as e:  # json.JSONDecodeError is a ValueError
-        raise RunNotLoadable(f"{path} cannot be read as JSON ({type(e).__name__}: {e}); it is damaged: "
+        record = Record.read(path)
+    except NotARecord as e:
+        raise RunNotLoadable(f"{e}; pass the folder of a run trained with python -m vaes.train") from None
+    except CorruptRecord as e:
+        raise RunNotLoadable(f"{path} cannot be read as JSON ({e}); it is damaged: "
                              f"train the run again into a fresh folder") from None
+    except OSError as e:
+        raise RunNotLoadable(f"{path} cannot be read ({type(e).__name__}: {e})") from None
     if record is None:
         raise RunNotLoadable(f"{run_dir} has no record.json, so it is not a vaebench run folder; pass the "
                              f"out= of python -m vaes.train ... (or OUT/runs/FOLDER of a suite), or train "
                              f"one there first")
-    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
-        raise RunNotLoadable(f"{path} has no 'config' object, so it is not a vaebench run record; pass the "
-                             f"folder of a run trained with python -m vaes.train")
     return record
 
 
-def _not_finished(run_dir: Path, record: dict) -> str:
-    status, reason = record.get("status"), record.get("reason")
+def _not_finished(run_dir: Path, record: Record) -> str:
+    status, reason = record.status, record.reason
     head = f"{run_dir} holds a run that is not finished (record.json status {status!r}" + \
            (f", reason: {reason})" if reason else ")") + "; only finished runs have final weights. "
-    if record.get("suite"):
+    if record.meta.get("suite"):
         suite_cmd = _rerun_command(record, run_dir)
         if status == "failed":
             return head + f"Fix the reason, then run its suite again with --retry-failed: {suite_cmd} --retry-failed"
@@ -228,18 +229,18 @@ def _not_finished(run_dir: Path, record: dict) -> str:
                    f"from its checkpoint: {cmd}")
 
 
-def _rerun_command(record: dict, run_dir: Path) -> str:
+def _rerun_command(record: Record, run_dir: Path) -> str:
     """The command that trains (or resumes) the run: its suite's, or vaes.train's."""
-    if record.get("suite"):  # suite folders are OUT/runs/FOLDER; the suite keeps its labels
+    if record.meta.get("suite"):  # suite folders are OUT/runs/FOLDER; the suite keeps its labels
         out = shlex.quote(str(run_dir.parent.parent)) if run_dir.parent.name == "runs" else "OUT"
-        return f"python -m benchmarks.run --suite {shlex.quote(str(record['suite']))} --out {out}"
+        return f"python -m benchmarks.run --suite {shlex.quote(str(record.meta['suite']))} --out {out}"
     return _train_command(record, run_dir)
 
 
-def _train_command(record: dict, run_dir: Path) -> str:
+def _train_command(record: Record, run_dir: Path) -> str:
     """A python -m vaes.train command for the record's config: the fields that differ from the
     defaults (a resolved config resolves to itself, so it trains or resumes the same run)."""
-    config = record.get("config") or {}
+    config = record.config
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name != "options"}
     pairs = [(k, v) for k, v in config.items() if k in defaults and k != "out" and v != defaults[k]]
     try:
@@ -252,31 +253,31 @@ def _train_command(record: dict, run_dir: Path) -> str:
     return "python -m vaes.train " + " ".join(shlex.quote(a) for a in args)
 
 
-def _written_by(record: dict) -> str:
+def _written_by(record: Record) -> str:
     """Which vaebench wrote the record and which is loading it."""
     try:
         here = version("vaebench")
     except PackageNotFoundError:
         here = "unknown (not installed)"
-    theirs = (record.get("versions") or {}).get("vaebench") or "unknown"
-    commit = record.get("git_commit")
+    theirs = (record.versions or {}).get("vaebench") or "unknown"
+    commit = record.git_commit
     return (f"written by vaebench {theirs}" + (f" at commit {commit}" if commit else "")
             + f"; this is vaebench {here}" + ("; the version number is not bumped for every change"
                                               if theirs == here else ""))
 
 
-def _use_the_old_version(record: dict) -> str:
-    commit = (record.get("git_commit") or "").split("+")[0]
+def _use_the_old_version(record: Record) -> str:
+    commit = (record.git_commit or "").split("+")[0]
     where = f"check out commit {commit} and pip install -e ." if commit else "install the vaebench it names"
     return f"Load it with the vaebench that trained it ({where}), or retrain the run with this version."
 
 
-def _config(run_dir: Path, record: dict) -> TrainConfig:
+def _config(run_dir: Path, record: Record) -> TrainConfig:
     """The record's TrainConfig. Records store no format number, so the config's keys are the
     compatibility check: a key TrainConfig lacks was written by a newer or other vaebench
     (a missing key is an older record and takes its default, as stage2_noise is kept for)."""
     path = run_dir / "record.json"
-    config = record["config"]
+    config = record.config
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(config) - known)
     if unknown:
@@ -294,7 +295,7 @@ def _config(run_dir: Path, record: dict) -> TrainConfig:
             + _use_the_old_version(record)) from None
 
 
-def _with_weights(net: VAE, state: Any, what: str, path: Path, record: dict) -> VAE:
+def _with_weights(net: VAE, state: Any, what: str, path: Path, record: Record) -> VAE:
     """``net`` with ``state`` loaded; a mismatch means the run's networks are not the ones this
     vaebench builds for its config."""
     try:

@@ -1,7 +1,13 @@
-"""Run records and checkpoints on disk, written atomically (temporary file, then rename)."""
+"""Run records and checkpoints on disk, written atomically (temporary file, then rename).
+
+:class:`Record` is what one run leaves in ``record.json``: the trainer starts it, every end
+(finished, interrupted, failed, pruned) has one method that sets it, and the suite runner,
+the sweep worker, the CLI and the frames of ``benchmarks.frames`` read the same type.
+"""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import pickle
@@ -9,8 +15,9 @@ import platform
 from importlib.metadata import PackageNotFoundError, version
 import subprocess
 import tempfile
+import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 import numpy
 import torch
@@ -59,6 +66,10 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 class CorruptRecord(ValueError):
     """A record.json exists but is not a readable JSON object (cut short, or another file)."""
+
+
+class NotARecord(CorruptRecord):
+    """A readable JSON object that is not a run record (no ``config`` object, an unknown status)."""
 
 
 def read_json(path: str | Path) -> dict | None:
@@ -129,3 +140,121 @@ def git_commit() -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return (sha + ("+dirty" if dirty else "")) if sha else None
+
+
+# ---- the record of one run ------------------------------------------------------------------
+
+STATUSES = ("running", "finished", "interrupted", "failed", "pruned")
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+@dataclasses.dataclass
+class Record:
+    """One run's ``record.json``.
+
+    ``running`` while it trains (a killed run stays visible as that), then exactly one of
+    :meth:`finish`, :meth:`interrupt` (a signal or a time limit: resumable from its checkpoint),
+    :meth:`fail` (missing data, a NaN loss, out of memory, a bug) or :meth:`prune` (an Optuna
+    pruner's decision). ``meta`` holds the caller's fields (a suite's ``suite`` and ``label``,
+    a trial's number); they sit at the top level of the JSON, beside the fields below, which
+    is also where fields this version does not know (from an older or newer vaebench) go.
+    Optional parts are absent from the JSON until the run reaches them.
+    """
+    run_id: str | None
+    seed: int | None
+    config: dict
+    status: str = "running"
+    reason: str | None = None
+    versions: dict | None = None
+    git_commit: str | None = None
+    started: str | None = None
+    data: dict | None = None           # name, shape, n_train, n_heldout, note
+    n_params: int | None = None
+    device: str | None = None
+    history: list | None = None        # one dict per epoch: loss, recon, kl, mse, gamma, lr
+    gamma_ratio: float | None = None   # gamma / sqrt(MSE) at the end (1 once the balance holds)
+    timings: dict | None = None        # train_seconds, train_images_per_second, eval_seconds
+    cost: dict | None = None           # FLOPs per image and in all (vaes.trainer.train_step_flops)
+    stage2: dict | None = None         # n_params, history, train_seconds, gamma_ratio
+    metrics: dict | None = None        # vaes.metrics.heldout_metrics + vaes.evaluate.evaluate_models
+    traceback: str | None = None
+    ended: str | None = None
+    meta: dict = dataclasses.field(default_factory=dict)
+
+    ALWAYS: ClassVar[tuple[str, ...]] = ("run_id", "seed", "status", "reason", "config")
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"record status {self.status!r} is none of {', '.join(STATUSES)}")
+        clash = sorted(set(self.meta) & {f.name for f in dataclasses.fields(self)})
+        if clash:
+            raise ValueError(f"meta key(s) {clash} would overwrite record fields; name them otherwise")
+
+    # -- the one start and the ends
+    @classmethod
+    def start(cls, *, run_id: str, seed: int, config: dict, meta: dict | None = None) -> "Record":
+        """A run that begins now, with the versions and the commit that run it."""
+        return cls(run_id=run_id, seed=seed, config=config, versions=versions(), git_commit=git_commit(),
+                   started=_now(), meta=dict(meta or {}))
+
+    def _end(self, status: str, reason: str | None) -> "Record":
+        self.status, self.reason, self.ended = status, reason, _now()
+        return self
+
+    def finish(self) -> "Record":
+        return self._end("finished", None)
+
+    def interrupt(self, reason: str) -> "Record":
+        return self._end("interrupted", reason)
+
+    def fail(self, reason: str, traceback: str | None = None) -> "Record":
+        self.traceback = traceback
+        return self._end("failed", reason)
+
+    def prune(self, reason: str) -> "Record":
+        return self._end("pruned", reason)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "finished"
+
+    # -- JSON
+    def to_json(self) -> dict:
+        """The JSON object: the fields (optional ones once set), ``meta`` beside them."""
+        out: dict = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "meta":
+                out.update(value)
+            elif f.name in self.ALWAYS or value is not None:
+                out[f.name] = value
+        return out
+
+    @classmethod
+    def from_json(cls, obj: dict, where: str = "record") -> "Record":
+        """A record from its JSON object; :class:`CorruptRecord` when it is not one."""
+        if not isinstance(obj.get("config"), dict):
+            raise NotARecord(f"{where} is not a vaebench run record (no 'config' object); "
+                                "restore it from a copy, or delete it to run that run again")
+        names = {f.name for f in dataclasses.fields(cls)} - {"meta"}
+        known = {k: v for k, v in obj.items() if k in names}
+        known.setdefault("run_id", None)
+        known.setdefault("seed", obj["config"].get("seed"))
+        known.setdefault("status", "running")
+        try:
+            return cls(**known, meta={k: v for k, v in obj.items() if k not in names})
+        except ValueError as e:
+            raise NotARecord(f"{where}: {e}") from None
+
+    def write(self, path: str | Path) -> "Record":
+        write_json(path, self.to_json())
+        return self
+
+    @classmethod
+    def read(cls, path: str | Path) -> "Record | None":
+        """The record at ``path``; None when there is none; :class:`CorruptRecord` when unreadable."""
+        obj = read_json(path)
+        return None if obj is None else cls.from_json(obj, str(path))

@@ -15,7 +15,7 @@ from typing import Callable
 
 from vaes.config import TrainConfig, run_id, to_dict
 from vaes.data import ImageData
-from vaes.records import CorruptRecord, read_json, write_json
+from vaes.records import CorruptRecord, Record
 from vaes.trainer import train
 
 
@@ -24,7 +24,7 @@ class _HookRaised(Exception):
 
 
 def run(cfg: TrainConfig, *, data: ImageData | None = None, progress: bool | None = None,
-        meta: dict | None = None, on_epoch: Callable[[dict], None] | None = None) -> dict:
+        meta: dict | None = None, on_epoch: Callable[[dict], None] | None = None) -> Record:
     """Train and evaluate ``cfg`` into ``cfg.out``; its record (finished, interrupted or failed).
 
     A finished record there is returned as it is; a checkpoint there is resumed. ``meta``
@@ -43,24 +43,20 @@ def run(cfg: TrainConfig, *, data: ImageData | None = None, progress: bool | Non
     except _HookRaised as e:
         raise e.__cause__ from None
     except CorruptRecord as e:  # left as it is for the user to look at; the message says what to do
-        return {**(meta or {}), "run_id": run_id(cfg), "seed": cfg.seed, "status": "failed",
-                "reason": str(e), "config": to_dict(cfg)}
+        return Record(run_id=run_id(cfg), seed=cfg.seed, config=to_dict(cfg), meta=dict(meta or {})).fail(str(e))
     except Exception as e:  # noqa: BLE001 -- one broken run must not stop a suite or a study
-        rec = {**(read_json(out / "record.json") or {}), **(meta or {}), "run_id": run_id(cfg),
-               "seed": cfg.seed, "status": "failed", "reason": f"{type(e).__name__}: {e}",
-               "traceback": traceback.format_exc()}
-        rec.setdefault("config", to_dict(cfg))
-        write_json(out / "record.json", rec)
-        return rec
+        rec = Record.read(out / "record.json") or Record(run_id=run_id(cfg), seed=cfg.seed, config=to_dict(cfg))
+        rec.run_id, rec.seed, rec.meta = run_id(cfg), cfg.seed, {**rec.meta, **(meta or {})}
+        return rec.fail(f"{type(e).__name__}: {e}", traceback.format_exc()).write(out / "record.json")
 
 
 def run_status(run_dir: str | Path) -> str:
     """'new' (no record), 'finished', 'failed' (also: an unreadable record), 'pruned', or
     'interrupted' (anything else: a run that was stopped or killed, resumable from its checkpoint)."""
     try:
-        rec = read_json(Path(run_dir) / "record.json")
+        rec = Record.read(Path(run_dir) / "record.json")
     except CorruptRecord:
         return "failed"  # run() says why, and --retry-failed tries it again
     if rec is None:
         return "new"
-    return rec["status"] if rec.get("status") in ("finished", "failed", "pruned") else "interrupted"
+    return rec.status if rec.status in ("finished", "failed", "pruned") else "interrupted"

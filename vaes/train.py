@@ -44,11 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     rec = run(cfg)
-    m = rec.get("metrics") or {}
-    print(f"{rec['status']}: {Path(cfg.out) / 'record.json'}"
-          + (f"  reason: {rec['reason']}" if rec.get("reason") else "")
-          + "".join(f"  {k}={v:.4g}" for k, v in m.items() if isinstance(v, float)))
-    return {"finished": 0, "interrupted": 3}.get(rec["status"], 1)
+    print(f"{rec.status}: {Path(cfg.out) / 'record.json'}"
+          + (f"  reason: {rec.reason}" if rec.reason else "")
+          + "".join(f"  {k}={v:.4g}" for k, v in (rec.metrics or {}).items() if isinstance(v, float)))
+    return {"finished": 0, "interrupted": 3}.get(rec.status, 1)
 
 
 if __name__ == "__main__":

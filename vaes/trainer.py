@@ -28,7 +28,7 @@ from vaes.evaluate import evaluate_models
 from vaes.metrics import gamma_ratio, heldout_metrics, to_float, train_step_flops
 from vaes.model import VAE
 from vaes.networks import count_parameters
-from vaes.records import CorruptCheckpoint, git_commit, load_torch, read_json, save_torch, versions, write_json
+from vaes.records import CorruptCheckpoint, Record, load_torch, save_torch
 from vaes.tensorboard import EpochLogger, summary_writer
 
 # ---- stopping on a signal ----------------------------------------------------------------
@@ -196,7 +196,7 @@ def _failed(acc, epoch, step, steps, history, seconds, images) -> FitResult:
 
 def train(cfg: TrainConfig, *, data: ImageData | None = None, progress: bool | None = None,
           evaluate: bool = True, meta: dict | None = None,
-          on_epoch: Callable[[dict], None] | None = None) -> dict:
+          on_epoch: Callable[[dict], None] | None = None) -> Record:
     """Train (and evaluate) the run of ``cfg`` in ``cfg.out``; returns its record.
 
     A finished record in ``cfg.out`` is returned as it is; a checkpoint there is resumed.
@@ -205,36 +205,38 @@ def train(cfg: TrainConfig, *, data: ImageData | None = None, progress: bool | N
     stored in the record as it is; ``on_epoch`` is passed to the first stage's :func:`fit`.
     """
     out = Path(cfg.out)
-    old = read_json(out / "record.json")
-    if old is not None and old.get("status") == "finished":
+    old = Record.read(out / "record.json")
+    if old is not None and old.ok:
         return old
     out.mkdir(parents=True, exist_ok=True)
-    record = {"run_id": run_id(cfg), "seed": cfg.seed, "status": "running", "reason": None,
-              "config": to_dict(cfg), "versions": versions(), "git_commit": git_commit(),
-              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(meta or {})}
+    record = Record.start(run_id=run_id(cfg), seed=cfg.seed, config=to_dict(cfg), meta=meta)
 
-    def finish(status: str, reason: str | None = None) -> dict:
-        record.update(status=status, reason=reason, ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-        write_json(out / "record.json", record)
-        return record
+    def finish(status: str, reason: str | None = None) -> Record:
+        if status == "finished":
+            record.finish()
+        elif status == "interrupted":
+            record.interrupt(reason)
+        else:
+            record.fail(reason)
+        return record.write(out / "record.json")
 
     try:
         if data is None:
             data = load_dataset(cfg.dataset, cfg.data_root, download=cfg.download,
                                 data_split=cfg.data_split, image_size=cfg.image_size)
         cfg = resolve(cfg, data.shape)
-        record["config"] = to_dict(cfg)
-        record["run_id"] = run_id(cfg)
-        record["data"] = {"name": data.name, "shape": list(data.shape), "n_train": len(data.train[: cfg.n_train or None]),
+        record.config = to_dict(cfg)
+        record.run_id = run_id(cfg)
+        record.data = {"name": data.name, "shape": list(data.shape), "n_train": len(data.train[: cfg.n_train or None]),
                           "n_heldout": len(data.test), "note": data.note}
         device = pick_device(cfg.device)
         torch.manual_seed(cfg.seed)
         model = build_model(cfg, data.shape).to(device)
-        record["n_params"] = count_parameters(model)
-        record["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+        record.n_params = count_parameters(model)
+        record.device = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
         train_x = data.train[: cfg.n_train or None].to(device)  # the whole set lives on the device
         flops1 = train_step_flops(model, to_float(train_x[: cfg.batch_size])) / min(cfg.batch_size, len(train_x))
-        write_json(out / "record.json", record)  # status "running": a killed run is visible
+        record.write(out / "record.json")  # status "running": a killed run is visible
         writer = summary_writer(out) if cfg.tensorboard else None
         per_epoch = (len(train_x) // cfg.batch_size) * cfg.batch_size
         hooks = [on_epoch] if on_epoch is not None else []
@@ -245,11 +247,11 @@ def train(cfg: TrainConfig, *, data: ImageData | None = None, progress: bool | N
                       batch_size=cfg.batch_size, seed=cfg.seed, checkpoint=out / "checkpoint.pt",
                       checkpoint_every=cfg.checkpoint_every, bf16=cfg.bf16, compile=cfg.compile,
                       desc=f"{cfg.variant} {cfg.dataset}", progress=progress, on_epoch=_chain(hooks))
-            record["history"] = res.history
-            record["gamma_ratio"] = gamma_ratio(res.history)  # 1 once gamma reaches sqrt(MSE)
-            record["timings"] = {"train_seconds": res.seconds,
+            record.history = res.history
+            record.gamma_ratio = gamma_ratio(res.history)  # 1 once gamma reaches sqrt(MSE)
+            record.timings = {"train_seconds": res.seconds,
                                  "train_images_per_second": res.images / max(res.seconds, 1e-9)}
-            record["cost"] = cost = {"device": record["device"], "flops_per_train_image": flops1,
+            record.cost = cost = {"device": record.device, "flops_per_train_image": flops1,
                                      "train_images": res.images, "train_seconds": res.seconds,
                                      "train_flops": flops1 * res.images,
                                      "flop_counter": "torch.utils.flop_counter.FlopCounterMode, loss forward + backward"}
@@ -259,7 +261,7 @@ def train(cfg: TrainConfig, *, data: ImageData | None = None, progress: bool | N
             if cfg.two_stage:
                 log2 = None if writer is None else EpochLogger(writer, 2, per_epoch)
                 stage2, res2 = train_stage2(cfg, model, train_x, out, progress, on_epoch=log2)
-                record["stage2"] = {"n_params": count_parameters(stage2), "history": res2.history,
+                record.stage2 = {"n_params": count_parameters(stage2), "history": res2.history,
                                     "train_seconds": res2.seconds, "gamma_ratio": gamma_ratio(res2.history)}
                 codes = torch.zeros(cfg.batch_size, cfg.latent_dim, device=device)  # FLOPs do not depend on values
                 flops2 = train_step_flops(stage2, codes) / cfg.batch_size
@@ -270,10 +272,10 @@ def train(cfg: TrainConfig, *, data: ImageData | None = None, progress: bool | N
         save_torch(out / "model.pt", {"model": model.state_dict(),
                                       "stage2": None if stage2 is None else stage2.state_dict()})
         t0 = time.perf_counter()
-        record["metrics"] = heldout_metrics(model, data.test.to(device))
+        record.metrics = heldout_metrics(model, data.test.to(device))
         if evaluate:
-            record["metrics"].update(evaluate_models(cfg, model, stage2, data, out))
-        record["timings"]["eval_seconds"] = time.perf_counter() - t0
+            record.metrics.update(evaluate_models(cfg, model, stage2, data, out))
+        record.timings["eval_seconds"] = time.perf_counter() - t0
     except (DataMissing, CorruptCheckpoint) as e:
         return finish("failed", f"{type(e).__name__}: {e}")
     except torch.OutOfMemoryError as e:

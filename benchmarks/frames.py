@@ -1,0 +1,219 @@
+"""Run records (``record.json``, a :class:`vaes.records.Record`) as pandas frames.
+
+Tables and figures are pure functions of these frames (benchmarks/table.py, render.py,
+figures.py). A folder is searched recursively for files named exactly ``record.json``, so a
+suite's layout (``OUT/runs/<folder>/record.json``) or a single run folder both work. The
+records are flattened by ``pandas.json_normalize``; what is written here is only which path
+of the JSON each run column comes from, and the few columns derived from several fields.
+
+Records evolve: every field that is not needed to name a run (label, config) may be absent
+(a run still 'running' has no metrics; quality metrics such as ``fid_samples`` or
+``cfd_recon`` exist only where the evaluation computed them), and is then NaN / None here.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from vaes.metrics import gamma_ratio
+from vaes.records import Record
+
+# Run columns: column -> its path in the record's JSON (json_normalize joins keys with '.').
+RUN_PATHS = {
+    "suite": "suite", "variant": "config.variant", "dataset": "config.dataset", "seed": "seed",
+    "status": "status", "reason": "reason", "run_id": "run_id", "two_stage": "config.two_stage",
+    "n_params": "n_params", "n_params_stage2": "stage2.n_params", "epochs": "config.epochs",
+    "stage2_epochs": "config.stage2_epochs", "lr": "config.lr", "lr_halve_every": "config.lr_halve_every",
+    "batch_size": "config.batch_size", "n_heldout": "data.n_heldout", "data_note": "data.note",
+    "device": "device", "git_commit": "git_commit",
+    "train_seconds": "timings.train_seconds", "train_images_per_second": "timings.train_images_per_second",
+    "eval_seconds": "timings.eval_seconds", "stage2_train_seconds": "stage2.train_seconds",
+    # training cost (records before the cost field have none: NaN)
+    "train_flops": "cost.train_flops", "train_flops_stage2": "cost.train_flops_stage2",
+    "flops_per_train_image": "cost.flops_per_train_image",
+}
+NUMERIC = ("n_params", "n_params_stage2", "train_seconds", "train_images_per_second", "eval_seconds",
+           "stage2_train_seconds", "train_flops", "train_flops_stage2", "flops_per_train_image",
+           "gamma_ratio", "gamma_ratio_stage2")
+# Columns describing a run (not metrics). A metric of the same name would silently shadow one
+# of them, so load_records refuses it.
+RUN_COLUMNS = (
+    "suite", "label", "variant", "dataset", "seed", "status", "reason", "run_id", "two_stage",
+    "n_params", "n_params_stage2", "epochs", "stage2_epochs", "lr", "lr_halve_every",
+    "batch_size", "options", "n_train", "n_heldout", "data_note", "device", "git_commit",
+    "train_seconds", "train_images_per_second", "eval_seconds", "stage2_train_seconds",
+    "gamma_ratio", "gamma_ratio_stage2", "train_flops", "train_flops_stage2", "flops_per_train_image", "run_dir",
+)
+HISTORY_TERMS = ("loss", "recon", "kl", "mse", "gamma", "lr")
+
+
+def find_records(folder: str | Path) -> list[Path]:
+    """Every ``record.json`` under ``folder`` (recursively), sorted; an error when none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no folder {folder} to read run records from")
+    paths = sorted(folder.rglob("record.json"))
+    if not paths:
+        raise FileNotFoundError(f"no record.json under {folder}; run the suite first "
+                                "(python -m benchmarks.run --suite NAME)")
+    return paths
+
+
+def read_record(path: str | Path) -> Record:
+    """One record, with a message naming the file when it is not a usable record."""
+    rec = Record.read(path)  # CorruptRecord (a ValueError) names the file and the fix
+    for key in ("variant", "dataset"):
+        if key not in rec.config:
+            raise ValueError(f"{path}: config has no {key!r}")
+    return rec
+
+
+def record_label(rec: Record) -> str:
+    """The row name of a run: its ``label`` (a suite's), else its variant's name."""
+    label = rec.meta.get("label")
+    return str(label) if label else str(rec.config["variant"])
+
+
+def _is_number(v: Any) -> bool:
+    return v is None or isinstance(v, (int, float))  # bool is an int
+
+
+def _checked_metrics(metrics: dict | None, where: str) -> dict:
+    """``metrics`` made ready for json_normalize: a dict-valued metric must have a numeric
+    'value' (it then flattens to ``<metric>_value``, renamed to ``<metric>`` afterwards); a list
+    of numbers becomes one number (one element) or ``<metric>_0``, ``_1``...; any other non-number
+    (a string, a list of strings) is kept as text, so a new kind of metric never stops a report."""
+    out: dict = {}
+    for name, value in (metrics or {}).items():
+        if isinstance(value, dict):
+            if "value" not in value:
+                raise ValueError(f"{where}: metric {name!r} is a dict without 'value': {value!r}")
+            if not _is_number(value["value"]):
+                raise ValueError(f"{where}: metric {name!r}: expected a number or None, got {value['value']!r}")
+            out[name] = _lists_as_text(value)
+        elif _is_number(value):
+            out[name] = value
+        elif isinstance(value, (list, tuple)) and all(_is_number(v) for v in value):
+            out.update({name: value[0]} if len(value) == 1 else {f"{name}_{i}": v for i, v in enumerate(value)})
+        else:
+            out[name] = value if isinstance(value, str) else json.dumps(value)
+    return out
+
+
+def _lists_as_text(d: dict) -> dict:
+    """A metric's provenance with its lists (a shape, say) as JSON text: one column each."""
+    return {k: _lists_as_text(v) if isinstance(v, dict) else json.dumps(v) if isinstance(v, (list, tuple)) else v
+            for k, v in d.items()}
+
+
+def _metric_frame(records: list[Record], where: list[str]) -> pd.DataFrame:
+    """Every metric as a column: numbers as floats (None -> NaN), a dict-valued metric (an FID
+    with its provenance) as its value plus ``<metric>_<field>`` columns for the rest."""
+    checked = [_checked_metrics(r.metrics, w) for r, w in zip(records, where)]
+    frame = pd.json_normalize(checked, sep="_") if any(checked) else pd.DataFrame(index=range(len(records)))
+    dict_metrics = {name for m in checked for name, v in m.items() if isinstance(v, dict)}
+    frame = frame.rename(columns={f"{name}_value": name for name in dict_metrics})
+    values = {name for m in checked for name in m}  # the metrics themselves; the rest is provenance
+    for col in frame.columns:
+        if col in values and all(_is_number(v) for v in frame[col].dropna()):  # text stays as it is
+            frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
+    frame = frame.infer_objects()
+    return frame.reset_index(drop=True)
+
+
+def _stage_ratio(stored: float | None, history: list | None) -> float:
+    """A stage's stored gamma / sqrt(MSE), or the one its history gives (older records)."""
+    value = stored if stored is not None else gamma_ratio(history)
+    return math.nan if value is None else float(value)
+
+
+def _n_train(rec: Record) -> int | None:
+    """Training images the run used: the data set's count, cut to config n_train when set
+    (the record's data.n_train is the size of the whole training split)."""
+    n = (rec.data or {}).get("n_train")
+    cut = rec.config.get("n_train") or 0
+    return min(n, cut) if n is not None and cut > 0 else n
+
+
+def records_frame(records: list[Record], run_dirs: list[str | Path]) -> pd.DataFrame:
+    """One row per record (see :func:`load_records`), in the order given."""
+    lean = []
+    for r in records:  # the per-epoch histories are load_histories'; they would only be flattened away
+        obj = r.to_json()
+        obj.pop("history", None)
+        obj.pop("metrics", None)
+        if obj.get("stage2"):
+            obj["stage2"] = {k: v for k, v in obj["stage2"].items() if k != "history"}
+        lean.append(obj)
+    flat = pd.json_normalize(lean, sep=".", max_level=1)
+    df = flat.reindex(columns=list(RUN_PATHS.values())).set_axis(list(RUN_PATHS), axis=1)
+    df = df.astype(object).where(df.notna(), None)
+    df.insert(1, "label", [record_label(r) for r in records])
+    df["two_stage"] = [bool(r.config.get("two_stage", False)) for r in records]
+    df["stage2_epochs"] = [r.config.get("stage2_epochs") if r.config.get("two_stage") else None for r in records]
+    df["status"] = [r.status for r in records]
+    df["seed"] = [r.seed for r in records]
+    df["options"] = [json.dumps(r.config.get("options") or {}, sort_keys=True) for r in records]
+    df["n_train"] = [_n_train(r) for r in records]
+    # gamma / sqrt(MSE) at the end of each stage; derived from the history for older records
+    df["gamma_ratio"] = [_stage_ratio(r.gamma_ratio, r.history) for r in records]
+    df["gamma_ratio_stage2"] = [_stage_ratio((r.stage2 or {}).get("gamma_ratio"), (r.stage2 or {}).get("history"))
+                                for r in records]
+    df["run_dir"] = [str(Path(d).resolve()) for d in run_dirs]
+    for col in NUMERIC:
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    df = df[list(RUN_COLUMNS)].infer_objects()
+    metrics = _metric_frame(records, [str(d) for d in run_dirs])
+    clash = sorted(set(metrics.columns) & set(df.columns))
+    if clash:
+        raise ValueError(f"{run_dirs[0] if len(run_dirs) == 1 else 'a record'}: metric name(s) {clash} clash "
+                         "with run columns of benchmarks.frames; rename the metric in vaes")
+    return pd.concat([df.reset_index(drop=True), metrics], axis=1)
+
+
+def load_records(folder: str | Path) -> pd.DataFrame:
+    """One row per run under ``folder`` (every ``record.json``, recursively).
+
+    Columns: suite (its name, when the suite runner wrote it), label, variant, dataset, seed,
+    status, reason, run_id, two_stage (the stage-2 flag), n_params, n_params_stage2, the
+    protocol (epochs, stage2_epochs, lr, lr_halve_every, batch_size, options as JSON), n_train
+    (images used), n_heldout, data_note, device, git_commit, timings, cost, run_dir (absolute),
+    then every metric as a float (NaN when absent) -- recon_mse, psnr, kl, neg_elbo,
+    active_units, gamma, fid_* / cfd_* where computed -- and, for dict-valued FID metrics,
+    their setup in columns of their own: ``fid_samples_engine``, ``fid_samples_engine_version``,
+    ``fid_samples_n_images``, ``fid_samples_resize``, ``fid_samples_reference_n``,
+    ``fid_samples_missing``...
+    """
+    paths = find_records(folder)
+    df = records_frame([read_record(p) for p in paths], [p.parent for p in paths])
+    df["seed"] = df["seed"].astype("Int64")
+    return df.sort_values(["label", "seed"], kind="stable").reset_index(drop=True)
+
+
+HISTORY_COLUMNS = ("label", "seed", "run_id", "status", "stage", "epoch") + HISTORY_TERMS
+
+
+def load_histories(folder: str | Path) -> pd.DataFrame:
+    """Per-epoch training curves of every run under ``folder``, long format.
+
+    Columns: label, seed, run_id, status, stage (1 = the VAE, 2 = the second-stage VAE of a
+    two-stage run), epoch, loss, recon, kl, mse, gamma, lr. Absent terms are NaN (gamma of a
+    Bernoulli decoder, for instance); runs without a history contribute no rows.
+    """
+    parts = []
+    for path in find_records(folder):
+        rec = read_record(path)
+        base = {"label": record_label(rec), "seed": rec.seed, "run_id": rec.run_id, "status": rec.status}
+        for stage, history in ((1, rec.history), (2, (rec.stage2 or {}).get("history"))):
+            if history:
+                parts.append(pd.json_normalize(history).assign(**base, stage=stage))
+    df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    df = df.reindex(columns=list(HISTORY_COLUMNS))
+    df["epoch"] = df["epoch"].astype(int) if len(df) else df["epoch"]
+    for k in HISTORY_TERMS:
+        df[k] = pd.to_numeric(df[k], errors="coerce").astype(float)
+    return df.sort_values(["label", "seed", "stage", "epoch"], kind="stable").reset_index(drop=True)
