@@ -21,8 +21,8 @@ from benchmarks.cluster import run_suite_on_cluster
 from benchmarks.report import report_or_say
 from benchmarks.suite import Job, expand, job_status, list_suites, load_suite, run_job
 from vaes.config import field_overrides
-from vaes.data import DataMissing, load_dataset
 from vaes.records import Record
+from vaes.run import DataCache
 
 
 def run_suite(suite: dict, jobs: list[Job], out: Path, *, retry_failed: bool = False,
@@ -33,20 +33,13 @@ def run_suite(suite: dict, jobs: list[Job], out: Path, *, retry_failed: bool = F
     done = len(jobs) - len(todo)
     print(f"suite {suite['name']}: {len(jobs)} runs, {done} already done, {len(todo)} to run -> {out}",
           flush=True)
-    data_cache: dict = {}
+    data = DataCache()  # each data set loaded once per suite
     records, t_start = [], time.perf_counter()
     for i, job in enumerate(todo):
         elapsed = time.perf_counter() - t_start
         eta = f", ~{elapsed / i * (len(todo) - i) / 60:.1f} min left" if i else ""
         print(f"[{done + i + 1}/{len(jobs)}] {job.label} seed {job.seed} ({job.folder}){eta}", flush=True)
-        key = (job.cfg.dataset, job.cfg.data_root, job.cfg.data_split, job.cfg.image_size)
-        if key not in data_cache:  # load each data set once per suite
-            try:
-                data_cache[key] = load_dataset(job.cfg.dataset, job.cfg.data_root, download=job.cfg.download,
-                                               data_split=job.cfg.data_split, image_size=job.cfg.image_size)
-            except DataMissing:
-                data_cache[key] = None  # the trainer records the reason for each run
-        rec = run_job(job, out, suite["name"], data=data_cache[key], progress=progress)
+        rec = run_job(job, out, suite["name"], data=data(job.cfg), progress=progress)
         print(f"    {rec.status}" + (f": {rec.reason}" if rec.reason else ""), flush=True)
         records.append(rec)
         if rec.status == "interrupted":  # SIGTERM/SIGUSR1 was meant for the whole suite

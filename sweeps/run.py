@@ -18,7 +18,8 @@ import argparse
 import sys
 
 from launch.executors import ClusterOptions
-from sweeps.launcher import StorageError, redact, run_study
+from sweeps.launcher import run_study
+from sweeps.storage import StorageError, redact
 from sweeps.studies import get_study, list_studies
 from vaes.config import field_overrides
 

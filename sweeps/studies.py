@@ -20,7 +20,8 @@ trials are never ranked by two different metrics.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import optuna
 

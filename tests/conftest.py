@@ -1,13 +1,17 @@
-"""Shared fixtures: where the real MNIST test files are, tiny models and batches."""
+"""Shared fixtures and helpers: where the real MNIST test files are, the digits, the services."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from sklearn.datasets import load_digits
 
 import vaes  # noqa: F401  (registers the variants)
+from vaes.data import load_dataset
 from tests.services import pdflatex, postgres_url, slurm_cluster  # noqa: F401  (real services)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,6 +25,39 @@ def mnist_root() -> Path:
         pytest.skip(f"real MNIST test files not found under {SHARED_DATA}/mnist "
                     "(set VAEBENCH_SHARED_DATA to the folder that holds mnist/)")
     return SHARED_DATA
+
+
+def digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """All 1,797 of scikit-learn's bundled 8x8 digits as uint8 (N, 1, 8, 8), 0..16 scaled to
+    0..255 as vaes.data does, and their labels, in scikit-learn's order."""
+    data = load_digits()
+    images = torch.from_numpy(np.round(data.images * 255 / 16).astype(np.uint8))[:, None]
+    return images, torch.from_numpy(data.target).long()
+
+
+def digit_images(n: int, seed: int = 0) -> torch.Tensor:
+    """n of the digits, shuffled by ``seed``."""
+    images = digits()[0]
+    return images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]]
+
+
+def mnist_t10k(root: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 10,000 real MNIST test images (N, 1, 28, 28) and labels, read by vaes.data."""
+    data = load_dataset("mnist", str(root), data_split="test_only")
+    return torch.cat([data.train, data.test]), torch.cat([data.train_labels, data.test_labels]).long()
+
+
+def wait_until(predicate, timeout_s: float, what: str, detail=lambda: "", poll_s: float = 0.2):
+    """Poll ``predicate()`` until it gives something true, and return that; fail naming ``what``
+    (and ``detail()``, a log's tail, say) after ``timeout_s``. For waiting on another process:
+    a subprocess, a SLURM job. Within this process, tests use the trainer's own hooks."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll_s)
+    pytest.fail(f"{what}: not within {timeout_s:.0f} s" + (f"; {detail()}" if detail() else ""), pytrace=False)
 
 
 @pytest.fixture(autouse=True)

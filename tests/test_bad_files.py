@@ -15,9 +15,11 @@ import pytest
 import torch
 
 from benchmarks.suite import load_suite
-from tests.conftest import REPO
+from tests.conftest import REPO, digit_images
+from tests.test_fid import KEY, StandIn
 from vaes.config import TrainConfig
-from vaes.data import DataMissing, load_dataset
+from vaes.data import DataMissing, _read_idx, load_dataset
+from vaes.fid import full_reference_key, reference_path, reference_statistics
 from vaes.records import CorruptCheckpoint, CorruptRecord, load_torch, read_json
 from vaes.run import run, run_status
 
@@ -88,7 +90,6 @@ def test_mnist_idx_file_damaged(mnist_root, tmp_path, damage):
     (b"\x00\x00\x0d\x01" + (4).to_bytes(4, "big") + bytes(16), "not an IDX file of unsigned bytes"),
 ])
 def test_idx_reader_checks_the_header_against_the_size(tmp_path, content, match):
-    from vaes.data import _read_idx
     path = tmp_path / "images-idx3-ubyte"
     path.write_bytes(content)
     with pytest.raises(DataMissing, match=f"images-idx3-ubyte.*{match}"):
@@ -153,8 +154,6 @@ def test_suite_that_is_not_toml(tmp_path, capsys):
 
 
 def test_damaged_fid_statistics_cache_is_computed_again(tmp_path):
-    from tests.test_fid import KEY, StandIn, digit_images
-    from vaes.fid import full_reference_key, reference_path, reference_statistics
     extractor, real = StandIn(dim=8), digit_images(40)
     first = reference_statistics(lambda: real, key={**KEY, "n": 40}, cache_dir=tmp_path, extractor=extractor)
     path = reference_path(full_reference_key({**KEY, "n": 40}, "torch-fidelity", extractor), tmp_path)

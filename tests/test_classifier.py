@@ -5,7 +5,6 @@ monotonically as one half is degraded (Gaussian noise, blur).
 """
 from __future__ import annotations
 
-import gzip
 import math
 
 import numpy as np
@@ -13,28 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.conftest import digits, mnist_t10k
 from vaes import classifier as clf
 from vaes.classifier import (DataClassifier, classifier_frechet_distance, load_or_train_classifier,
                              train_classifier)
-
-
-def digits() -> tuple[torch.Tensor, torch.Tensor]:
-    """scikit-learn's bundled 8x8 digits as uint8 (N, 1, 8, 8), scaled 0..16 -> 0..255, and labels."""
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    images = torch.from_numpy(np.round(data.images * 255 / 16).astype(np.uint8))[:, None]
-    return images, torch.from_numpy(data.target).long()
-
-
-def read_idx_gz(path) -> torch.Tensor:
-    """An MNIST idx file (gzip): 2 zero bytes, a type code (0x08 = uint8), the rank, big-endian dims."""
-    raw = gzip.open(path).read()
-    if raw[:3] != b"\x00\x00\x08":
-        raise ValueError(f"{path} is not an idx file of uint8 values")
-    rank = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(rank)]
-    return torch.frombuffer(bytearray(raw[4 + 4 * rank:]), dtype=torch.uint8).reshape(dims)
 
 
 def random_halves(images: torch.Tensor, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,8 +123,7 @@ def test_bad_inputs_name_the_problem(digit_model):
 
 @pytest.mark.slow  # about 15 s alone on 2 cores, but minutes when other jobs share the cores
 def test_real_mnist_quality_signal(mnist_root, tmp_path):
-    images = read_idx_gz(mnist_root / "mnist" / "t10k-images-idx3-ubyte.gz")[:, None]  # (10000, 1, 28, 28)
-    labels = read_idx_gz(mnist_root / "mnist" / "t10k-labels-idx1-ubyte.gz").long()
+    images, labels = mnist_t10k(mnist_root)  # (10000, 1, 28, 28)
     model = load_or_train_classifier(images, labels, dataset="mnist-t10k", cache_dir=tmp_path)
     assert model.holdout_accuracy[0] > 0.95
     check_quality_signal(images, model, noise_levels=[16, 32, 64, 128], blur_levels=[0.5, 1.0, 1.5])

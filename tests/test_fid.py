@@ -15,6 +15,7 @@ from torch import nn
 # Imported up front so that the fail-fast timings measure vaebench, not library imports.
 import pytorch_fid.inception
 import torch_fidelity.feature_extractor_inceptionv3
+from tests.conftest import digit_images
 from vaes import fid
 from vaes import frechet, inception_weights
 from vaes.fid import (ENGINES, WEIGHTS_ENV, InceptionWeightsMissing, compute_fid, default_hub_checkpoints,
@@ -188,14 +189,6 @@ def fake_inception(monkeypatch, tmp_path) -> Path:
     for engine in ENGINES:
         torch.save({}, folder / engine_spec(engine).weights_file)
     return folder
-
-
-def digit_images(n: int, seed: int = 0) -> torch.Tensor:
-    """n uint8 grey 8x8 digits (scikit-learn's bundled set), shuffled by seed."""
-    from sklearn.datasets import load_digits
-
-    images = torch.from_numpy(np.round(load_digits().images * 255 / 16).astype(np.uint8))[:, None]
-    return images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]]
 
 
 def noisy(images: torch.Tensor, sigma: float, seed: int = 0) -> torch.Tensor:

@@ -14,6 +14,8 @@ import uuid
 
 import pytest
 
+from tests.conftest import wait_until
+
 try:
     from tests.services import pdflatex, postgres_url, slurm_cluster  # noqa: F401
 except ImportError:  # tests/ itself on sys.path (pytest's default rootdir-less import)
@@ -53,13 +55,11 @@ def _squeue_state(job_id: str) -> str:
 
 
 def _wait_state(job_id: str, prefix: str, timeout_s: float) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def reached() -> str:
         state = _squeue_state(job_id)
-        if state.startswith(prefix):
-            return state
-        time.sleep(0.3)
-    pytest.fail(f"job {job_id} not {prefix} after {timeout_s} s (squeue: {_squeue_state(job_id)!r})")
+        return state if state.startswith(prefix) else ""
+    return wait_until(reached, timeout_s, f"job {job_id} {prefix}", lambda: f"squeue: {_squeue_state(job_id)!r}",
+                      poll_s=0.3)
 
 
 def _executor(folder, cluster, **params):

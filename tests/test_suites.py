@@ -12,7 +12,7 @@ import vaes
 
 from benchmarks.run import job_status, run_suite
 from benchmarks.suite import expand, list_suites, load_suite
-from tests.conftest import REPO
+from tests.conftest import REPO, wait_until
 
 
 TINY = """
@@ -110,17 +110,16 @@ def start_runner(tmp_path, epochs):
     return cmd, proc, out
 
 
-def wait_for(out, predicate, timeout=240):
-    """Poll the run records under ``out`` until ``predicate(records)`` holds (or time runs out)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline and not predicate(records(out) if (out / "runs").is_dir() else []):
-        time.sleep(0.1)
+def wait_for(out, predicate, what: str, timeout=240):
+    """Until ``predicate(records)`` holds for the run records under ``out``."""
+    wait_until(lambda: predicate(records(out) if (out / "runs").is_dir() else []), timeout, what)
 
 
 def test_killed_runner_restarts_and_finishes_the_rest(tmp_path):
     cmd, proc, out = start_runner(tmp_path, epochs=30)
     # let the first run finish and the second start
-    wait_for(out, lambda recs: any(r["status"] == "finished" for r in recs) and len(recs) >= 2)
+    wait_for(out, lambda recs: any(r["status"] == "finished" for r in recs) and len(recs) >= 2,
+             "the first run finished and the second started")
     proc.send_signal(signal.SIGKILL)  # the worst case: no chance to checkpoint the current run
     proc.wait(timeout=60)
     before = {r["run_id"]: r["status"] for r in records(out)}
@@ -140,7 +139,7 @@ def test_killed_runner_restarts_and_finishes_the_rest(tmp_path):
 
 def test_sigterm_stops_the_suite_after_checkpointing_the_current_run(tmp_path):
     _, proc, out = start_runner(tmp_path, epochs=200)
-    wait_for(out, lambda recs: any(r["status"] == "running" for r in recs))
+    wait_for(out, lambda recs: any(r["status"] == "running" for r in recs), "a run started")
     time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)
     stdout, _ = proc.communicate(timeout=120)

@@ -21,10 +21,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-from sweeps.launcher import make_storage, redact
+from sweeps.storage import StorageError, make_storage, redact
 from sweeps.studies import get_study, list_studies, register_study
-from tests.services import postgres_url, slurm_cluster  # noqa: F401
 from tests.conftest import REPO
+from tests.services import postgres_url, slurm_cluster  # noqa: F401
 
 PG_SECRET = "vaebench:vaebench@"  # user:password@ of the test database: must never be written
 
@@ -49,7 +49,7 @@ def _cancel_jobs(out: Path) -> None:
     if launch.is_file():
         ids = json.loads(launch.read_text())["job_ids"]
         if json.loads(launch.read_text())["cluster"] == "slurm":
-            subprocess.run(["scancel", *ids], timeout=20, capture_output=True)
+            subprocess.run(["scancel", *ids], check=False, timeout=20, capture_output=True)
 
 
 def _finish(proc: subprocess.Popen, log: Path, out: Path, timeout_s: float) -> int:
@@ -134,7 +134,6 @@ def test_redact_hides_passwords(url, expected):
 
 
 def test_storage_error_does_not_leak_password(tmp_path):
-    from sweeps.launcher import StorageError
     with pytest.raises(StorageError) as e:  # no such driver: the message must still be clean
         make_storage("nosuchdb+nodriver://user:TopSecret42@localhost/db")
     assert "TopSecret42" not in str(e.value) and "user:***@localhost" in str(e.value)
@@ -341,8 +340,8 @@ def test_slurm_time_limit_signal_requeues_and_resumes_same_run(slurm_cluster, po
         subprocess.run(["scancel", "--signal=USR2", task], check=True, timeout=20)
 
         def pending():
-            state = subprocess.run(["squeue", "-h", "-j", task, "-o", "%T"], capture_output=True, text=True,
-                                   timeout=10).stdout.strip()
+            state = subprocess.run(["squeue", "-h", "-j", task, "-o", "%T"], check=False, capture_output=True,
+                                   text=True, timeout=10).stdout.strip()
             return state.startswith("PENDING")
         _wait_for(pending, 60, f"job {task} requeued (PENDING)", log)
         pid = victim.user_attrs["owner"]["pid"]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from vaes.config import TrainConfig, run_id, to_dict
-from vaes.data import ImageData
+from vaes.data import ImageData, load_dataset
 from vaes.records import CorruptRecord, Record
 from vaes.trainer import train
 
@@ -48,6 +48,25 @@ def run(cfg: TrainConfig, *, data: ImageData | None = None, progress: bool | Non
         rec = Record.read(out / "record.json") or Record(run_id=run_id(cfg), seed=cfg.seed, config=to_dict(cfg))
         rec.run_id, rec.seed, rec.meta = run_id(cfg), cfg.seed, {**rec.meta, **(meta or {})}
         return rec.fail(f"{type(e).__name__}: {e}", traceback.format_exc()).write(out / "record.json")
+
+
+class DataCache:
+    """Data sets loaded once for many runs (a suite, a sweep worker), by what decides the images:
+    dataset, data_root, data_split, image_size. A set that cannot be loaded gives None, and
+    :func:`run` loads it again and records why in that run's record."""
+
+    def __init__(self) -> None:
+        self._data: dict[tuple, ImageData | None] = {}
+
+    def __call__(self, cfg: TrainConfig) -> ImageData | None:
+        key = (cfg.dataset, cfg.data_root, cfg.data_split, cfg.image_size)
+        if key not in self._data:
+            try:
+                self._data[key] = load_dataset(cfg.dataset, cfg.data_root, download=cfg.download,
+                                               data_split=cfg.data_split, image_size=cfg.image_size)
+            except Exception:  # noqa: BLE001 -- missing or bad data: run() loads it again and records why
+                self._data[key] = None
+        return self._data[key]
 
 
 def run_status(run_dir: str | Path) -> str:
