@@ -1,7 +1,9 @@
 """The table model of a suite's report: one row per label (mean +- std over its finished seeds),
 a '<label> (2-stage)' row per two-stage label, failed labels marked, Dai & Wipf's published FIDs
 where they apply; bold by direction and Welch's t-test; the caption and notes. Renderers
-(benchmarks/render.py) turn a :class:`Table` into LaTeX and Markdown.
+(benchmarks/render.py) turn a :class:`Table` into LaTeX and Markdown. Over 400 lines because
+the caption and notes (protocols, biased small-sample FID, missing reasons, references) are
+part of the model, so that both renderers say the same.
 
 Table rows are labels (a record's ``label``, else its variant). A two-stage label's second row
 gives the second stage's sample quality (as Dai & Wipf 2019, Table 1, list the 2-stage VAE as a

@@ -1,5 +1,8 @@
 """Data sets behind one interface: uint8 images N x C x H x W with a train and a held-out split.
 
+Over 400 lines because it is the data-set registry and the loaders of its seven sets, each
+small; a loader in a module of its own would only move the registration away from it.
+
 - ``digits``: scikit-learn's bundled 8x8 digits (1,797 real images, no download);
 - ``shapes``: procedural dSprites-like images (square, ellipse, heart; scale, rotation,
   position), generated at any size from a seed;

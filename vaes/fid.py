@@ -1,5 +1,9 @@
 """Frechet Inception Distance (FID) through torch-fidelity or pytorch-fid.
 
+Over 400 lines: finding the weights (a user file, the torch.hub cache, the packaged
+Inception), the two engines, and the cached reference statistics belong to one contract, the
+record of a FID with its provenance; the Frechet distance itself is vaes/frechet.py.
+
 FID (Heusel et al., NeurIPS 2017, https://arxiv.org/abs/1706.08500) is the Frechet distance
 between Gaussians fitted to the 2048-d pool features of Inception-v3 on real and generated
 images. Two engines compute those features with the real libraries:
