@@ -93,12 +93,12 @@ def test_a_failing_run_is_recorded_and_the_others_go_on(tmp_path):
     recs = run_suite(suite, expand(suite, seeds=1), out, progress=False)
     status = {r.meta["label"]: r.status for r in recs}
     assert status == {"beta": "finished", "balanced k=2": "finished", "broken": "failed"}
-    assert "non-finite" in next(r["reason"] for r in recs if r["label"] == "broken")
+    assert "non-finite" in next(r.reason for r in recs if r.meta["label"] == "broken")
     assert "failed" in (out / "table.md").read_text()
     # a rerun leaves failed runs alone unless asked
     assert run_suite(suite, expand(suite, seeds=1), out, progress=False, report=False) == []
     again = run_suite(suite, expand(suite, seeds=1), out, progress=False, report=False, retry_failed=True)
-    assert [r["label"] for r in again] == ["broken"]
+    assert [r.meta["label"] for r in again] == ["broken"]
 
 
 def start_runner(tmp_path, epochs):
