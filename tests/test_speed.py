@@ -146,9 +146,20 @@ def test_compile_keeps_the_losses():
     assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-4)
 
 
-def test_pytorch_fid_fallback_builds_offline():
-    """The fallback Inception (pytorch-fid's architecture, random weights) is built without a download."""
-    fn, what = speed._pytorch_fid_inception(torch.device("cpu"))
+def test_fallback_inception_builds_offline():
+    """Without FID weights (the autouse fixture points them at a missing file) evaluation is timed
+    through torchvision's Inception-v3 with random weights, built without a download, and says so."""
+    fn, what = speed.inception_extractor(torch.device("cpu"))
     with torch.inference_mode():
-        feats = fn(torch.randint(0, 256, (1, 3, 8, 8), dtype=torch.uint8))
-    assert "pytorch-fid" in what and tuple(feats.shape) == (1, 2048)
+        feats = fn(torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8))
+    assert what.startswith("torchvision inception_v3, random weights") and "does not exist" in what
+    assert tuple(feats.shape) == (2, 2048) and torch.isfinite(feats).all()
+
+
+@pytest.mark.inception
+def test_speed_times_the_real_fid_inception():
+    """Where vaebench's FID weights can be had, evaluation is timed through the FID network itself."""
+    fn, what = speed.inception_extractor(torch.device("cpu"))
+    assert "vaebench's FID weights" in what
+    with torch.inference_mode():
+        assert tuple(fn(torch.randint(0, 256, (1, 3, 8, 8), dtype=torch.uint8)).shape) == (1, 2048)

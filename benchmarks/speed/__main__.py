@@ -1,0 +1,4 @@
+"""``python -m benchmarks.speed``."""
+from benchmarks.speed.cli import main
+
+main()
