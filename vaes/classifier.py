@@ -15,11 +15,8 @@ or N x F for data with several discrete factors (e.g. shape, scale, position): o
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-import re
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaes.fid import describe
-from vaes.frechet import feature_statistics, frechet_distance
+from vaes.frechet import cache_file, check_images, describe, feature_statistics, frechet_distance
 from vaes.records import CACHE_ENV, CorruptCheckpoint, cache_root, load_torch, save_torch  # noqa: F401  (CACHE_ENV: API)
 
 log = logging.getLogger(__name__)
@@ -77,12 +73,7 @@ class DataClassifier(nn.Module):
 
 def _check_images(images: torch.Tensor, shape: tuple[int, int, int] | None = None) -> None:
     """Raise unless ``images`` is uint8 N x C x H x W (of ``shape`` C x H x W when given)."""
-    if not torch.is_tensor(images) or images.dtype != torch.uint8 or images.ndim != 4:
-        raise TypeError(f"the classifier needs uint8 images N x C x H x W (0..255), got {describe(images)}; "
-                        "convert with (x.clamp(0, 1) * 255).round().to(torch.uint8)")
-    if shape is not None and tuple(images.shape[1:]) != tuple(shape):
-        raise ValueError(f"the classifier was trained on {'x'.join(map(str, shape))} images, got "
-                         f"{'x'.join(map(str, images.shape[1:]))}; train one for this data set")
+    check_images(images, "the classifier", shape)
 
 
 def _as_factor_labels(labels: torch.Tensor, n: int) -> torch.Tensor:
@@ -175,10 +166,8 @@ def default_cache_dir() -> Path:
 
 def classifier_cache_path(key: dict, cache_dir) -> Path:
     """The .pt file of a classifier key: a readable prefix, then a hash of the whole key."""
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     shape = "x".join(map(str, key["shape"]))
-    prefix = re.sub(r"[^A-Za-z0-9.]+", "-", f"{key['dataset']}-{shape}-n{key['n']}")
-    return Path(cache_dir).expanduser() / f"{prefix}-{digest}.pt"
+    return cache_file(cache_dir, key, f"{key['dataset']}-{shape}-n{key['n']}", ".pt")
 
 
 def load_or_train_classifier(images: torch.Tensor, labels: torch.Tensor, *, dataset: str, cache_dir=None,

@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import dataclasses
 import filecmp
-import hashlib
 import json
 import os
-import re
 import shutil
 import urllib.request
 import warnings
@@ -45,7 +43,8 @@ import torch
 from tqdm.auto import tqdm
 
 from vaes import inception_weights
-from vaes.frechet import feature_statistics, frechet_distance, frechet_distance_to_features  # noqa: F401  (also vaes.fid's API)
+from vaes.frechet import (cache_file, check_images, describe, feature_statistics, frechet_distance,  # noqa: F401
+                          frechet_distance_to_features)  # (describe, the statistics and distances: also vaes.fid's API)
 from vaes.records import CACHE_ENV, atomic_path, cache_root  # noqa: F401  (CACHE_ENV: API)
 
 ENGINES = ("torch-fidelity", "pytorch-fid")
@@ -279,18 +278,9 @@ def _pytorch_fid_features(weights: Path, device) -> FeatureFn:
     return lambda images: model(images.float() / 255.0)[0].flatten(1)
 
 
-def describe(value) -> str:
-    """'a float32 tensor of shape (4, 3, 8, 8)' or 'a list': for error messages."""
-    if torch.is_tensor(value):
-        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
-    return f"a {type(value).__name__}"
-
-
 def _as_rgb_uint8(images: torch.Tensor) -> torch.Tensor:
     """Check the project's image convention; grey images are repeated to 3 channels."""
-    if not torch.is_tensor(images) or images.dtype != torch.uint8 or images.ndim != 4:
-        raise TypeError(f"FID needs uint8 images N x C x H x W (values 0..255), got {describe(images)}; "
-                        "convert with (x.clamp(0, 1) * 255).round().to(torch.uint8)")
+    check_images(images, "FID")
     if images.shape[1] not in (1, 3):
         raise ValueError(f"FID needs 1 or 3 channels, got {images.shape[1]} (shape {tuple(images.shape)})")
     return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
@@ -353,10 +343,7 @@ def full_reference_key(key: dict, engine: str, extractor: torch.nn.Module | None
 
 def reference_path(full_key: dict, cache_dir: str | os.PathLike) -> Path:
     """The .npz file of a completed reference key: readable prefix, then a hash of the key."""
-    text = json.dumps(full_key, sort_keys=True)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    prefix = re.sub(r"[^A-Za-z0-9.]+", "-", f"{full_key['dataset']}-{full_key['split']}-{full_key['n']}")
-    return Path(cache_dir).expanduser() / f"{prefix}-{digest}.npz"
+    return cache_file(cache_dir, full_key, f"{full_key['dataset']}-{full_key['split']}-{full_key['n']}", ".npz")
 
 
 def reference_statistics(images_fn: Callable[[], torch.Tensor], *, key: dict, cache_dir=None,

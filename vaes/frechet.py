@@ -6,12 +6,23 @@ pytorch-fid, whose ``calculate_frechet_distance`` (0.3.0) is the same formula bu
 ``scipy.linalg.sqrtm(..., disp=False)``, deprecated and to be removed in SciPy 1.18 (it warns
 with SciPy 1.17.1, installed here), and prints to stdout when it retries. This module
 adds the exact n x n path for fewer samples than dimensions (:func:`frechet_distance_to_features`).
+
+Below both feature distances (FID in vaes/fid.py, the classifier distance in
+vaes/classifier.py) it also holds what they share: the check of the images they consume
+(:func:`check_images`) and the name of a cache file for a key (:func:`cache_file`), written
+through the one atomic writer, :func:`vaes.records.atomic_path`.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import re
 import warnings
+from pathlib import Path
 
 import numpy as np
+import torch
 from scipy import linalg
 
 
@@ -87,3 +98,33 @@ def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if features.ndim != 2 or features.shape[0] < 2:
         raise ValueError(f"need a (N, D) feature matrix with N >= 2, got shape {features.shape}")
     return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+# ----------------------------------------------------------------------------- shared by both distances
+
+
+def describe(value) -> str:
+    """'a float32 tensor of shape (4, 3, 8, 8)' or 'a list': for error messages."""
+    if torch.is_tensor(value):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    return f"a {type(value).__name__}"
+
+
+def check_images(images, who: str, shape: tuple[int, ...] | None = None, *,
+                 why_shape: str = "train one for this data set") -> None:
+    """Raise unless ``images`` is uint8 N x C x H x W (values 0..255), of ``shape`` C x H x W when
+    given; ``who`` ("FID", "the classifier") starts the message."""
+    if not torch.is_tensor(images) or images.dtype != torch.uint8 or images.ndim != 4:
+        raise TypeError(f"{who} needs uint8 images N x C x H x W (values 0..255), got {describe(images)}; "
+                        "convert with (x.clamp(0, 1) * 255).round().to(torch.uint8)")
+    if shape is not None and tuple(images.shape[1:]) != tuple(shape):
+        raise ValueError(f"{who} was made for {'x'.join(map(str, shape))} images, got "
+                         f"{'x'.join(map(str, images.shape[1:]))}; {why_shape}")
+
+
+def cache_file(cache_dir: str | os.PathLike, key: dict, readable: str, suffix: str) -> Path:
+    """The cache file of ``key`` in ``cache_dir``: ``readable`` (made file-name safe), then the
+    first 16 hex digits of the sha256 of the whole key, then ``suffix``."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    prefix = re.sub(r"[^A-Za-z0-9.]+", "-", readable)
+    return Path(cache_dir).expanduser() / f"{prefix}-{digest}{suffix}"
