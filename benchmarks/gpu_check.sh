@@ -10,8 +10,8 @@
 #    --bf16, then --compile (OUT/speed, OUT/speed-bf16, OUT/speed-compile);
 # 3. python -m benchmarks.suite_throughput: the cifar10 suite (4 rows, two-stage, 2 seeds) at
 #    reduced epochs, one run vs the suite sequentially vs the suite as concurrent processes;
-# 4. python -m benchmarks.fid_timing: 10k vs 10k images through pytorch-fid's InceptionV3 with
-#    random weights, batches 200 and 500;
+# 4. python -m benchmarks.fid_timing: 10k vs 10k images through vaebench's FID Inception, or
+#    torchvision's Inception-v3 with random weights where its weights are absent, batches 200 and 500;
 # and OUT/env.json (versions, GPU, git commit), OUT/nvidia-smi.txt, OUT/steps.tsv (each step's exit
 # status and seconds), one log per step, OUT/summary.json and OUT/summary.md. Every step runs
 # under `timeout`, so one that fails or hangs loses only itself. --tiny runs every step on the
@@ -137,7 +137,7 @@ st = load(out / "suite" / "suite-throughput.json") or {}
 s["suite_throughput"] = {k: st.get(k) for k in ("suite", "runs", "device", "sequential_over_single",
                                                 "concurrent_over_single", "concurrent_speedup", "target")}
 fid = load(out / "fid" / "fid-timing.json") or {}
-s["fid"] = {"device": fid.get("device"), "n_images": fid.get("n_images"),
+s["fid"] = {"device": fid.get("device"), "n_images": fid.get("n_images"), "extractor": fid.get("extractor") or "-",
             "total_seconds_by_batch": {b: v["total_seconds"] for b, v in (fid.get("batches") or {}).items()}}
 (out / "summary.json").write_text(json.dumps(s, indent=2) + "\n")
 env = s["env"] or {}
@@ -156,7 +156,7 @@ for k, v in s["speed"].items():
 t = s["suite_throughput"]
 md += ["", f"Suite throughput ({t.get('suite')}, {t.get('runs')} runs): sequential {f(t.get('sequential_over_single'), '.2f')}x, "
        f"concurrent {f(t.get('concurrent_over_single'), '.2f')}x one run's wall time.", "",
-       f"FID ({s['fid']['n_images']} + {s['fid']['n_images']} images, random-weight Inception), seconds by batch: "
+       f"FID ({s['fid']['n_images']} + {s['fid']['n_images']} images, {s['fid']['extractor'].split(':')[0]}), seconds by batch: "
        + (", ".join(f"{b}: {x:.1f}" for b, x in s["fid"]["total_seconds_by_batch"].items()) or "-")]
 (out / "summary.md").write_text("\n".join(md) + "\n")
 print("\n".join(md))

@@ -3,7 +3,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -140,7 +139,8 @@ def test_killed_runner_restarts_and_finishes_the_rest(tmp_path):
 def test_sigterm_stops_the_suite_after_checkpointing_the_current_run(tmp_path):
     _, proc, out = start_runner(tmp_path, epochs=200)
     wait_for(out, lambda recs: any(r["status"] == "running" for r in recs), "a run started")
-    time.sleep(1.0)
+    # the first epoch's checkpoint is written inside fit, where SIGTERM is already handled
+    wait_until(lambda: any((out / "runs").glob("*/checkpoint.pt")), 240, "the first checkpoint")
     proc.send_signal(signal.SIGTERM)
     stdout, _ = proc.communicate(timeout=120)
     assert proc.returncode == 3, stdout
