@@ -35,7 +35,7 @@ from benchmarks.suite import expand, load_suite
 from vaes.build import dataset_shape
 from vaes.config import TrainConfig
 from vaes.data import ImageData
-from vaes.trainer import train
+from vaes.run import run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,7 +62,7 @@ def worker(spec: dict) -> None:
         job = jobs[i]
         cfg = job.cfg.replace(out=str(Path(spec["out"]) / f"{i:02d}-{job.folder}"))
         t0 = time.perf_counter()
-        rec = train(cfg, data=data, progress=False, evaluate=False, meta={"label": job.label})
+        rec = run(cfg, data=data, progress=False, evaluate=False, meta={"label": job.label})
         row = {"index": i, "label": job.label, "seed": job.seed, "status": rec.status,
                "reason": rec.reason, "seconds": time.perf_counter() - t0,
                "train_seconds": (rec.timings or {}).get("train_seconds"),

@@ -24,11 +24,13 @@ class _HookRaised(Exception):
 
 
 def run(cfg: TrainConfig, *, data: ImageData | None = None, progress: bool | None = None,
-        meta: dict | None = None, on_epoch: Callable[[dict], None] | None = None) -> Record:
+        meta: dict | None = None, on_epoch: Callable[[dict], None] | None = None,
+        evaluate: bool = True) -> Record:
     """Train and evaluate ``cfg`` into ``cfg.out``; its record (finished, interrupted or failed).
 
     A finished record there is returned as it is; a checkpoint there is resumed. ``meta``
-    (a suite's label, a trial's number) is stored in the record.
+    (a suite's label, a trial's number) is stored in the record. ``evaluate=False`` trains
+    only (benchmarks/suite_throughput.py times training alone).
     """
     hook = None
     if on_epoch is not None:
@@ -39,7 +41,7 @@ def run(cfg: TrainConfig, *, data: ImageData | None = None, progress: bool | Non
                 raise _HookRaised() from e
     out = Path(cfg.out)
     try:
-        return train(cfg, data=data, progress=progress, meta=meta, on_epoch=hook)
+        return train(cfg, data=data, progress=progress, meta=meta, on_epoch=hook, evaluate=evaluate)
     except _HookRaised as e:
         raise e.__cause__ from None
     except CorruptRecord as e:  # left as it is for the user to look at; the message says what to do
