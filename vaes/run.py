@@ -39,7 +39,6 @@ def run(cfg: TrainConfig, *, data: ImageData | None = None, progress: bool | Non
                 on_epoch(row)
             except Exception as e:  # the caller's decision, not the run's failure
                 raise _HookRaised() from e
-    out = Path(cfg.out)
     try:
         return train(cfg, data=data, progress=progress, meta=meta, on_epoch=hook, evaluate=evaluate)
     except _HookRaised as e:
@@ -47,9 +46,27 @@ def run(cfg: TrainConfig, *, data: ImageData | None = None, progress: bool | Non
     except CorruptRecord as e:  # left as it is for the user to look at; the message says what to do
         return Record(run_id=run_id(cfg), seed=cfg.seed, config=to_dict(cfg), meta=dict(meta or {})).fail(str(e))
     except Exception as e:  # noqa: BLE001 -- one broken run must not stop a suite or a study
-        rec = Record.read(out / "record.json") or Record(run_id=run_id(cfg), seed=cfg.seed, config=to_dict(cfg))
-        rec.run_id, rec.seed, rec.meta = run_id(cfg), cfg.seed, {**rec.meta, **(meta or {})}
-        return rec.fail(f"{type(e).__name__}: {e}", traceback.format_exc()).write(out / "record.json")
+        return _failed(cfg, meta, f"{type(e).__name__}: {e}", traceback.format_exc())
+
+
+def _failed(cfg: TrainConfig, meta: dict | None, reason: str, trace: str) -> Record:
+    """The run's record as it stood (or a new one), failed with ``reason``, written if it can be;
+    if not (a full disk, a folder that cannot be made, a damaged record.json that is kept), it
+    is returned unwritten with why in its reason, so that the caller still learns what happened."""
+    path = Path(cfg.out) / "record.json"
+    fresh = Record(run_id=run_id(cfg), seed=cfg.seed, config=to_dict(cfg))
+    try:
+        rec = Record.read(path) or fresh
+    except CorruptRecord as e:  # a damaged record.json is left for the user to look at, never overwritten
+        return fresh.fail(f"{reason} (and {e})", trace)
+    rec.run_id, rec.seed = run_id(cfg), cfg.seed
+    rec.meta = {**rec.meta, **(meta or {})}
+    rec.fail(reason, trace)
+    try:
+        return rec.write(path)
+    except OSError as e:
+        rec.reason = f"{reason} (and the record could not be written to {path}: {e})"
+        return rec
 
 
 class DataCache:
