@@ -7,8 +7,13 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from vaes.metrics import CONVERGED_RATIO
 from benchmarks.table import _quality_kind, label_order
@@ -18,7 +23,6 @@ from benchmarks.table import _quality_kind, label_order
 def label_palette(labels) -> dict[str, Any]:
     """One colour per label, the same in every figure; its order is the order of the legends
     and panels (pass :func:`label_order` for the suite's order)."""
-    import seaborn as sns
     labels = list(dict.fromkeys(map(str, labels)))
     colors = sns.color_palette("tab10" if len(labels) <= 10 else "husl", len(labels))
     return dict(zip(labels, colors))
@@ -26,7 +30,6 @@ def label_palette(labels) -> dict[str, Any]:
 
 def _figure(w: float, h: float):
     """A figure not tied to pyplot's global state (safe in a headless suite run)."""
-    from matplotlib.figure import Figure
     return Figure(figsize=(w, h), dpi=120, layout="constrained")
 
 
@@ -40,7 +43,6 @@ def _message_figure(path: Path, text: str) -> None:
 
 def _legend(fig, palette: dict, extra=None, where: str = "below") -> None:
     """One legend for the whole figure from the label colours, below it or on its right."""
-    from matplotlib.lines import Line2D
     handles = [Line2D([], [], color=c, marker="o", lw=2, label=l) for l, c in palette.items()]
     if extra:
         handles += extra
@@ -57,8 +59,6 @@ def plot_curves(hist: pd.DataFrame, path: str | Path, palette: dict | None = Non
     """curves.png: loss, recon, kl, gamma and gamma / sqrt(MSE) over epochs (finished runs),
     one line per label (mean over seeds, band = std), one row per stage; the last panel marks
     the optimum (1) and the not-converged threshold (dotted)."""
-    import seaborn as sns
-    from matplotlib.ticker import MaxNLocator
     path = Path(path)
     hist = hist[hist["status"] == "finished"]
     if hist.empty:
@@ -111,8 +111,6 @@ def _metric_specs(df: pd.DataFrame) -> list[tuple[str, str]]:
 def plot_metrics(df: pd.DataFrame, path: str | Path, palette: dict | None = None) -> None:
     """metrics.png: one panel per metric, a point per label (mean, bar = std over seeds) and
     the individual seeds as small dots."""
-    import seaborn as sns
-    from matplotlib.ticker import MaxNLocator
     path = Path(path)
     fin = df[df["status"] == "finished"]
     specs = _metric_specs(df)
@@ -143,9 +141,6 @@ def plot_metrics(df: pd.DataFrame, path: str | Path, palette: dict | None = None
 def plot_tradeoff(df: pd.DataFrame, path: str | Path, palette: dict | None = None) -> None:
     """tradeoff.png: reconstruction MSE against sample quality, one point per run (a cross
     for the second stage of a two-stage run), coloured by label."""
-    import seaborn as sns
-    from matplotlib.lines import Line2D
-    from matplotlib.ticker import MaxNLocator
     path = Path(path)
     fin = df[df["status"] == "finished"]
     kind = _quality_kind(df, ("samples", "stage2")).lower()
@@ -185,7 +180,6 @@ def plot_samples(df: pd.DataFrame, path: str | Path, order: list[str] | None = N
     """samples.png: the sample grid (samples.png) of one finished seed per label side by side,
     titled by label, each two-stage label's second-stage grid (samples_stage2.png) right after
     it as '<label> (2-stage)'; more than ``max_cols`` panels wrap onto further rows."""
-    import matplotlib.image as mpimg
     path = Path(path)
     fin = df[df["status"] == "finished"].sort_values(["label", "seed"])
     panels = []  # (title, grid file)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import pandas as pd
+
 from vaes.data import REFERENCE_SOURCE
 from benchmarks.table import REASON_CHARS, Cell, Column, Table, _decimals, _number
 
@@ -98,8 +100,6 @@ def _tabular(table: Table) -> str:
     inserted into Styler's output before the first reference row: Styler writes one table row
     per line, between its \midrule and \bottomrule, in the frame's order.
     """
-    import pandas as pd  # the report's other modules import it anyway; Styler needs jinja2
-
     ncol = len(table.columns) + 1
     texts, bold = [], []
     for row in table.rows:

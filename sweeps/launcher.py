@@ -170,10 +170,10 @@ def summarize(study: optuna.Study, definition: Study, out: Path, url: str, trial
 def export_plots(study: optuna.Study, definition: Study, out: Path) -> list[Path]:
     """Optuna's matplotlib plots as PNG in OUT: optimisation history (each objective),
     intermediate values, parameter importances (with >= 2 completed trials), Pareto front."""
-    import matplotlib
+    import matplotlib  # heavy, and only the study's plots need it (and its Agg backend set first)
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as ovm
+    import matplotlib.pyplot as plt  # after use("Agg")
+    from optuna.visualization import matplotlib as ovm  # imports pyplot: after use("Agg")
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     if not complete:
         print("plots: no completed trial yet", flush=True)

@@ -25,8 +25,8 @@ from typing import Any
 
 import optuna
 
-from benchmarks.suite import load_suite
-from vaes.data import get_dataset
+from benchmarks.suite import list_suites, load_suite
+from vaes.data import get_dataset, list_datasets
 from vaes.variants.balanced import paper_kl_weight
 
 Objective = Callable[[optuna.Trial, Any], Any]
@@ -174,5 +174,5 @@ def _dataset_study(suite: str) -> None:
         return ctx.quality(trial, rec)
 
 
-for _suite in ("mnist", "fashion_mnist", "cifar10", "celeba", "shapes"):
+for _suite in [name for name in list_datasets() if name in list_suites()]:  # a data-set suite bears its name
     _dataset_study(_suite)

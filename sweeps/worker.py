@@ -303,7 +303,7 @@ class StudyWorker(submitit.helpers.Checkpointable):
         storage = make_storage(spec.storage_url(), heartbeat=spec.heartbeat, grace=spec.grace,
                                max_retry=spec.max_retry)
         ctx = TrialContext(None, definition, spec, guard)  # type: ignore[arg-type]
-        epochs = ctx.config(variant="balanced").epochs
+        epochs = ctx.config(variant=TrainConfig.variant).epochs  # the pruner's horizon; no variant changes it
         study = optuna.load_study(study_name=spec.study_name, storage=storage,
                                   sampler=make_sampler(definition), pruner=make_pruner(definition, epochs))
         ctx.study = study

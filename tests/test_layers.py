@@ -82,3 +82,41 @@ def test_project_modules_are_imported_at_the_top():
               for path in mods.values() for name, line, at_top in project_imports(path, set(mods))
               if not at_top]
     assert not hidden, "\n".join(hidden)
+
+
+def _function_level_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, text) of every import inside a function or class of ``path``."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    top = set()
+    for node in tree.body:  # `try: import x / except ImportError` at the top is module level too
+        top.update(id(n) for n in ast.walk(node) if not isinstance(node, (ast.FunctionDef, ast.ClassDef,
+                                                                          ast.AsyncFunctionDef)))
+    lines = path.read_text().splitlines()
+    return [(n.lineno, lines[n.lineno - 1]) for n in ast.walk(tree)
+            if isinstance(n, (ast.Import, ast.ImportFrom)) and id(n) not in top]
+
+
+def _says_why(lines: list[str], lineno: int) -> bool:
+    """The import on ``lineno`` (1-based) has a comment on its line, or opens with the run of
+    imports under a comment line."""
+    i = lineno - 1
+    while i >= 0:
+        text = lines[i].strip()
+        if "#" in text:
+            return True
+        if not text.startswith(("import ", "from ")):
+            return False
+        i -= 1
+    return False
+
+
+def test_imports_inside_functions_say_why():
+    """Any import (a library's too) sits at the top of its module, unless it is heavy or optional
+    and a comment beside it says so."""
+    silent = []
+    for package in LAYERS:
+        for path in sorted((REPO / package).rglob("*.py")):
+            lines = path.read_text().splitlines()
+            silent += [f"{path.relative_to(REPO)}:{n}: {text.strip()}"
+                       for n, text in _function_level_imports(path) if not _says_why(lines, n)]
+    assert not silent, "imports inside functions without a reason beside them:\n" + "\n".join(silent)

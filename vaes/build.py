@@ -42,7 +42,7 @@ def resolve(cfg: TrainConfig, shape: tuple[int, ...] | None = None) -> TrainConf
                                and proto.stage2_lr_halve_every is not None else 2 * halve),
         network=default_network(shape) if cfg.network == "auto" else cfg.network,
         latent_dim=latent,
-        image_size=size if cfg.dataset == "shapes" else cfg.image_size,
+        image_size=size if get_dataset(cfg.dataset).sized else cfg.image_size,
         # the paper trains the second stage for twice the first stage's epochs
         stage2_epochs=cfg.stage2_epochs or (proto.stage2_epochs if cfg.epochs is None else 2 * epochs),
         stage2_width=cfg.stage2_width or {32: 2048, 64: 4096}.get(size, 1024),

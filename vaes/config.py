@@ -7,6 +7,7 @@ and the resolved config is saved in every record and hashed into the run's ident
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import hashlib
 import json
 import types
@@ -170,7 +171,6 @@ def _convert(raw: str, tp, key: str):
 
 def field_help() -> list[tuple[str, str, str]]:
     """(name, default, comment) of every config field, read from this file's comments."""
-    import inspect
     src = inspect.getsource(TrainConfig).splitlines()
     out = []
     for f in dataclasses.fields(TrainConfig):

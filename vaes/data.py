@@ -160,7 +160,7 @@ def _read_idx(path: Path) -> np.ndarray:
 
 
 def _mnist_like(name: str, cls_name: str, root: str, download: bool) -> ImageData | dict:
-    import torchvision.datasets as tvd
+    import torchvision.datasets as tvd  # heavy (torchvision); only the downloadable data sets need it
     cls = getattr(tvd, cls_name)
     if download:  # torchvision's own download and parsing
         parts = [cls(root, train=t, download=True) for t in (True, False)]
@@ -228,7 +228,7 @@ def load_fashion_mnist_data(root: str, download: bool, data_split: str = "standa
 
 def load_cifar10_data(root: str, download: bool, data_split: str = "standard", **_) -> ImageData:
     """CIFAR-10 through torchvision: 50k/10k 32x32 colour images."""
-    import torchvision.datasets as tvd
+    import torchvision.datasets as tvd  # heavy (torchvision); only the downloadable data sets need it
     parts = []
     for train in (True, False):
         try:
@@ -247,8 +247,8 @@ def load_cifar10_data(root: str, download: bool, data_split: str = "standard", *
 
 def _celeba_split(root: str, split: str, download: bool) -> torch.Tensor:
     """One CelebA split, centre-cropped to 128 and resized to 64, cached as uint8 .npy."""
-    import torchvision.datasets as tvd
-    import torchvision.transforms.v2 as T
+    import torchvision.datasets as tvd  # heavy (torchvision); only the downloadable data sets need it
+    import torchvision.transforms.v2 as T  # heavy, as above
     cache = Path(root) / "celeba" / f"vaebench_64_{split}.npy"
     if cache.is_file():
         return torch.from_numpy(np.load(cache))
@@ -343,6 +343,7 @@ class DatasetSpec:
     shape: Callable[[int | None], tuple[int, int, int]] | None  # image_size -> (C, H, W); None: known after loading
     train_size: int | None = None  # images in the standard training split (synthetic stand-ins use it)
     test_file: bool = False        # has a separate test file, so data_split=test_only applies
+    sized: bool = False            # generated at any image_size (recorded in the resolved config)
     # FIDs reported by Dai & Wipf 2019 (ICLR, Table 1), model -> value; empty where they report none
     reference_fid: dict[str, float] = dataclasses.field(default_factory=dict)
 
@@ -387,7 +388,8 @@ def _dw(two_stage: float, learned: float, fixed: float) -> dict[str, float]:
 register_dataset(DatasetSpec("digits", load_digits_data, Protocol(epochs=40, lr=1e-3, lr_halve_every=0, stage2_epochs=80),
                              "scikit-learn digits (8x8)", _fixed((1, 8, 8)), train_size=1500))
 register_dataset(DatasetSpec("shapes", load_shapes_data, Protocol(epochs=20, lr=1e-3, lr_halve_every=0, stage2_epochs=40),
-                             "procedural shapes", lambda size: (1, size or 28, size or 28), train_size=10_000))
+                             "procedural shapes", lambda size: (1, size or 28, size or 28), train_size=10_000,
+                             sized=True))
 register_dataset(DatasetSpec("mnist", load_mnist_data, Protocol(epochs=30, lr=1e-3, lr_halve_every=0, stage2_epochs=60),
                              "MNIST", _fixed((1, 28, 28)), test_file=True, train_size=60_000, reference_fid=_dw(12.6, 54.5, 52.0)))
 register_dataset(DatasetSpec("fashion_mnist", load_fashion_mnist_data,

@@ -76,12 +76,12 @@ class EngineSpec:
 def engine_spec(engine: str) -> EngineSpec:
     """Describe ``engine`` from the installed library's own constants (URL, version)."""
     if engine == "torch-fidelity":
-        import torch_fidelity
+        import torch_fidelity  # heavy; only where FID runs
         from torch_fidelity import feature_extractor_inceptionv3 as lib  # heavy; only where FID runs
 
         url, version, resize = lib.URL_INCEPTION_V3, torch_fidelity.__version__, "tf1x-bilinear-299"
     elif engine == "pytorch-fid":
-        import pytorch_fid
+        import pytorch_fid  # heavy; only where FID runs
         from pytorch_fid import inception as lib  # heavy; only where FID runs
 
         url, version, resize = lib.FID_WEIGHTS_URL, pytorch_fid.__version__, "torch-bilinear-299"
@@ -206,14 +206,12 @@ def seed_torch_hub_cache(weights_path: str | os.PathLike, engine: str = "pytorch
             raise ValueError(
                 f"{target} already exists and differs from {source}; remove it, or pass it as the weights")
     target.parent.mkdir(parents=True, exist_ok=True)
-    # a link, not a written file: atomic_path's staging file would be in the way of symlink_to
-    staging = target.with_name(f"{target.name}.{os.getpid()}.part")
-    staging.unlink(missing_ok=True)
-    try:
-        staging.symlink_to(source)
-    except OSError:  # file systems without symlinks
-        shutil.copyfile(source, staging)
-    os.replace(staging, target)
+    with atomic_path(target) as staging:
+        staging.unlink()  # a link takes the staging file's place
+        try:
+            staging.symlink_to(source)
+        except OSError:  # file systems without symlinks
+            shutil.copyfile(source, staging)
     return target
 
 

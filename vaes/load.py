@@ -244,7 +244,7 @@ def _train_command(record: Record, run_dir: Path) -> str:
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name != "options"}
     pairs = [(k, v) for k, v in config.items() if k in defaults and k != "out" and v != defaults[k]]
     try:
-        opt_defaults = {f.name: f.default for f in dataclasses.fields(variant_options(config.get("variant", "balanced")))}
+        opt_defaults = {f.name: f.default for f in dataclasses.fields(variant_options(config.get("variant", TrainConfig.variant)))}
     except (KeyError, ValueError, TypeError):
         opt_defaults = {}
     pairs += [(k, v) for k, v in (config.get("options") or {}).items() if opt_defaults.get(k, object()) != v]

@@ -37,14 +37,16 @@ def cache_root(sub: str) -> Path:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A fresh staging file beside ``path`` to write; on success it replaces ``path`` in one
     step (a reader, or a process killed half-way, sees the old file or the new one, never a
-    torn one); on an error it is removed. The one atomic writer of the project."""
+    torn one); on an error it is removed. The one atomic writer of the project. The staging
+    file may be replaced by a symlink (seeding the torch.hub cache), which is renamed as it is."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     os.close(fd)
     try:
         yield Path(staging)
-        os.chmod(staging, 0o666 & ~_umask())  # mkstemp makes 0600; a shared cache or results need the usual mode
+        if not os.path.islink(staging):  # chmod would follow a link to the file it names
+            os.chmod(staging, 0o666 & ~_umask())  # mkstemp makes 0600; a shared cache or results need the usual mode
         os.replace(staging, path)
     finally:
         Path(staging).unlink(missing_ok=True)

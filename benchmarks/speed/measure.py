@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
 
 from vaes.classifier import DataClassifier, classifier_frechet_distance
 from vaes.config import TrainConfig
@@ -38,7 +40,6 @@ def profile_vaebench(trainer: VaebenchTrainer, epochs: int, device: torch.device
     ranges, 'forward, loss and loop' the rest of fit's epoch time; 'per call' is what fit spends
     outside its epochs (optimizer set-up, checkpoint writes), spread over the steps.
     """
-    from torch.profiler import ProfilerActivity, profile
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=acts) as prof:
         t0 = time.perf_counter()
@@ -62,7 +63,6 @@ def profile_vaebench(trainer: VaebenchTrainer, epochs: int, device: torch.device
 
 def flops_per_image(model: nn.Module, x_u8: torch.Tensor) -> float:
     """FLOPs of one forward and backward of the loss on batch ``x_u8``, per image (on a copy)."""
-    from torch.utils.flop_counter import FlopCounterMode
     m = copy.deepcopy(model).train()
     with FlopCounterMode(display=False) as counter:
         m.loss(to_float(x_u8))["loss"].backward()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from importlib.metadata import PackageNotFoundError, version
 import os
 import platform
 import tempfile
@@ -149,7 +150,6 @@ def measure_vaebench_extras(res: dict, vb: VaebenchTrainer, cfg: TrainConfig, tr
 
 
 def _version(pkg: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
     try:
         return version(pkg)
     except PackageNotFoundError:

@@ -5,6 +5,7 @@ Each trainer has ``.name``, ``.model`` (with ``.encoder`` and ``.decoder``) and
 """
 from __future__ import annotations
 
+import logging
 import statistics
 import sys
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from vaes.build import build_model, dataset_shape, resolve
 from vaes.config import TrainConfig
@@ -110,7 +112,6 @@ class TutorialTrainer:
     name = "tutorial"
 
     def __init__(self, cfg: TrainConfig, shape, images_u8: torch.Tensor, device: torch.device):
-        from torch.utils.data import DataLoader, TensorDataset
         self.device = device
         self.model = fresh_model(cfg, shape, device)
         dataset = TensorDataset(images_u8.float() / 255)  # float CPU tensors, as tutorials keep them
@@ -139,7 +140,7 @@ class TutorialTrainer:
 def pythae_available() -> bool:
     """Whether pythae (the ``bench`` extra) is installed."""
     try:
-        import pythae  # noqa: F401
+        import pythae  # noqa: F401  (optional: the bench extra; only asked whether it is there)
     except ImportError:
         return False
     return True
@@ -151,8 +152,7 @@ class PythaeTrainer:
     name = "pythae"
 
     def __init__(self, cfg: TrainConfig, shape, images_u8: torch.Tensor, device: torch.device, workdir: Path):
-        import logging
-
+        # pythae is optional (pip install -e ".[bench]"): imported only when its trainer is raced
         from pythae.data.datasets import BaseDataset
         from pythae.models import VAE, VAEConfig
         from pythae.models.base.base_utils import ModelOutput
