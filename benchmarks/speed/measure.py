@@ -23,12 +23,12 @@ from vaes.networks import count_parameters
 from vaes.trainer import train_stage2
 from benchmarks.speed.inception import inception_extractor
 from benchmarks.speed.machine import PeakMemory, sync
-from benchmarks.speed.trainers import VaebenchTrainer, bench_config, make_trainers, synthetic_images
+from benchmarks.speed.trainers import PAPER_DATASET, VaebenchTrainer, bench_config, make_trainers, synthetic_images
 
 # The paper's CIFAR-10 protocol (Asperti & Trentin's code; DESIGN.md)
-PAPER_CIFAR10 = {"epochs": get_dataset("cifar10").protocol.epochs,  # from the data-set registry
-                 "stage2_epochs": get_dataset("cifar10").protocol.stage2_epochs,
-                 "images": get_dataset("cifar10").train_size,
+PAPER_CIFAR10 = {"epochs": get_dataset(PAPER_DATASET).protocol.epochs,  # from the data-set registry
+                 "stage2_epochs": get_dataset(PAPER_DATASET).protocol.stage2_epochs,
+                 "images": get_dataset(PAPER_DATASET).train_size,
                  "batch_size": TrainConfig.batch_size, "fid_images": TrainConfig.eval_images}
 
 
@@ -163,8 +163,8 @@ def project_paper_cifar10(first_ips: float, stage2_ips: float, eval_ips: float |
 def probe_cifar10(device: torch.device, args, workdir: Path) -> tuple[float, float]:
     """vaebench's images/second on the CIFAR-10 network and codes/second of its second stage,
     on a few synthetic batches (when the run's own data set is another one)."""
-    shape = (3, 32, 32)
-    cfg = bench_config("cifar10", shape, batch_size=100, seed=args.seed, bf16=args.bf16, compile=args.compile)
+    shape = get_dataset(PAPER_DATASET).shape(None)
+    cfg = bench_config(PAPER_DATASET, shape, batch_size=100, seed=args.seed, bf16=args.bf16, compile=args.compile)
     cpu = device.type == "cpu"
     x = synthetic_images(shape, 200 if cpu else 10_000, args.seed)
     (vb,) = make_trainers(cfg, shape, x, device, workdir, ["vaebench"], checkpoint_every=args.checkpoint_every)

@@ -14,7 +14,7 @@ import torch
 from vaes.config import TrainConfig
 from vaes.records import write_json
 from benchmarks.speed.machine import cores, device_name
-from benchmarks.speed.measure import (flops_per_image, measure_eval, measure_stage2, probe_cifar10,
+from benchmarks.speed.measure import (PAPER_DATASET, flops_per_image, measure_eval, measure_stage2, probe_cifar10,
                                       profile_vaebench, project_paper_cifar10)
 from benchmarks.speed.summary import markdown, print_summary
 from benchmarks.speed.trainers import (TRAINERS, VaebenchTrainer, bench_config, load_images, make_trainers,
@@ -138,7 +138,7 @@ def measure_vaebench_extras(res: dict, vb: VaebenchTrainer, cfg: TrainConfig, tr
     if "projection" not in args.skip:
         t0 = time.perf_counter()
         eval_ips = (res.get("eval") or {}).get("inception", {}).get("images_per_second")
-        if cfg.dataset == "cifar10" and res.get("stage2"):
+        if cfg.dataset == PAPER_DATASET and res.get("stage2"):
             res["projection"] = project_paper_cifar10(res["trainers"]["vaebench"]["images_per_second"],
                                                       res["stage2"]["codes_per_second"], eval_ips,
                                                       "measured in this run")
