@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaes.frechet import cache_file, check_images, describe, feature_statistics, frechet_distance
-from vaes.records import CACHE_ENV, CorruptCheckpoint, cache_root, load_torch, save_torch  # noqa: F401  (CACHE_ENV: API)
+from vaes.frechet import cache_file, cached, check_images, describe, feature_statistics, frechet_distance
+from vaes.records import CACHE_ENV, cache_root, load_torch, save_torch  # noqa: F401  (CACHE_ENV: API)
 
 log = logging.getLogger(__name__)
 
@@ -181,16 +181,15 @@ def load_or_train_classifier(images: torch.Tensor, labels: torch.Tensor, *, data
     key = {"dataset": dataset, "shape": list(images.shape[1:]), "n": int(images.shape[0]),
            "seed": seed, "epochs": epochs, "version": CLASSIFIER_VERSION}
     path = classifier_cache_path(key, default_cache_dir() if cache_dir is None else cache_dir)
-    if path.exists():
-        try:
-            return _load(path, key, device)
-        except CorruptCheckpoint as e:  # cut short: a cache miss, trained again
-            log.warning("%s; training the classifier again", e)
-    model = train_classifier(images, labels, seed=seed, epochs=epochs, device=device)
-    save_torch(path, {"key": key, "input_shape": list(model.input_shape), "head_sizes": model.head_sizes,
-                      "holdout_accuracy": model.holdout_accuracy,
-                      "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}})
-    return model
+
+    def save(path: Path, model: DataClassifier) -> None:
+        save_torch(path, {"key": key, "input_shape": list(model.input_shape), "head_sizes": model.head_sizes,
+                          "holdout_accuracy": model.holdout_accuracy,
+                          "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}})
+
+    return cached(path, lambda p: _load(p, key, device),
+                  lambda: train_classifier(images, labels, seed=seed, epochs=epochs, device=device),
+                  save, "classifier", "training it again")
 
 
 def _load(path: Path, key: dict, device) -> DataClassifier:

@@ -32,8 +32,6 @@ import json
 import os
 import shutil
 import urllib.request
-import warnings
-import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -43,7 +41,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vaes import inception_weights
-from vaes.frechet import (cache_file, check_images, describe, feature_statistics, frechet_distance,  # noqa: F401
+from vaes.frechet import (cache_file, cached, check_images, describe, feature_statistics, frechet_distance,  # noqa: F401
                           frechet_distance_to_features)  # (describe, the statistics and distances: also vaes.fid's API)
 from vaes.records import CACHE_ENV, atomic_path, cache_root  # noqa: F401  (CACHE_ENV: API)
 
@@ -365,24 +363,24 @@ def reference_statistics(images_fn: Callable[[], torch.Tensor], *, key: dict, ca
 
 def _cached_statistics(images_fn, full_key: dict, cache_dir, make_feature_fn: Callable[[], FeatureFn],
                        device, batch_size: int, progress: bool | None = False) -> tuple[np.ndarray, np.ndarray]:
-    """Load the statistics of ``full_key`` from disk, or compute and store them atomically."""
+    """Load the statistics of ``full_key`` from disk, or compute and store them atomically.
+    The key holds the engine version and resize: files of other versions never match."""
+    def compute() -> tuple[np.ndarray, np.ndarray]:
+        images = _as_rgb_uint8(images_fn())
+        if images.shape[0] != full_key["n"]:
+            raise ValueError(f"reference key says n={full_key['n']} images but images_fn returned "
+                             f"{images.shape[0]}; fix the key so the cache is not mislabelled")
+        features = extract_features(images, make_feature_fn(), device=device, batch_size=batch_size,
+                                    progress=progress, desc="FID real images")
+        return feature_statistics(features)
+
+    def save(path: Path, stats: tuple[np.ndarray, np.ndarray]) -> None:
+        with atomic_path(path) as staging, open(staging, "wb") as handle:  # a handle: np.savez appends .npz to names
+            np.savez(handle, mu=stats[0], sigma=stats[1], key=np.array(json.dumps(full_key, sort_keys=True)))
+
     path = reference_path(full_key, default_cache_dir() if cache_dir is None else cache_dir)
-    if path.exists():  # the key holds the engine version and resize: old files never match
-        try:
-            return _load_statistics(path, full_key)
-        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:  # cut short: a cache miss
-            warnings.warn(f"cached FID statistics {path} cannot be read ({type(e).__name__}: {e}); "
-                          "computing them again", stacklevel=2)
-    images = _as_rgb_uint8(images_fn())
-    if images.shape[0] != full_key["n"]:
-        raise ValueError(f"reference key says n={full_key['n']} images but images_fn returned "
-                         f"{images.shape[0]}; fix the key so the cache is not mislabelled")
-    features = extract_features(images, make_feature_fn(), device=device, batch_size=batch_size,
-                                progress=progress, desc="FID real images")
-    mu, sigma = feature_statistics(features)
-    with atomic_path(path) as staging, open(staging, "wb") as handle:  # a handle: np.savez appends .npz to names
-        np.savez(handle, mu=mu, sigma=sigma, key=np.array(json.dumps(full_key, sort_keys=True)))
-    return mu, sigma
+    return cached(path, lambda p: _load_statistics(p, full_key), compute, save, "FID statistics",
+                  "computing them again")
 
 
 def _load_statistics(path: Path, full_key: dict) -> tuple[np.ndarray, np.ndarray]:

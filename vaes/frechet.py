@@ -9,8 +9,9 @@ adds the exact n x n path for fewer samples than dimensions (:func:`frechet_dist
 
 Below both feature distances (FID in vaes/fid.py, the classifier distance in
 vaes/classifier.py) it also holds what they share: the check of the images they consume
-(:func:`check_images`) and the name of a cache file for a key (:func:`cache_file`), written
-through the one atomic writer, :func:`vaes.records.atomic_path`.
+(:func:`check_images`), the name of a cache file for a key (:func:`cache_file`) and the
+load-or-make of a cached value (:func:`cached`: FID's real statistics, the trained
+classifier), written through the one atomic writer, :func:`vaes.records.atomic_path`.
 """
 from __future__ import annotations
 
@@ -19,11 +20,21 @@ import json
 import os
 import re
 import warnings
+import zipfile
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
 import torch
 from scipy import linalg
+
+from vaes.records import CorruptCheckpoint
+
+T = TypeVar("T")
+# What a cache file cut short or damaged raises when read: a miss, made again. A file that reads
+# but was made for another key raises RuntimeError in the loader and stops the run (the message
+# says which file to delete), because it means two keys share a name.
+DAMAGED = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, CorruptCheckpoint)
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2, *, eps: float = 1e-6) -> float:
@@ -128,3 +139,19 @@ def cache_file(cache_dir: str | os.PathLike, key: dict, readable: str, suffix: s
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     prefix = re.sub(r"[^A-Za-z0-9.]+", "-", readable)
     return Path(cache_dir).expanduser() / f"{prefix}-{digest}{suffix}"
+
+
+def cached(path: Path, load: Callable[[Path], T], make: Callable[[], T], save: Callable[[Path, T], None],
+           what: str, redo: str = "making it again") -> T:
+    """``load(path)`` if the file is there and readable, else ``make()`` then ``save(path, value)``.
+    A damaged file (:data:`DAMAGED`) is a miss, with a warning that names it, ``what`` it held
+    and ``redo``, what happens instead."""
+    if path.exists():
+        try:
+            return load(path)
+        except DAMAGED as e:
+            warnings.warn(f"cached {what} {path} cannot be read ({type(e).__name__}: {e}); {redo}",
+                          stacklevel=3)
+    value = make()
+    save(path, value)
+    return value
