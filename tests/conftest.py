@@ -1,6 +1,8 @@
-"""Shared fixtures and helpers: where the real MNIST test files are, the digits, the services."""
+"""Shared fixtures and helpers: where the real MNIST test files are, the digits, degraded images,
+waiting on another process, the services."""
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -8,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
 import vaes  # noqa: F401  (registers the variants)
 from vaes.data import load_dataset
+from tests.services import REPO, _tail  # REPO is defined there once; the tests take it from here
 from tests.services import pdflatex, postgres_url, slurm_cluster  # noqa: F401  (real services)
 
-REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("VAEBENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
@@ -45,6 +48,38 @@ def mnist_t10k(root: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """The 10,000 real MNIST test images (N, 1, 28, 28) and labels, read by vaes.data."""
     data = load_dataset("mnist", str(root), data_split="test_only")
     return torch.cat([data.train, data.test]), torch.cat([data.train_labels, data.test_labels]).long()
+
+
+def noisy(images: torch.Tensor, sigma: float, seed: int = 0) -> torch.Tensor:
+    """Gaussian pixel noise of std ``sigma`` (in 0..255 units) added to uint8 images, rounded and
+    clipped back to uint8; the same draw (``seed``) for every sigma."""
+    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
+    return (images.float() + sigma * noise).clamp(0, 255).round().to(torch.uint8)
+
+
+def blur(images: torch.Tensor, size: float, kernel: str = "gaussian") -> torch.Tensor:
+    """Blurred uint8 images (N, C, H, W). ``kernel="gaussian"``: separable Gaussian of std ``size``
+    pixels, edges replicated (size 0: the images unchanged). ``kernel="box"``: the mean over a
+    ``size`` x ``size`` window (size odd), of the pixels that lie inside the image."""
+    if kernel == "box":
+        x = F.avg_pool2d(images.float(), size, stride=1, padding=size // 2, count_include_pad=False)
+    elif kernel == "gaussian":
+        if size == 0:
+            return images
+        radius = math.ceil(3 * size)
+        taps = torch.exp(-torch.arange(-radius, radius + 1).float() ** 2 / (2 * size ** 2))
+        taps = (taps / taps.sum()).repeat(images.shape[1], 1, 1, 1)  # (C, 1, 1, K): depthwise
+        x = F.pad(images.float(), (radius,) * 4, mode="replicate")
+        x = F.conv2d(x, taps, groups=images.shape[1])
+        x = F.conv2d(x, taps.transpose(2, 3), groups=images.shape[1])
+    else:
+        raise ValueError(f"kernel={kernel!r}: 'gaussian' or 'box'")
+    return x.round().clamp(0, 255).to(torch.uint8)
+
+
+def log_tail(log: Path, n: int = 40) -> str:
+    """The last ``n`` lines of a log file, for a failure message."""
+    return _tail(log.read_text(errors="replace"), n)
 
 
 def wait_until(predicate, timeout_s: float, what: str, detail=lambda: "", poll_s: float = 0.2):

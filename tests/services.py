@@ -28,8 +28,8 @@ from typing import Optional
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SERVICES_SH = REPO_ROOT / ".ci" / "services.sh"
+REPO = Path(__file__).resolve().parents[1]  # the repository root (tests/conftest.py re-exports it)
+SERVICES_SH = REPO / ".ci" / "services.sh"
 POSTGRES_URL = "postgresql+psycopg2://vaebench:vaebench@localhost:5432/vaebench"
 _PG = dict(host="localhost", port=5432, user="vaebench", password="vaebench", dbname="vaebench")
 # first run installs packages (apt-get update + about 150 MB): allow for a slow mirror
@@ -66,6 +66,7 @@ def _run(cmd: list[str], timeout: float = 10) -> tuple[int, str]:
 
 
 def _tail(text: str, n: int = 25) -> str:
+    """The last ``n`` lines of ``text`` (a command's output, a log file's text)."""
     return "\n".join(text.strip().splitlines()[-n:])
 
 
@@ -158,7 +159,7 @@ def slurm_cluster() -> SlurmCluster:
 # --------------------------------------------------------------------------------------------
 def _check_postgres() -> Optional[str]:
     try:
-        import psycopg2  # noqa: PLC0415
+        import psycopg2  # noqa: PLC0415  # inside: optional (the postgres extra); missing, the fixture skips
     except ImportError:
         return "psycopg2 is not installed (pip install psycopg2-binary)"
     try:

@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.run import main
 from benchmarks.suite import load_suite
-from tests.conftest import REPO, digit_images
+from tests.conftest import REPO, digit_images, digits
 from tests.test_fid import KEY, StandIn
 from vaes.config import TrainConfig
+from vaes.classifier import load_or_train_classifier
 from vaes.data import DataMissing, _read_idx, load_dataset
 from vaes.fid import full_reference_key, reference_path, reference_statistics
 from vaes.records import CorruptCheckpoint, CorruptRecord, load_torch, read_json
@@ -143,7 +145,6 @@ def test_torch_file_with_pickled_code_is_refused(tmp_path):
 
 
 def test_suite_that_is_not_toml(tmp_path, capsys):
-    from benchmarks.run import main
     path = tmp_path / "broken.toml"
     path.write_text('name = "broken"\ndataset = "digits"\n[[runs]\nlabel = "x"\n')
     with pytest.raises(ValueError, match="broken.toml is not valid TOML"):
@@ -162,3 +163,15 @@ def test_damaged_fid_statistics_cache_is_computed_again(tmp_path):
         again = reference_statistics(lambda: real, key={**KEY, "n": 40}, cache_dir=tmp_path, extractor=extractor)
     assert np.array_equal(first[0], again[0]) and np.array_equal(first[1], again[1])
     json.loads(json.dumps(KEY))  # the key stays plain JSON
+
+
+def test_damaged_classifier_cache_is_trained_again(tmp_path):
+    images, labels = digits()
+    first = load_or_train_classifier(images[:300], labels[:300], dataset="digits", cache_dir=tmp_path, epochs=1)
+    (path,) = tmp_path.glob("*.pt")
+    path.write_bytes(path.read_bytes()[:60])  # cut short
+    with pytest.warns(UserWarning, match="cached classifier .* cannot be read.*training it again"):
+        again = load_or_train_classifier(images[:300], labels[:300], dataset="digits", cache_dir=tmp_path, epochs=1)
+    for a, b in zip(first.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)  # the same seed trains the same classifier
+    assert load_torch(path)["key"]["n"] == 300  # and the file is whole again

@@ -5,14 +5,11 @@ monotonically as one half is degraded (Gaussian noise, blur).
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-from tests.conftest import digits, mnist_t10k
+from tests.conftest import blur, digits, mnist_t10k, noisy
 from vaes import classifier as clf
 from vaes.classifier import (DataClassifier, classifier_frechet_distance, load_or_train_classifier,
                              train_classifier)
@@ -23,32 +20,13 @@ def random_halves(images: torch.Tensor, seed: int = 1) -> tuple[torch.Tensor, to
     return images[order[:len(images) // 2]], images[order[len(images) // 2:]]
 
 
-def add_noise(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian pixel noise of std ``sigma`` (in 0..255 units); the same draw for every sigma."""
-    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(0))
-    return (images.float() + sigma * noise).clamp(0, 255).round().to(torch.uint8)
-
-
-def blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of std ``sigma`` pixels, edges replicated."""
-    if sigma == 0:
-        return images
-    radius = math.ceil(3 * sigma)
-    taps = torch.exp(-torch.arange(-radius, radius + 1).float() ** 2 / (2 * sigma ** 2))
-    taps = (taps / taps.sum()).repeat(images.shape[1], 1, 1, 1)  # (C, 1, 1, K): depthwise
-    x = F.pad(images.float(), (radius,) * 4, mode="replicate")
-    x = F.conv2d(x, taps, groups=images.shape[1])
-    x = F.conv2d(x, taps.transpose(2, 3), groups=images.shape[1])
-    return x.round().clamp(0, 255).to(torch.uint8)
-
-
 def check_quality_signal(images: torch.Tensor, model: DataClassifier, noise_levels, blur_levels) -> None:
     """Halves are close, noise is far, and degradation increases the distance monotonically."""
     a, b = random_halves(images)
     halves = classifier_frechet_distance(b, a, model)
     to_noise = classifier_frechet_distance(torch.randint_like(b, 0, 256), a, model)
     assert halves < 0.05 * to_noise, (halves, to_noise)
-    by_noise = [classifier_frechet_distance(add_noise(b, s), a, model) for s in noise_levels]
+    by_noise = [classifier_frechet_distance(noisy(b, s), a, model) for s in noise_levels]
     by_blur = [classifier_frechet_distance(blur(b, s), a, model) for s in blur_levels]
     assert np.all(np.diff([halves] + by_noise) > 0), by_noise
     assert np.all(np.diff([halves] + by_blur) > 0), by_blur

@@ -6,6 +6,7 @@ import pytest
 from vaes import list_variants
 from vaes.config import TrainConfig, from_dict, parse_overrides, run_id, to_dict
 from vaes.data import list_datasets
+from vaes.train import resolve
 
 
 def test_overrides_set_fields_and_variant_options():
@@ -56,7 +57,6 @@ def test_cli_bad_key_exits_2_with_the_choices():
 
 
 def test_second_stage_halving_follows_the_originals_configurations():
-    from vaes.train import resolve
     # Asperti & Trentin's suggested configurations: lr_epochs2 400 (CIFAR-10), 120 (CelebA)
     assert resolve(TrainConfig(dataset="cifar10")).stage2_lr_halve_every == 400
     assert resolve(TrainConfig(dataset="celeba")).stage2_lr_halve_every == 120

@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from vaes.data import DataMissing, SHAPE_FACTORS, load_dataset, render_shapes
+from benchmarks.frames import load_records
+from benchmarks.report import build_table
+from vaes.config import TrainConfig
+from vaes.data import (_DATASETS, SHAPE_FACTORS, DataMissing, DatasetSpec, ImageData, Protocol, load_dataset,
+                       load_digits_data, register_dataset, render_shapes)
+from vaes.run import run
 
 
 def test_digits_are_real_uint8_images():
@@ -81,7 +86,7 @@ def test_uncompressed_idx_in_torchvision_layout(tmp_path):
 
 
 @pytest.mark.parametrize("name,where", [("cifar10", "cifar-10-batches-py"), ("celeba", "celeba"),
-                                        ("mnist", "MNIST/raw")])
+                                        ("mnist", "MNIST/raw"), ("fashion_mnist", "FashionMNIST/raw")])
 def test_missing_torchvision_sets_say_where_and_how(tmp_path, name, where):
     with pytest.raises(DataMissing) as e:
         load_dataset(name, str(tmp_path))
@@ -91,28 +96,23 @@ def test_missing_torchvision_sets_say_where_and_how(tmp_path, name, where):
 def test_a_new_data_set_is_one_registration(tmp_path):
     """Register a data set (mirrored digits) and it is valid everywhere: config, protocol,
     shape without loading, training, the report's caption. Removed again afterwards."""
-    from benchmarks.report import build_table
-    from benchmarks.frames import load_records
-    from vaes import data as data_module
-    from vaes.config import TrainConfig
-    from vaes.run import run
 
     def load_mirrored(root, download, **_):
-        d = data_module.load_digits_data(root, download)
-        return data_module.ImageData("digits_mirrored", d.train.flip(-1), d.test.flip(-1),
-                                     d.train_labels, d.test_labels, note="digits, mirrored")
+        d = load_digits_data(root, download)
+        return ImageData("digits_mirrored", d.train.flip(-1), d.test.flip(-1), d.train_labels, d.test_labels,
+                         note="digits, mirrored")
 
-    spec = data_module.DatasetSpec("digits_mirrored", load_mirrored, data_module.Protocol(
+    spec = DatasetSpec("digits_mirrored", load_mirrored, Protocol(
         epochs=2, lr=1e-3, lr_halve_every=0, stage2_epochs=2), "mirrored digits (8x8)",
         lambda size: (1, 8, 8), train_size=1500)
-    data_module.register_dataset(spec)
+    register_dataset(spec)
     try:
         with pytest.raises(ValueError, match="already registered"):
-            data_module.register_dataset(spec)
+            register_dataset(spec)
         rec = run(TrainConfig(dataset="digits_mirrored", fid=False, eval_images=100, out=str(tmp_path / "run")))
         assert rec.status == "finished", rec.reason
         assert rec.config["epochs"] == 2 and rec.data["shape"] == [1, 8, 8]  # the protocol's, the spec's
         caption = " ".join(build_table(load_records(tmp_path)).caption)
         assert "mirrored digits (8x8)" in caption
     finally:
-        data_module._DATASETS.pop("digits_mirrored")
+        _DATASETS.pop("digits_mirrored")

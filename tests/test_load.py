@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 import vaes
 from vaes.config import TrainConfig, from_dict, parse_overrides, to_dict
@@ -179,7 +180,6 @@ def test_one_stage_run_samples_stage_1_and_refuses_stage_2(run_dir, tmp_path):
 # ---- the command line -----------------------------------------------------------------------
 
 def test_cli_writes_a_grid_png(run_dir, tmp_path):
-    from PIL import Image
     out = tmp_path / "sub" / "grid.png"
     p = subprocess.run([sys.executable, "-m", "vaes.sample", str(run_dir), "n=10", f"out={out}",
                         "stage=2", "sampler=ancestral", "seed=1", "device=cpu"],

@@ -6,11 +6,14 @@ import pytest
 import vaes
 from vaes.registry import _OPTIONS, _VARIANTS, get_variant, register_variant, variant_options
 
+# The balancing strategies DESIGN.md specifies (the papers' four): the registry must hold them
+# whatever else it holds. A requirement, so named here rather than derived from the registry.
+PAPER_VARIANTS = {"balanced", "beta", "learned_gamma", "sigma"}
 
 def test_builtin_variants_are_registered():
     # one file per variant in vaes/variants, named as the variant: every file registered its class
     files = sorted(p.stem for p in (Path(vaes.__file__).parent / "variants").glob("*.py") if p.stem != "__init__")
-    assert vaes.list_variants() == files and {"balanced", "beta", "learned_gamma", "sigma"} <= set(files)
+    assert vaes.list_variants() == files and PAPER_VARIANTS <= set(files)
     assert vaes.list_variants("*gamma*") == ["learned_gamma"]
 
 

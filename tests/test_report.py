@@ -19,6 +19,9 @@ import pytest
 from benchmarks.frames import load_histories, load_records
 from tests.conftest import REPO
 from benchmarks.report import REFERENCE_SOURCE, build_table, main, make_report, render_latex
+from vaes.config import TrainConfig
+from vaes.data import load_dataset
+from vaes.train import train
 
 try:
     from tests.services import pdflatex  # noqa: F401  (fixture)
@@ -31,8 +34,6 @@ FIGURES = ("curves.png", "metrics.png", "tradeoff.png", "samples.png")
 # ----------------------------------------------------------------------------- record makers
 
 def _train(out: Path, data, **kw) -> dict:
-    from vaes.config import TrainConfig
-    from vaes.train import train
     # 300 images, 2 epochs, a narrow second stage, no Inception: seconds per run on a CPU
     cfg = TrainConfig(dataset="digits", epochs=2, n_train=300, device="cpu", stage2_width=64,
                       stage2_epochs=2, eval_images=300, fid=False, out=str(out), **kw)
@@ -73,7 +74,6 @@ def _fid(v: float) -> dict:
 @pytest.fixture(scope="module")
 def real_suite(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("real")
-    from vaes.data import load_dataset
     # without labels the evaluation skips the classifier distance, whose classifier takes
     # about a minute to train here; the synthetic suites below carry cfd_* values instead
     data = dataclasses.replace(load_dataset("digits"), train_labels=None, test_labels=None)

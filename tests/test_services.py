@@ -12,7 +12,9 @@ import threading
 import time
 import uuid
 
+import optuna
 import pytest
+import submitit
 
 from tests.conftest import wait_until
 
@@ -63,8 +65,6 @@ def _wait_state(job_id: str, prefix: str, timeout_s: float) -> str:
 
 
 def _executor(folder, cluster, **params):
-    import submitit
-
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
     executor.update_parameters(
         timeout_min=5, slurm_partition=cluster.partition, cpus_per_task=1, **params
@@ -95,8 +95,6 @@ def test_submitit_map_array_runs_tasks_concurrently(slurm_cluster, tmp_path):
 
 
 def test_submitit_killed_job_raises_uncompleted(slurm_cluster, tmp_path):
-    import submitit
-
     def sleeper():
         time.sleep(300)
         return "not reached"
@@ -107,12 +105,12 @@ def test_submitit_killed_job_raises_uncompleted(slurm_cluster, tmp_path):
     subprocess.run(["scancel", "--signal=KILL", job.job_id], check=True, timeout=10)
 
     # submitit learns the death through sacct (FAILED), then waits 15 s for a result file
-    deadline = time.monotonic() + 45
-    while not job.done(force_check=True):
-        if time.monotonic() > deadline:
-            subprocess.run(["scancel", job.job_id], timeout=10)
-            pytest.fail(f"submitit still sees job {job.job_id} as {job.state} 45 s after KILL")
-        time.sleep(1)
+    try:
+        wait_until(lambda: job.done(force_check=True), 45, f"submitit sees job {job.job_id} done after KILL",
+                   lambda: f"it still sees it as {job.state}", poll_s=1)
+    except pytest.fail.Exception:
+        subprocess.run(["scancel", job.job_id], timeout=10)
+        raise
     with pytest.raises(submitit.core.utils.UncompletedJobError):
         _call_with_timeout(job.result, 40)
     assert job.state in ("FAILED", "CANCELLED", "NODE_FAIL") or job.state.startswith("CANCELLED")
@@ -120,8 +118,6 @@ def test_submitit_killed_job_raises_uncompleted(slurm_cluster, tmp_path):
 
 def test_submitit_checkpoint_requeue(slurm_cluster, tmp_path):
     """USR2 (what SLURM sends before the time limit) -> submitit checkpoints, requeues, reruns."""
-    import submitit
-
     class Resumable(submitit.helpers.Checkpointable):
         def __call__(self, started_marker):
             restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
@@ -133,12 +129,12 @@ def test_submitit_checkpoint_requeue(slurm_cluster, tmp_path):
     executor = _executor(tmp_path / "submitit", slurm_cluster)
     marker = tmp_path / "started"
     job = executor.submit(Resumable(), str(marker))
-    deadline = time.monotonic() + 30
-    while not marker.exists():
-        if time.monotonic() > deadline:
-            subprocess.run(["scancel", job.job_id], timeout=10)
-            pytest.fail(f"job {job.job_id} did not start within 30 s ({_squeue_state(job.job_id)!r})")
-        time.sleep(0.3)
+    try:
+        wait_until(marker.exists, 30, f"job {job.job_id} started", lambda: f"squeue: {_squeue_state(job.job_id)!r}",
+                   poll_s=0.3)
+    except pytest.fail.Exception:
+        subprocess.run(["scancel", job.job_id], timeout=10)
+        raise
     job._interrupt(timeout=True)  # scancel --signal USR2, as on a real pre-timeout signal
     # SLURM holds a requeued job for about 2 minutes (Reason=BeginTime) because slurmd revokes
     # the credential of the killed run: a restart within the same second is refused ("Job
@@ -152,8 +148,6 @@ def test_submitit_checkpoint_requeue(slurm_cluster, tmp_path):
 
 
 def test_optuna_rdb_storage_on_postgres(postgres_url):
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     name = f"test-services-{uuid.uuid4().hex[:8]}"
     storage = optuna.storages.RDBStorage(postgres_url)

@@ -22,7 +22,8 @@ TINY = 200  # digits images: two batches of 100
 
 
 @pytest.fixture(scope="module")
-def digits():
+def digits_train():
+    """vaes.data's digits training split (not conftest's digits(): all 1,797 in scikit-learn's order)."""
     return load_dataset("digits").train
 
 
@@ -30,9 +31,9 @@ def _network_tensors(model) -> list[torch.Tensor]:
     return [p.detach().cpu() for p in [*model.encoder.parameters(), *model.decoder.parameters()]]
 
 
-def test_three_trainers_train_the_same_network(digits, tmp_path):
+def test_three_trainers_train_the_same_network(digits_train, tmp_path):
     names = ["vaebench", "tutorial"] + (["pythae"] if speed.pythae_available() else [])
-    x = digits[:TINY]
+    x = digits_train[:TINY]
     cfg = speed.bench_config("digits", tuple(x.shape[1:]))
     trainers = speed.make_trainers(cfg, tuple(x.shape[1:]), x, torch.device("cpu"), tmp_path, names)
     assert [t.name for t in trainers] == names
@@ -103,8 +104,8 @@ def _fit_history(x, tmp_path: Path, **options) -> list[float]:
     return [h["loss"] for h in res.history]
 
 
-def test_bf16_autocast_keeps_the_losses(digits, tmp_path):
-    x = digits[:500]
+def test_bf16_autocast_keeps_the_losses(digits_train, tmp_path):
+    x = digits_train[:500]
     fp32, bf16 = _fit_history(x, tmp_path), _fit_history(x, tmp_path, bf16=True)
     assert all(math.isfinite(v) for v in bf16)
     # bf16 keeps 8 bits of mantissa: a few per mille per op; measured 1e-4 here after ten steps

@@ -5,9 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import vaes
+from vaes.data import get_dataset, list_datasets
 
 from benchmarks.run import job_status, run_suite
 from benchmarks.suite import expand, list_suites, load_suite
@@ -50,14 +52,19 @@ def records(out: Path) -> list[dict]:
 
 def test_shipped_suites_load_and_expand():
     names = list_suites()
-    for name in ("quick", "shapes", "mnist", "fashion_mnist", "cifar10", "celeba", "ablation_balanced"):
-        assert name in names and names[name]
-    cifar = expand(load_suite("cifar10"))
+    assert all(names.values()), names  # every shipped suite loads and says what it is
+    suites = {name: load_suite(name) for name in names}
+    # a data-set suite bears its data set's name and trains on it
+    data_set_suites = set(names) & set(list_datasets())
+    assert all(suites[name]["dataset"] == name for name in data_set_suites)
+    # every data set the paper reports FIDs for has a suite of its own
+    assert {d for d in list_datasets() if get_dataset(d).reference_fid} <= data_set_suites
+    cifar = expand(suites["cifar10"])
     assert {j.cfg.epochs for j in cifar} == {700} and {j.cfg.stage2_epochs for j in cifar} == {1400}
     assert {j.cfg.lr for j in cifar} == {1e-4} and {j.cfg.network for j in cifar} == {"resnet"}
-    celeba = expand(load_suite("celeba"))
+    celeba = expand(suites["celeba"])
     assert {j.cfg.lr for j in celeba} == {5e-5} and {j.cfg.lr_halve_every for j in celeba} == {60}
-    suite = load_suite("quick")
+    suite = suites["quick"]
     quick = expand(suite)
     # every run of every seed is a distinct run, and every registered variant is in quick
     assert len({j.run_id for j in quick}) == len(quick) == len(suite["runs"]) * suite["seeds"]
@@ -150,7 +157,6 @@ def test_sigterm_stops_the_suite_after_checkpointing_the_current_run(tmp_path):
 
 
 def test_a_suite_pointed_at_npz_images_keeps_its_own_protocol(tmp_path):
-    import numpy as np
     path = tmp_path / "cifar_like.npz"
     rng = np.random.default_rng(0)
     np.savez(path, train=rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8),

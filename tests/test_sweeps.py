@@ -24,9 +24,10 @@ import pytest
 from vaes.data import list_datasets
 
 from benchmarks.suite import list_suites
+from sweeps.run import main
 from sweeps.storage import StorageError, make_storage, redact
 from sweeps.studies import get_study, list_studies, register_study
-from tests.conftest import REPO
+from tests.conftest import REPO, log_tail, wait_until
 from tests.services import postgres_url, slurm_cluster  # noqa: F401
 
 PG_SECRET = "vaebench:vaebench@"  # user:password@ of the test database: must never be written
@@ -62,22 +63,7 @@ def _finish(proc: subprocess.Popen, log: Path, out: Path, timeout_s: float) -> i
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         _cancel_jobs(out)
-        pytest.fail(f"no result within {timeout_s} s; log tail:\n{_tail(log)}", pytrace=False)
-
-
-def _tail(log: Path, n: int = 40) -> str:
-    return "\n".join(log.read_text(errors="replace").splitlines()[-n:])
-
-
-def _wait_for(pred, timeout_s: float, what: str, log: Path | None = None):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.3)
-    pytest.fail(f"{what}: not within {timeout_s} s" + (f"; log tail:\n{_tail(log)}" if log else ""),
-                pytrace=False)
+        pytest.fail(f"no result within {timeout_s} s; log tail:\n{log_tail(log)}", pytrace=False)
 
 
 def _running_with_checkpoint(study: optuna.Study, out: Path):
@@ -143,7 +129,6 @@ def test_storage_error_does_not_leak_password(tmp_path):
 
 
 def test_list_shows_the_studies(capsys):
-    from sweeps.run import main
     assert main(["--list"]) == 0
     text = capsys.readouterr().out
     for name in ("beta_digits", "balanced_digits", "balanced_digits_pareto", "smoke"):
@@ -165,7 +150,6 @@ if "test_diverges_first" not in list_studies():
 def test_debug_failed_trial_recorded_study_goes_on_and_relaunch_continues(tmp_path):
     """--cluster debug (in this process): a NaN run is a FAIL with its reason; the same
     command with more trials continues the same study without rerunning anything."""
-    from sweeps.run import main
     out = tmp_path / "sweep"
     args = ["--study", "test_diverges_first", "--cluster", "debug", "--workers", "2", "--out", str(out),
             "--poll-s", "0.2", "--no-report", "--device", "cpu"]
@@ -199,7 +183,6 @@ def test_every_data_set_suite_has_a_study_of_its_own():
 @pytest.mark.inception
 def test_shapes_study_runs_a_trial_with_real_fid_as_its_objective(tmp_path):
     """A data-set study end to end (debug cluster, one tiny trial): its objective is sample FID."""
-    from sweeps.run import main
     out = tmp_path / "shapes"
     assert main(["--study", "balanced_shapes", "--trials", "1", "--cluster", "debug", "--out", str(out),
                  "--set", "epochs=1", "n_train=300", "eval_images=200", "fid_images=20",
@@ -213,7 +196,6 @@ def test_shapes_study_runs_a_trial_with_real_fid_as_its_objective(tmp_path):
 
 
 def test_debug_multi_objective_study_writes_pareto_front(tmp_path):
-    from sweeps.run import main
     out = tmp_path / "pareto"
     assert main(["--study", "balanced_digits_pareto", "--trials", "2", "--cluster", "debug", "--out", str(out),
                  "--set", "epochs=1", "eval_images=200", "--no-report", "--device", "cpu"]) == 0
@@ -234,20 +216,20 @@ def test_local_worker_killed_then_relaunch_resumes_its_trial(tmp_path):
             "--set", "epochs=50", "--poll-s", "0.5", "--no-report", "--device", "cpu"]
     proc = _start(args, log)
     journal = out / "study.journal"
-    _wait_for(journal.is_file, 60, "study created", log)
-    victim = _wait_for(lambda: _running_with_checkpoint(_journal_study(out, "smoke"), out), 120,
-                       "a trial with a checkpoint", log)
+    wait_until(journal.is_file, 60, "study created", lambda: log_tail(log), poll_s=0.3)
+    victim = wait_until(lambda: _running_with_checkpoint(_journal_study(out, "smoke"), out), 120,
+                        "a trial with a checkpoint", lambda: log_tail(log), poll_s=0.3)
     os.kill(victim.user_attrs["owner"]["pid"], signal.SIGKILL)
-    assert _finish(proc, log, out, 90) == 1, _tail(log)  # study incomplete: exit 1
+    assert _finish(proc, log, out, 90) == 1, log_tail(log)  # study incomplete: exit 1
 
     log2 = tmp_path / "run2.log"
-    assert _finish(_start(args, log2), log2, out, 150) == 0, _tail(log2)
+    assert _finish(_start(args, log2), log2, out, 150) == 0, log_tail(log2)
     study = _journal_study(out, "smoke")
     done = _check_finished_records(study, out, 1)
     dead = study.trials[victim.number]
     assert dead.state == optuna.trial.TrialState.FAIL and dead.user_attrs["fail_kind"] == "worker_died"
     retry = [t for t in done if t.system_attrs.get("failed_trial") == victim.number]
-    assert len(retry) == 1, _tail(log2)
+    assert len(retry) == 1, log_tail(log2)
     assert retry[0].user_attrs["run_dir"] == victim.user_attrs["run_dir"]
     assert retry[0].params == victim.params
     assert retry[0].user_attrs["resumed_from"]["epoch"] >= 1
@@ -288,7 +270,7 @@ def _array_ids(out: Path) -> list[str]:
 def test_slurm_array_of_two_workers_completes_study_on_postgres(slurm_cluster, postgres_url, pg_study_name, tmp_path):
     out, log = tmp_path / "sweep", tmp_path / "run.log"
     proc = _start(_slurm_args(slurm_cluster, out, postgres_url, pg_study_name, 4, 2), log)
-    assert _finish(proc, log, out, 150) == 0, _tail(log)
+    assert _finish(proc, log, out, 150) == 0, log_tail(log)
     assert len(_array_ids(out)) == 2
     study = _pg_study(postgres_url, pg_study_name)
     done = _check_finished_records(study, out, 4)
@@ -308,13 +290,13 @@ def test_slurm_sigkilled_worker_trial_is_retried_from_checkpoint(slurm_cluster, 
     worker fails the stale trial and resumes it in the same folder; the study ends with exactly T."""
     out, log = tmp_path / "sweep", tmp_path / "run.log"
     proc = _start(_slurm_args(slurm_cluster, out, postgres_url, pg_study_name, 2, 2, "--set", "epochs=50"), log)
-    _wait_for(lambda: (out / "launch.json").is_file(), 60, "jobs submitted", log)
+    wait_until(lambda: (out / "launch.json").is_file(), 60, "jobs submitted", lambda: log_tail(log), poll_s=0.3)
     try:
-        victim = _wait_for(lambda: _running_with_checkpoint(_pg_study(postgres_url, pg_study_name), out), 120,
-                           "a trial with a checkpoint", log)
+        victim = wait_until(lambda: _running_with_checkpoint(_pg_study(postgres_url, pg_study_name), out), 120,
+                            "a trial with a checkpoint", lambda: log_tail(log), poll_s=0.3)
         task = victim.user_attrs["owner"]["slurm_job"]
         os.kill(victim.user_attrs["owner"]["pid"], signal.SIGKILL)  # single node: the job's pid is ours
-        assert _finish(proc, log, out, 240) == 0, _tail(log)
+        assert _finish(proc, log, out, 240) == 0, log_tail(log)
     finally:
         _cancel_jobs(out)
     study = _pg_study(postgres_url, pg_study_name)
@@ -337,10 +319,10 @@ def test_slurm_time_limit_signal_requeues_and_resumes_same_run(slurm_cluster, po
     at a step boundary, submitit requeues it, and the requeued worker resumes that checkpoint."""
     out, log = tmp_path / "sweep", tmp_path / "run.log"
     proc = _start(_slurm_args(slurm_cluster, out, postgres_url, pg_study_name, 1, 1, "--set", "epochs=50"), log)
-    _wait_for(lambda: (out / "launch.json").is_file(), 60, "jobs submitted", log)
+    wait_until(lambda: (out / "launch.json").is_file(), 60, "jobs submitted", lambda: log_tail(log), poll_s=0.3)
     try:
-        victim = _wait_for(lambda: _running_with_checkpoint(_pg_study(postgres_url, pg_study_name), out), 120,
-                           "a trial with a checkpoint", log)
+        victim = wait_until(lambda: _running_with_checkpoint(_pg_study(postgres_url, pg_study_name), out), 120,
+                            "a trial with a checkpoint", lambda: log_tail(log), poll_s=0.3)
         task = victim.user_attrs["owner"]["slurm_job"]
         subprocess.run(["scancel", "--signal=USR2", task], check=True, timeout=20)
 
@@ -348,14 +330,15 @@ def test_slurm_time_limit_signal_requeues_and_resumes_same_run(slurm_cluster, po
             state = subprocess.run(["squeue", "-h", "-j", task, "-o", "%T"], check=False, capture_output=True,
                                    text=True, timeout=10).stdout.strip()
             return state.startswith("PENDING")
-        _wait_for(pending, 60, f"job {task} requeued (PENDING)", log)
+        wait_until(pending, 60, f"job {task} requeued (PENDING)", lambda: log_tail(log), poll_s=0.3)
         pid = victim.user_attrs["owner"]["pid"]
-        _wait_for(lambda: not Path(f"/proc/{pid}").exists(), 30, "the signalled worker has exited", log)
+        wait_until(lambda: not Path(f"/proc/{pid}").exists(), 30, "the signalled worker has exited",
+                   lambda: log_tail(log), poll_s=0.3)
         # SLURM holds a requeued job for a while (Reason=BeginTime): start it now, but not within
         # the second of the requeue (slurmd rejects a credential as old as its revocation)
         time.sleep(2)
         subprocess.run(["scontrol", "update", f"JobId={task}", "StartTime=now"], check=True, timeout=10)
-        assert _finish(proc, log, out, 200) == 0, _tail(log)
+        assert _finish(proc, log, out, 200) == 0, log_tail(log)
     finally:
         _cancel_jobs(out)
     study = _pg_study(postgres_url, pg_study_name)
@@ -385,11 +368,11 @@ def test_slurm_suite_runs_as_one_array(slurm_cluster, tmp_path):
     out, log = tmp_path / "suite", tmp_path / "suite.log"
     args = ["--suite", str(suite), "--cluster", "slurm", "--out", str(out), "--device", "cpu",
             "--partition", slurm_cluster.partition, "--time-min", "10", "--mem-gb", "2"]
-    assert _finish(_start(args, log, "benchmarks.run"), log, out, 150) == 0, _tail(log)
+    assert _finish(_start(args, log, "benchmarks.run"), log, out, 150) == 0, log_tail(log)
     assert len(_array_ids(out)) == 2
     recs = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/record.json"))]
     assert sorted(r["label"] for r in recs) == ["balanced", "beta"]
     assert all(r["status"] == "finished" and r["suite"] == "tiny" for r in recs)
     log2 = tmp_path / "suite2.log"
-    assert _finish(_start(args, log2, "benchmarks.run"), log2, out, 60) == 0, _tail(log2)
+    assert _finish(_start(args, log2, "benchmarks.run"), log2, out, 60) == 0, log_tail(log2)
     assert "2 already done, 0 to run" in log2.read_text()

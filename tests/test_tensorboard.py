@@ -11,7 +11,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None,
 
 
 def test_event_files_read_back_with_the_expected_tags(tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # inside: optional package
     cfg = TrainConfig(dataset="digits", variant="balanced", epochs=4, two_stage=True, stage2_epochs=3,
                       stage2_width=64, eval_images=100, fid=False, tensorboard=True, out=str(tmp_path / "run"))
     rec = run(cfg)

@@ -12,6 +12,7 @@ from vaes.records import load_torch
 from vaes.run import run
 from vaes.build import build_stage2, resolve
 from vaes.train import train
+from vaes.variants.beta import Beta
 from tests.conftest import REPO
 
 
@@ -74,7 +75,6 @@ def test_sigterm_checkpoints_and_the_rerun_ends_where_an_uninterrupted_run_ends(
 
 
 def test_nan_loss_fails_with_a_reason_and_a_record(tmp_path, monkeypatch):
-    from vaes.variants.beta import Beta
     original = Beta.loss
     calls = {"n": 0}
 

@@ -10,6 +10,7 @@ import torch
 import vaes
 from vaes.config import TrainConfig
 from vaes.train import build_model, resolve
+from vaes.variants.balanced import paper_kl_weight
 
 GOLDEN = Path(__file__).parent / "golden" / "losses.json"
 REGEN = os.environ.get("VAEBENCH_REGEN_GOLDEN") == "1"  # regenerate on purpose, never by hand
@@ -121,7 +122,6 @@ def test_balanced_loss_weights_and_no_gradient_through_gamma():
 
 
 def test_paper_kl_weight_preset():
-    from vaes.variants.balanced import paper_kl_weight
     assert paper_kl_weight((3, 32, 32), 64) == 1.0 and paper_kl_weight((3, 64, 64), 64) == 4.0
     assert paper_kl_weight((64,), 64) == 1.0  # second stage: latent vectors
 
