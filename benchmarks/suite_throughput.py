@@ -4,8 +4,8 @@
         [--n-train N] [--epochs E] [--stage2-epochs E2] [--processes P] [--out DIR]
 
 The suite's jobs (every row, ``--seeds`` seeds: ``benchmarks.suite.expand``) are trained by
-vaebench's own trainer (:func:`vaes.train.train`, first and second stage, no evaluation: FID is
-timed apart) on synthetic uint8 data of the suite's shape, at reduced epochs, three ways:
+vaebench's own trainer (:func:`vaes.run.run` with ``evaluate=False``: first and second
+stage, no evaluation; FID is timed apart) on synthetic uint8 data of the suite's shape, at reduced epochs, three ways:
 
 1. ``single``: the first job alone in a fresh process (start-up and CUDA set-up included);
 2. ``sequential``: every job one after another in one process, as ``benchmarks.run`` does;

@@ -9,7 +9,7 @@ the same images, batch size and optimizer (Adam at the data set's learning rate)
 three ways, in alternation (A B C A B C ..., one warm-up round then ``--rounds`` timed ones),
 so that a noisy neighbour or a clock change hits all three alike:
 
-1. ``vaebench``: :func:`vaes.train.fit` as :func:`vaes.train.train` calls it (uint8 data on the
+1. ``vaebench``: :func:`vaes.trainer.fit` as :func:`vaes.trainer.train` calls it (uint8 data on the
    device, a checkpoint every epoch); the wall clock of the whole call;
 2. ``tutorial``: the loop of the PyTorch tutorials (a DataLoader over a TensorDataset of float
    CPU tensors, shuffle=True, ``.to(device)`` per batch, ``loss.item()`` per step) calling the
@@ -22,7 +22,7 @@ so that a noisy neighbour or a clock change hits all three alike:
 
 Each trainer's images/second is the median over rounds; the ratios are of those medians, and
 the median of the per-round ratios is kept too (steadier on a busy machine). Beside them: the
-second stage of the two-stage VAE (:func:`vaes.train.train_stage2`), evaluation speed through
+second stage of the two-stage VAE (:func:`vaes.trainer.train_stage2`), evaluation speed through
 the Inception-v3 of vaebench's FID (its real weights where they can be had, else torchvision's
 with random weights: speed does not depend on the weights; nothing is downloaded) and through
 the classifier distance, peak memory, FLOPs per image and, on CUDA, the fraction of the device's

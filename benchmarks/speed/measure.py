@@ -71,7 +71,7 @@ def flops_per_image(model: nn.Module, x_u8: torch.Tensor) -> float:
 
 def measure_stage2(cfg: TrainConfig, model, train_u8: torch.Tensor, device: torch.device, *,
                    epochs: int, rounds: int, workdir: Path) -> dict:
-    """Speed of :func:`vaes.train.train_stage2` (latents re-sampled every epoch), in codes/second."""
+    """Speed of :func:`vaes.trainer.train_stage2` (latents re-sampled every epoch), in codes/second."""
     cfg = cfg.replace(stage2_epochs=epochs)
     x = train_u8.to(device)
     speeds, fit_speeds, n_params = [], [], None
