@@ -54,7 +54,7 @@ def measure(args) -> dict:
         res["batches"][str(bs)] = {
             "real_features_seconds": t_real, "generated_features_seconds": t_fake, "statistics_seconds": t_stats,
             "frechet_seconds": t_fd, "total_seconds": total, "images_per_second": 2 * args.n_images / (t_real + t_fake),
-            "fid_random_weights": fid, "feature_dim": int(f_real.shape[1]),
+            "fid": fid, "feature_dim": int(f_real.shape[1]),
             "peak_memory_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None}
         print(f"batch {bs}: {total:.1f} s for {args.n_images} + {args.n_images} images "
               f"({res['batches'][str(bs)]['images_per_second']:.0f} images/s through Inception)", flush=True)

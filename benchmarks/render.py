@@ -116,8 +116,9 @@ def _tabular(table: Table) -> str:
             cells = [_cell_text(cell, c, "tex") if cell is not None else ""
                      for cell, c in zip(plain, table.columns)]
             flags = [c.key in row.cells and row.cells[c.key].bold for c in table.columns]
-        # a newline inside a cell is a space to LaTeX; removing it keeps one row per line
-        texts.append([t.replace("\n", " ") for t in [name] + cells])
+        # a line break inside a cell (any of str.splitlines') is a space to LaTeX; joining keeps
+        # one table row per line
+        texts.append([" ".join(t.splitlines()) for t in [name] + cells])
         bold.append([False] + flags)
     frame = pd.DataFrame(texts, columns=range(ncol))
     css = pd.DataFrame([["textbf: --rwrap;" if b else "" for b in r] for r in bold], columns=range(ncol))

@@ -85,29 +85,31 @@ def test_project_modules_are_imported_at_the_top():
 
 
 def _function_level_imports(path: Path) -> list[tuple[int, str]]:
-    """(line, text) of every import inside a function or class of ``path``."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    top = set()
-    for node in tree.body:  # `try: import x / except ImportError` at the top is module level too
-        top.update(id(n) for n in ast.walk(node) if not isinstance(node, (ast.FunctionDef, ast.ClassDef,
-                                                                          ast.AsyncFunctionDef)))
-    lines = path.read_text().splitlines()
-    return [(n.lineno, lines[n.lineno - 1]) for n in ast.walk(tree)
-            if isinstance(n, (ast.Import, ast.ImportFrom)) and id(n) not in top]
+    """(line, text) of every import inside a function (at any depth, under if/try/with too)."""
+    text = path.read_text()
+    lines, found = text.splitlines(), []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.Import, ast.ImportFrom)) and in_function:
+                found.append((child.lineno, lines[child.lineno - 1]))
+            visit(child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
+
+    visit(ast.parse(text, filename=str(path)), False)
+    return found
 
 
 def _says_why(lines: list[str], lineno: int) -> bool:
-    """The import on ``lineno`` (1-based) has a comment on its line, or opens with the run of
-    imports under a comment line."""
-    i = lineno - 1
-    while i >= 0:
-        text = lines[i].strip()
-        if "#" in text:
+    """The import on ``lineno`` (1-based) has a comment on its line, or opens, with the imports
+    right under it, below a line that is only a comment."""
+    if "#" in lines[lineno - 1]:
+        return True
+    i = lineno - 2
+    while i >= 0 and lines[i].strip().startswith(("import ", "from ")):
+        if "#" in lines[i]:
             return True
-        if not text.startswith(("import ", "from ")):
-            return False
         i -= 1
-    return False
+    return i >= 0 and lines[i].strip().startswith("#")
 
 
 def test_imports_inside_functions_say_why():

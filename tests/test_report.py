@@ -320,3 +320,12 @@ def test_no_committed_result_names_a_path_of_the_machine_that_made_it():
             leaks += [f"{path.relative_to(results)}: {m}" for m in ("/root/", "/home/", "/tmp/", "/work/")
                       if m in text]
     assert not leaks, "\n".join(leaks[:20])
+
+
+def test_a_label_with_line_breaks_stays_one_latex_row(cfd_suite):
+    """Any line break str.splitlines knows (\\n, \\r, form feed, ...) inside a label is a space: the
+    tabular keeps one table row per source line."""
+    df = load_records(cfd_suite)
+    df["label"] = df["label"].replace({"low_mse": "low\rmse\x0cnow", "high_mse": "high\nmse"})
+    rows = _rows(render_latex(build_table(df, {"name": "breaks"})))
+    assert {"low mse now", "high mse", "high mse (2-stage)"} <= set(rows)

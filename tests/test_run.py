@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import vaes.run
 from vaes.config import TrainConfig
 from vaes.run import run
 
@@ -31,3 +32,15 @@ def test_a_failure_after_training_began_is_written_into_the_running_record(tmp_p
     stored = json.loads((tmp_path / "r" / "record.json").read_text())
     assert rec.status == stored["status"] == "failed" and stored["label"] == "no data"
     assert "DataMissing" in stored["reason"] and stored["run_id"] == rec.run_id
+
+
+def test_a_failure_beside_a_damaged_record_keeps_the_callers_meta(tmp_path, monkeypatch):
+    (tmp_path / "record.json").write_bytes(b'{"run_id": "abc", "st')  # cut short
+
+    def broken_train(cfg, **kw):  # a failure that comes before the trainer reads the record
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(vaes.run, "train", broken_train)
+    rec = run(TrainConfig(dataset="digits", epochs=1, out=str(tmp_path)), meta={"label": "L"})
+    assert rec.status == "failed" and rec.reason.startswith("RuntimeError: boom")
+    assert rec.meta == {"label": "L"} and "record.json" in rec.reason

@@ -25,6 +25,8 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torchvision.datasets as tvd
+import torchvision.transforms.v2 as T
 from tqdm import tqdm
 
 from vaes.records import atomic_path
@@ -160,7 +162,6 @@ def _read_idx(path: Path) -> np.ndarray:
 
 
 def _mnist_like(name: str, cls_name: str, root: str, download: bool) -> ImageData | dict:
-    import torchvision.datasets as tvd  # heavy (torchvision); only the downloadable data sets need it
     cls = getattr(tvd, cls_name)
     if download:  # torchvision's own download and parsing
         parts = [cls(root, train=t, download=True) for t in (True, False)]
@@ -228,7 +229,6 @@ def load_fashion_mnist_data(root: str, download: bool, data_split: str = "standa
 
 def load_cifar10_data(root: str, download: bool, data_split: str = "standard", **_) -> ImageData:
     """CIFAR-10 through torchvision: 50k/10k 32x32 colour images."""
-    import torchvision.datasets as tvd  # heavy (torchvision); only the downloadable data sets need it
     parts = []
     for train in (True, False):
         try:
@@ -247,8 +247,6 @@ def load_cifar10_data(root: str, download: bool, data_split: str = "standard", *
 
 def _celeba_split(root: str, split: str, download: bool) -> torch.Tensor:
     """One CelebA split, centre-cropped to 128 and resized to 64, cached as uint8 .npy."""
-    import torchvision.datasets as tvd  # heavy (torchvision); only the downloadable data sets need it
-    import torchvision.transforms.v2 as T  # heavy, as above
     cache = Path(root) / "celeba" / f"vaebench_64_{split}.npy"
     if cache.is_file():
         return torch.from_numpy(np.load(cache))

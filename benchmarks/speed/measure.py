@@ -111,27 +111,23 @@ def measure_eval(model, real_u8: torch.Tensor, device: torch.device, *, n_images
     fake = generate_u8(model, max(n_images, 1000), device)
     sync(device)
     out["sampling_images_per_second"] = len(fake) / (time.perf_counter() - t0)
-    try:
-        fn, what = inception_extractor(device)
-    except ImportError as e:
-        out["inception"] = {"skipped": f"neither torch-fidelity nor pytorch-fid is importable: {e}"}
-    else:
-        per_bs = {}
-        for bs in batch_sizes:
-            warm = fake[:min(bs, 2)] if device.type == "cpu" else fake[:bs]  # allocator, cuDNN's choice
-            extract_features(warm, fn, device=device, batch_size=bs)
-            with PeakMemory(device) as mem:
-                sync(device)
-                t0 = time.perf_counter()
-                feats = extract_features(fake[:n_images], fn, device=device, batch_size=bs)
-                sync(device)
-                dt = time.perf_counter() - t0
-            per_bs[str(bs)] = {"images_per_second": n_images / dt, "peak_memory_bytes": mem.peak}
-        best = max(v["images_per_second"] for v in per_bs.values())
-        out["inception"] = {"extractor": what, "feature_dim": int(feats.shape[1]), "n_images": n_images,
-                            "by_batch_size": per_bs, "images_per_second": best,
-                            "fid_10k_seconds": 2 * PAPER_CIFAR10["fid_images"] / best,
-                            "note": "fid_10k_seconds: one FID from scratch, 10k generated + 10k real images"}
+    fn, what = inception_extractor(device)
+    per_bs = {}
+    for bs in batch_sizes:
+        warm = fake[:min(bs, 2)] if device.type == "cpu" else fake[:bs]  # allocator, cuDNN's choice
+        extract_features(warm, fn, device=device, batch_size=bs)
+        with PeakMemory(device) as mem:
+            sync(device)
+            t0 = time.perf_counter()
+            feats = extract_features(fake[:n_images], fn, device=device, batch_size=bs)
+            sync(device)
+            dt = time.perf_counter() - t0
+        per_bs[str(bs)] = {"images_per_second": n_images / dt, "peak_memory_bytes": mem.peak}
+    best = max(v["images_per_second"] for v in per_bs.values())
+    out["inception"] = {"extractor": what, "feature_dim": int(feats.shape[1]), "n_images": n_images,
+                        "by_batch_size": per_bs, "images_per_second": best,
+                        "fid_10k_seconds": 2 * PAPER_CIFAR10["fid_images"] / best,
+                        "note": "fid_10k_seconds: one FID from scratch, 10k generated + 10k real images"}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         clf = DataClassifier(input_shape=tuple(real_u8.shape[1:]), head_sizes=[10]).to(device).eval()

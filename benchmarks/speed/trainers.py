@@ -57,7 +57,7 @@ def load_images(name: str, root: str, *, synthetic: bool, n_synthetic: int | Non
             f"synthetic uint8 noise of shape {'x'.join(map(str, shape))} ({reason})", True)
 
 
-def bench_config(dataset: str, shape: tuple[int, ...], *, variant: str = "balanced", batch_size: int = 100,
+def bench_config(dataset: str, shape: tuple[int, ...], *, variant: str = TrainConfig.variant, batch_size: int = 100,
                  seed: int = 0, bf16: bool = False, compile: bool = False) -> TrainConfig:
     """The resolved config every trainer of the benchmark shares."""
     return resolve(TrainConfig(dataset=dataset, variant=variant, batch_size=batch_size, seed=seed,
