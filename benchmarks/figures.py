@@ -1,5 +1,9 @@
 """The report's figures (seaborn): training curves, metric strips, the quality / reconstruction
-trade-off, and a sample grid per label."""
+trade-off, and a sample grid per label.
+
+seaborn and matplotlib are imported inside the functions that draw: together about 0.8 s
+(measured here), which every command that imports the report (the suite runner, the sweeps)
+would otherwise pay at start-up."""
 from __future__ import annotations
 
 import math
@@ -7,13 +11,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
-import seaborn as sns
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator
 
 from vaes.metrics import CONVERGED_RATIO
 from benchmarks.table import _quality_kind, label_order
@@ -23,6 +22,7 @@ from benchmarks.table import _quality_kind, label_order
 def label_palette(labels) -> dict[str, Any]:
     """One colour per label, the same in every figure; its order is the order of the legends
     and panels (pass :func:`label_order` for the suite's order)."""
+    import seaborn as sns  # heavy: see the top
     labels = list(dict.fromkeys(map(str, labels)))
     colors = sns.color_palette("tab10" if len(labels) <= 10 else "husl", len(labels))
     return dict(zip(labels, colors))
@@ -30,6 +30,7 @@ def label_palette(labels) -> dict[str, Any]:
 
 def _figure(w: float, h: float):
     """A figure not tied to pyplot's global state (safe in a headless suite run)."""
+    from matplotlib.figure import Figure  # heavy: see the top
     return Figure(figsize=(w, h), dpi=120, layout="constrained")
 
 
@@ -43,6 +44,7 @@ def _message_figure(path: Path, text: str) -> None:
 
 def _legend(fig, palette: dict, extra=None, where: str = "below") -> None:
     """One legend for the whole figure from the label colours, below it or on its right."""
+    from matplotlib.lines import Line2D  # heavy: see the top
     handles = [Line2D([], [], color=c, marker="o", lw=2, label=l) for l, c in palette.items()]
     if extra:
         handles += extra
@@ -59,6 +61,8 @@ def plot_curves(hist: pd.DataFrame, path: str | Path, palette: dict | None = Non
     """curves.png: loss, recon, kl, gamma and gamma / sqrt(MSE) over epochs (finished runs),
     one line per label (mean over seeds, band = std), one row per stage; the last panel marks
     the optimum (1) and the not-converged threshold (dotted)."""
+    import seaborn as sns  # heavy: see the top
+    from matplotlib.ticker import MaxNLocator  # heavy: see the top
     path = Path(path)
     hist = hist[hist["status"] == "finished"]
     if hist.empty:
@@ -111,6 +115,8 @@ def _metric_specs(df: pd.DataFrame) -> list[tuple[str, str]]:
 def plot_metrics(df: pd.DataFrame, path: str | Path, palette: dict | None = None) -> None:
     """metrics.png: one panel per metric, a point per label (mean, bar = std over seeds) and
     the individual seeds as small dots."""
+    import seaborn as sns  # heavy: see the top
+    from matplotlib.ticker import MaxNLocator  # heavy: see the top
     path = Path(path)
     fin = df[df["status"] == "finished"]
     specs = _metric_specs(df)
@@ -141,6 +147,9 @@ def plot_metrics(df: pd.DataFrame, path: str | Path, palette: dict | None = None
 def plot_tradeoff(df: pd.DataFrame, path: str | Path, palette: dict | None = None) -> None:
     """tradeoff.png: reconstruction MSE against sample quality, one point per run (a cross
     for the second stage of a two-stage run), coloured by label."""
+    import seaborn as sns  # heavy: see the top
+    from matplotlib.lines import Line2D  # heavy: see the top
+    from matplotlib.ticker import MaxNLocator  # heavy: see the top
     path = Path(path)
     fin = df[df["status"] == "finished"]
     kind = _quality_kind(df, ("samples", "stage2")).lower()
@@ -180,6 +189,7 @@ def plot_samples(df: pd.DataFrame, path: str | Path, order: list[str] | None = N
     """samples.png: the sample grid (samples.png) of one finished seed per label side by side,
     titled by label, each two-stage label's second-stage grid (samples_stage2.png) right after
     it as '<label> (2-stage)'; more than ``max_cols`` panels wrap onto further rows."""
+    import matplotlib.image as mpimg  # heavy: see the top
     path = Path(path)
     fin = df[df["status"] == "finished"].sort_values(["label", "seed"])
     panels = []  # (title, grid file)

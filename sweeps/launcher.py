@@ -43,11 +43,8 @@ import time
 import warnings
 from pathlib import Path
 
-import matplotlib
-import matplotlib.pyplot as plt
 import optuna
 from optuna.trial import TrialState
-from optuna.visualization import matplotlib as ovm
 
 from benchmarks.report import report_or_say
 from launch.executors import (
@@ -173,7 +170,10 @@ def summarize(study: optuna.Study, definition: Study, out: Path, url: str, trial
 def export_plots(study: optuna.Study, definition: Study, out: Path) -> list[Path]:
     """Optuna's matplotlib plots as PNG in OUT: optimisation history (each objective),
     intermediate values, parameter importances (with >= 2 completed trials), Pareto front."""
-    matplotlib.use("Agg")  # files only, whatever backend an earlier import chose
+    import matplotlib  # heavy, and only the study's plots need it (its Agg backend set before pyplot)
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # after use("Agg")
+    from optuna.visualization import matplotlib as ovm  # imports pyplot: after use("Agg")
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     if not complete:
         print("plots: no completed trial yet", flush=True)
