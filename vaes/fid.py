@@ -41,8 +41,8 @@ import torch
 from tqdm.auto import tqdm
 
 from vaes import inception_weights
-from vaes.frechet import (cache_file, cached, check_images, describe, feature_statistics, frechet_distance,  # noqa: F401
-                          frechet_distance_to_features)  # (describe, the statistics and distances: also vaes.fid's API)
+from vaes.frechet import (cache_file, cached, check_images, feature_statistics, frechet_distance,  # noqa: F401
+                          frechet_distance_to_features)  # (the statistics and distances: also vaes.fid's API)
 from vaes.records import CACHE_ENV, atomic_path, cache_root  # noqa: F401  (CACHE_ENV: API)
 
 ENGINES = ("torch-fidelity", "pytorch-fid")

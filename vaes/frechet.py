@@ -121,8 +121,7 @@ def describe(value) -> str:
     return f"a {type(value).__name__}"
 
 
-def check_images(images, who: str, shape: tuple[int, ...] | None = None, *,
-                 why_shape: str = "train one for this data set") -> None:
+def check_images(images, who: str, shape: tuple[int, ...] | None = None) -> None:
     """Raise unless ``images`` is uint8 N x C x H x W (values 0..255), of ``shape`` C x H x W when
     given; ``who`` ("FID", "the classifier") starts the message."""
     if not torch.is_tensor(images) or images.dtype != torch.uint8 or images.ndim != 4:
@@ -130,7 +129,7 @@ def check_images(images, who: str, shape: tuple[int, ...] | None = None, *,
                         "convert with (x.clamp(0, 1) * 255).round().to(torch.uint8)")
     if shape is not None and tuple(images.shape[1:]) != tuple(shape):
         raise ValueError(f"{who} was made for {'x'.join(map(str, shape))} images, got "
-                         f"{'x'.join(map(str, images.shape[1:]))}; {why_shape}")
+                         f"{'x'.join(map(str, images.shape[1:]))}; train one for this data set")
 
 
 def cache_file(cache_dir: str | os.PathLike, key: dict, readable: str, suffix: str) -> Path:

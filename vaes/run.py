@@ -45,9 +45,14 @@ def run(cfg: TrainConfig, *, data: ImageData | None = None, progress: bool | Non
     except _HookRaised as e:
         raise e.__cause__ from None
     except CorruptRecord as e:  # left as it is for the user to look at; the message says what to do
-        return Record(run_id=run_id(cfg), seed=cfg.seed, config=to_dict(cfg), meta=dict(meta or {})).fail(str(e))
+        return _new_record(cfg, meta).fail(str(e))
     except Exception as e:  # noqa: BLE001 -- one broken run must not stop a suite or a study
         return _failed(cfg, meta, f"{type(e).__name__}: {e}", traceback.format_exc())
+
+
+def _new_record(cfg: TrainConfig, meta: dict | None) -> Record:
+    """A record of ``cfg`` that is not on disk (for a run that failed before or beside its own)."""
+    return Record(run_id=run_id(cfg), seed=cfg.seed, config=to_dict(cfg), meta=dict(meta or {}))
 
 
 def _failed(cfg: TrainConfig, meta: dict | None, reason: str, trace: str) -> Record:
@@ -55,7 +60,7 @@ def _failed(cfg: TrainConfig, meta: dict | None, reason: str, trace: str) -> Rec
     if not (a full disk, a folder that cannot be made, a damaged record.json that is kept), it
     is returned unwritten with why in its reason, so that the caller still learns what happened."""
     path = Path(cfg.out) / "record.json"
-    fresh = Record(run_id=run_id(cfg), seed=cfg.seed, config=to_dict(cfg), meta=dict(meta or {}))
+    fresh = _new_record(cfg, meta)
     try:
         rec = Record.read(path) or fresh
     except CorruptRecord as e:  # a damaged record.json is left for the user to look at, never overwritten
