@@ -64,6 +64,15 @@ def _wait_state(job_id: str, prefix: str, timeout_s: float) -> str:
                       poll_s=0.3)
 
 
+def _wait_or_cancel(job, predicate, timeout_s: float, what: str, detail, poll_s: float) -> None:
+    """wait_until, and cancel the job if the wait fails (a test's job must not outlive it)."""
+    try:
+        wait_until(predicate, timeout_s, what, detail, poll_s=poll_s)
+    except pytest.fail.Exception:
+        subprocess.run(["scancel", job.job_id], timeout=10)
+        raise
+
+
 def _executor(folder, cluster, **params):
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
     executor.update_parameters(
@@ -105,12 +114,8 @@ def test_submitit_killed_job_raises_uncompleted(slurm_cluster, tmp_path):
     subprocess.run(["scancel", "--signal=KILL", job.job_id], check=True, timeout=10)
 
     # submitit learns the death through sacct (FAILED), then waits 15 s for a result file
-    try:
-        wait_until(lambda: job.done(force_check=True), 45, f"submitit sees job {job.job_id} done after KILL",
-                   lambda: f"it still sees it as {job.state}", poll_s=1)
-    except pytest.fail.Exception:
-        subprocess.run(["scancel", job.job_id], timeout=10)
-        raise
+    _wait_or_cancel(job, lambda: job.done(force_check=True), 45, f"submitit sees job {job.job_id} done after KILL",
+                    lambda: f"it still sees it as {job.state}", poll_s=1)
     with pytest.raises(submitit.core.utils.UncompletedJobError):
         _call_with_timeout(job.result, 40)
     assert job.state in ("FAILED", "CANCELLED", "NODE_FAIL") or job.state.startswith("CANCELLED")
@@ -129,12 +134,8 @@ def test_submitit_checkpoint_requeue(slurm_cluster, tmp_path):
     executor = _executor(tmp_path / "submitit", slurm_cluster)
     marker = tmp_path / "started"
     job = executor.submit(Resumable(), str(marker))
-    try:
-        wait_until(marker.exists, 30, f"job {job.job_id} started", lambda: f"squeue: {_squeue_state(job.job_id)!r}",
-                   poll_s=0.3)
-    except pytest.fail.Exception:
-        subprocess.run(["scancel", job.job_id], timeout=10)
-        raise
+    _wait_or_cancel(job, marker.exists, 30, f"job {job.job_id} started",
+                    lambda: f"squeue: {_squeue_state(job.job_id)!r}", poll_s=0.3)
     job._interrupt(timeout=True)  # scancel --signal USR2, as on a real pre-timeout signal
     # SLURM holds a requeued job for about 2 minutes (Reason=BeginTime) because slurmd revokes
     # the credential of the killed run: a restart within the same second is refused ("Job

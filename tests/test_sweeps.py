@@ -22,7 +22,6 @@ import optuna
 import pytest
 
 from vaes.data import list_datasets
-
 from benchmarks.suite import list_suites
 from sweeps.run import main
 from sweeps.storage import StorageError, make_storage, redact
