@@ -23,10 +23,12 @@ import torch
 from torchvision.utils import save_image
 
 from vaes.build import build_model, build_stage2, pick_device
-from vaes.classifier import classifier_frechet_distance, classifier_statistics, load_or_train_classifier
+from vaes import feature_metrics
+from vaes.classifier import classifier_features, load_or_train_classifier
 from vaes.config import from_dict, parse_overrides
 from vaes.data import load_dataset
-from vaes.fid import InceptionWeightsMissing, compute_fids
+from vaes.fid import InceptionWeightsMissing, compute_inception_metrics
+from vaes.frechet import feature_statistics, frechet_distance
 from vaes.metrics import heldout_metrics, to_float
 from vaes.records import Record, load_torch
 
@@ -39,45 +41,60 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate(model, stage2, n: int, seed: int, batch: int = 500, stage2_noise: bool = True) -> torch.Tensor:
+def generate(model, stage2, n: int, seed: int, batch: int = 500, stage2_noise: bool = True, *,
+             bn_eval: str = "debiased", z_transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """n uint8 samples: z ~ N(0, I), or u ~ N(0, I), z ~ p(z|u) when ``stage2`` is given.
 
     With ``stage2_noise`` z = decoder2(u) + gamma2 * eps, ancestral sampling from the second
     stage's density, as Dai & Wipf's ``generate``; without it z = decoder2(u), as Asperti &
     Trentin's code. The two agree once gamma2 -> 0. Where the second stage has not learned
     (gamma2 near 1), the mean collapses every sample to one image while ancestral sampling
-    falls back to the prior: evaluation records both.
+    falls back to the prior: evaluation records both. ``z_transform`` maps each batch of codes
+    before decoding (the renormalised sets); BatchNorm statistics as ``bn_eval`` says.
     """
-    model.eval()
     device = next(model.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
     out = []
-    for i in range(0, n, batch):
-        m = min(batch, n - i)
-        z = stage2.eval().sample(m, g, noise=stage2_noise) if stage2 is not None else torch.randn(m, model.latent_dim, generator=g, device=device)
-        out.append(to_uint8(model.decode(z)).cpu())
+    with contextlib.ExitStack() as stack:
+        for net in (model, stage2):
+            if net is not None:
+                stack.enter_context(eval_mode(net, bn_eval))
+        for i in range(0, n, batch):
+            m = min(batch, n - i)
+            z = stage2.sample(m, g, noise=stage2_noise) if stage2 is not None else torch.randn(m, model.latent_dim, generator=g, device=device)
+            if z_transform is not None:
+                z = z_transform(z)
+            out.append(to_uint8(model.decode(z)).cpu())
     return torch.cat(out)
 
 
 @torch.no_grad()
-def reconstruct(model, images: torch.Tensor, batch: int = 500, *, seed: int | None = None) -> torch.Tensor:
+def reconstruct(model, images: torch.Tensor, batch: int = 500, *, seed: int | None = None,
+                bn_eval: str = "debiased", as_float: bool = False) -> torch.Tensor:
     """uint8 reconstructions of uint8 images: decode(mu(x)), the posterior mean, by default;
     with ``seed``, decode(z) of one sample z ~ q(z|x), as both originals' ``reconstruct`` does
-    (their x_hat is the decoder of the reparameterised z)."""
-    model.eval()
+    (their x_hat is the decoder of the reparameterised z). ``as_float``: the decoder's float
+    output in [0, 1] instead (on the CPU), for the renormalised set."""
     device = next(model.parameters()).device
     g = None if seed is None else torch.Generator(device=device).manual_seed(seed)
     out = []
-    for i in range(0, len(images), batch):
-        mu, logvar = model.encode(to_float(images[i:i + batch].to(device)))
-        z = mu if g is None else mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=g, device=device)
-        out.append(to_uint8(model.decode(z)).cpu())
+    with eval_mode(model, bn_eval):
+        for i in range(0, len(images), batch):
+            mu, logvar = model.encode(to_float(images[i:i + batch].to(device)))
+            z = mu if g is None else mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=g, device=device)
+            x_hat = model.decode(z)
+            out.append((x_hat.float() if as_float else to_uint8(x_hat)).cpu())
     return torch.cat(out)
 
 
+GRIDS = (("samples", "samples"), ("samples_stage2", "stage2"),
+         ("samples_renorm", "samples_renorm"), ("samples_stage2_renorm", "stage2_renorm"))
+
+
 def save_grids(images: dict[str, torch.Tensor], real: torch.Tensor, out: Path) -> None:
-    """samples.png, samples_stage2.png, and reconstructions.png (originals above reconstructions)."""
-    for name, key in (("samples", "samples"), ("samples_stage2", "stage2")):
+    """samples.png, samples_stage2.png, their renormalised twins (samples_renorm.png,
+    samples_stage2_renorm.png), and reconstructions.png (originals above reconstructions)."""
+    for name, key in GRIDS:
         if key in images:
             save_image(images[key][:64].float() / 255, out / f"{name}.png", nrow=8, padding=1)
     if "recon" in images:
@@ -85,30 +102,75 @@ def save_grids(images: dict[str, torch.Tensor], real: torch.Tensor, out: Path) -
         save_image(pair, out / "reconstructions.png", nrow=8, padding=1)
 
 
+def renormalised_sets(cfg, model, stage2, data, images: dict, real: torch.Tensor) -> dict:
+    """Adds samples_renorm, stage2_renorm (two-stage) and recon_renorm to ``images`` as Asperti &
+    Trentin's code makes them (vaes/renorm.py); returns the record's ``renorm`` entry. A set the
+    adjustment leaves unchanged (its condition did not fire) is the very tensor of its plain set."""
+    n = cfg.eval_images
+    stats_images = real if cfg.renorm_stats == "heldout" else data.train[: cfg.n_train or None][:n]
+    info = renorm_statistics(model, stage2, stats_images, seed=cfg.seed, source=cfg.renorm_stats,
+                             bn_eval=cfg.bn_eval)
+    scale = info["prior_scale"]  # None: not widened (condition not met, or no second stage to test)
+    images["samples_renorm"] = images["samples"] if scale is None else generate(
+        model, None, n, seed=cfg.seed, bn_eval=cfg.bn_eval, z_transform=lambda z: z * scale)
+    if stage2 is not None:
+        factors: list[torch.Tensor] = []
+
+        def rescale(z: torch.Tensor) -> torch.Tensor:
+            z, f = rescale_codes(z, scale, cfg.batch_size)  # per batch of the paper's 100 codes
+            factors.append(f)
+            return z
+        images["stage2_renorm"] = images["stage2"] if scale is None else generate(
+            model, stage2, n, seed=cfg.seed, stage2_noise=False, bn_eval=cfg.bn_eval, z_transform=rescale)
+        info["stage2_scale_mean"] = float(torch.cat(factors).mean()) if factors else None
+    # the original rescales its reconstructions, which decode one z ~ q(z|x): our recon_sample
+    sampled = reconstruct(model, real, seed=cfg.seed, bn_eval=cfg.bn_eval, as_float=True)
+    images["recon_sample"] = to_uint8(sampled)
+    renormed, info["recon_scale"] = rescale_pixels(sampled, info["pixel_std"])
+    images["recon_renorm"] = to_uint8(renormed)
+    return info
+
+
 def evaluate_models(cfg, model, stage2, data, out: str | Path) -> dict:
-    """Quality metrics of a trained run (FID where possible, classifier distance where labels
-    exist), with grids written to ``out``. Keys: fid_samples, fid_stage2, fid_recon (dicts
-    with value and setup), cfd_samples, cfd_stage2, cfd_recon (of decode(mu)), *_recon_sample (of a
-    sample z ~ q(z|x), as the originals), classifier_accuracy; with a
-    second stage also *_stage2_ancestral (Dai & Wipf's sampler; *_stage2 is Asperti & Trentin's)."""
+    """Quality metrics of a trained run (FID, KID and precision/recall where Inception can be
+    had, classifier distances where labels exist), with grids written to ``out``.
+
+    One key per metric and image set, e.g. fid_samples (dicts with value and setup). Sets:
+    samples (z ~ N(0, I)); stage2 (z = decoder2(u), Asperti & Trentin's sampler) and
+    stage2_ancestral (z = decoder2(u) + gamma_z eps, Dai & Wipf's) with a second stage; recon
+    (decode the posterior mean mu(x) of held-out x) and recon_sample (decode one z ~ q(z|x), as
+    both originals); and always the original's renormalised sets samples_renorm, stage2_renorm,
+    recon_renorm, with the adjustment's own numbers under ``renorm``. Also classifier_accuracy.
+    """
     out = Path(out)
     n = cfg.eval_images
-    real = data.test[:n]                          # held-out images are the reference
-    images = {"samples": generate(model, None, n, seed=cfg.seed)}
+    real = data.test[:n]                          # held-out images: reconstructed, and the reference
+    images = {"samples": generate(model, None, n, seed=cfg.seed, bn_eval=cfg.bn_eval)}
     if stage2 is not None:
         # both published second-stage samplers, as two metrics: z = decoder2(u) (Asperti & Trentin's
         # code) under *_stage2, z = decoder2(u) + gamma_z eps (Dai & Wipf's `generate`) under
         # *_stage2_ancestral; same u for both (same seed)
-        images["stage2"] = generate(model, stage2, n, seed=cfg.seed, stage2_noise=False)
-        images["stage2_ancestral"] = generate(model, stage2, n, seed=cfg.seed, stage2_noise=True)
-    images["recon"] = reconstruct(model, real)                       # decode(posterior mean)
-    images["recon_sample"] = reconstruct(model, real, seed=cfg.seed)  # the originals' choice
+        images["stage2"] = generate(model, stage2, n, seed=cfg.seed, stage2_noise=False, bn_eval=cfg.bn_eval)
+        images["stage2_ancestral"] = generate(model, stage2, n, seed=cfg.seed, stage2_noise=True, bn_eval=cfg.bn_eval)
+    images["recon"] = reconstruct(model, real, bn_eval=cfg.bn_eval)  # decode(posterior mean)
+    renorm = renormalised_sets(cfg, model, stage2, data, images, real)  # also sets recon_sample
     save_grids(images, real, out)
-    metrics: dict = {}
+    # a renormalised set the adjustment left unchanged is scored once and its metrics copied
+    same = {k: base for k, base in (("samples_renorm", "samples"), ("stage2_renorm", "stage2"))
+            if k in images and images[k] is images[base]}
+    renorm["same_as"] = same
+    scored = {k: v for k, v in images.items() if k not in same}
+    # FID's real images: held-out (default) or the first n training images (BalancingVAE before
+    # its May 2020 commit); the classifier's stay held-out, as it was fitted on the training images
+    fid_real = real if cfg.fid_reference == "heldout" else data.train[: cfg.n_train or None][:n]
+    metrics: dict = {"renorm": renorm}
     if data.train_labels is not None:
-        metrics.update(classifier_metrics(cfg, data, images, real))
+        metrics.update(classifier_metrics(cfg, data, scored, real))
     if cfg.fid:
-        metrics.update(fid_metrics(cfg, images, real, device=next(model.parameters()).device))
+        metrics.update(fid_metrics(cfg, scored, fid_real, device=next(model.parameters()).device))
+    for alias, base in same.items():
+        metrics.update({k[: -len(base)] + alias: copy.deepcopy(v) for k, v in list(metrics.items())
+                        if k.endswith("_" + base)})
     return metrics
 
 
@@ -117,11 +179,19 @@ def _cache(cfg, sub: str) -> Path | None:
 
 
 def classifier_metrics(cfg, data, images: dict, real: torch.Tensor) -> dict:
-    """Classifier Frechet distances (cfd_*) against the held-out images."""
+    """On the domain classifier's features, against the held-out images: the Frechet distance
+    (cfd_*), KID (ckid_*) and precision/recall (cprc_*; at k = 3 they depend on the image count,
+    so compare them within a table only) of every image set."""
     clf = load_or_train_classifier(data.train, data.train_labels, dataset=f"{data.name}:{data.note}",
                                    cache_dir=_cache(cfg, "classifier"))
-    real_stats = classifier_statistics(real, clf)  # once, for all three comparisons
-    res = {f"cfd_{k}": classifier_frechet_distance(v, real_stats, clf) for k, v in images.items()}
+    real_features = classifier_features(real, clf)  # once, for every set
+    real_stats = feature_statistics(real_features)
+    res = {}
+    for k, v in images.items():
+        fake = classifier_features(v, clf)
+        res[f"cfd_{k}"] = frechet_distance(*feature_statistics(fake), *real_stats)
+        res[f"ckid_{k}"] = feature_metrics.kid(fake, real_features)
+        res[f"cprc_{k}"] = feature_metrics.precision_recall(fake, real_features)
     res["classifier_accuracy"] = [round(a, 4) for a in clf.holdout_accuracy]
     return res
 
@@ -138,24 +208,28 @@ def reference_key(cfg, real: torch.Tensor) -> dict:
 
 
 def fid_metrics(cfg, images: dict, real: torch.Tensor, device) -> dict:
-    """fid_* dicts with value and setup, or {'value': None, 'missing': reason} without weights.
+    """fid_*, kid_* and prc_* of every image set, on one extraction of its Inception features;
+    without weights each is recorded missing with the reason ({'value': None, 'missing': ...}).
 
-    FID uses the first ``cfg.fid_images`` images of each set and of the held-out images
-    (all ``eval_images`` when it is 0): Inception costs about 0.13 s an image on a CPU.
+    They use the first ``cfg.fid_images`` images of each set and of the held-out images
+    (all ``eval_images`` when it is 0): Inception costs about 0.13 s an image on a CPU. KID's
+    subsets are min(1000, n // 2) images, so its spread is never a silent 0.
     """
     n = cfg.fid_images or cfg.eval_images
     real = real[:n]
     key = reference_key(cfg, real)
     try:
-        scores = compute_fids({k: v[:n] for k, v in images.items()}, key, lambda: real,
-                              engine=cfg.fid_engine, weights_path=cfg.fid_weights, device=device,
-                              cache_dir=_cache(cfg, "fid"), progress=None)
+        scores = compute_inception_metrics({k: v[:n] for k, v in images.items()}, key, lambda: real,
+                                           engine=cfg.fid_engine, weights_path=cfg.fid_weights, device=device,
+                                           cache_dir=_cache(cfg, "fid"), progress=None)
     except InceptionWeightsMissing as e:
         if str(e) not in _reported:
-            print(f"FID skipped: {e}", file=sys.stderr)
+            print(f"FID, KID and precision/recall skipped: {e}", file=sys.stderr)
             _reported.add(str(e))
-        scores = {k: {"value": None, "missing": str(e), "engine": cfg.fid_engine} for k in images}
-    return {f"fid_{k}": v for k, v in scores.items()}
+        kid, prc = feature_metrics.missing(str(e))
+        scores = {k: {"fid": {"value": None, "missing": str(e), "engine": cfg.fid_engine}, "kid": kid, "prc": prc}
+                  for k in images}
+    return {f"{metric}_{k}": v for k, m in scores.items() for metric, v in m.items()}
 
 
 def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None) -> Record:

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from vaes import inception_weights
+from vaes import feature_metrics, inception_weights
 from vaes.frechet import (cache_file, cached, check_images, feature_statistics, frechet_distance,  # noqa: F401
                           frechet_distance_to_features)  # (the statistics and distances: also vaes.fid's API)
 from vaes.records import CACHE_ENV, atomic_path, cache_root  # noqa: F401  (CACHE_ENV: API)
@@ -58,6 +58,11 @@ FeatureFn = Callable[[torch.Tensor], torch.Tensor]  # uint8 (B, 3, H, W) -> (B, 
 
 class InceptionWeightsMissing(RuntimeError):
     """The Inception weights file an FID engine needs is neither given nor in the cache."""
+
+
+class InceptionScoreUnavailable(ValueError):
+    """Inception Score was asked for with weights that have no classifier layer (a ValueError: the
+    command line refuses it as bad input, exit status 2)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -357,50 +362,67 @@ def reference_statistics(images_fn: Callable[[], torch.Tensor], *, key: dict, ca
         return build_feature_fn(engine, weights_path=weights_path, device=device,
                                 extractor=extractor, download=download)
 
-    return _cached_statistics(images_fn, full_key, cache_dir, feature_fn, device, batch_size)
+    return _cached_statistics(images_fn, full_key, cache_dir, feature_fn, device, batch_size)[:2]
 
 
 def _cached_statistics(images_fn, full_key: dict, cache_dir, make_feature_fn: Callable[[], FeatureFn],
-                       device, batch_size: int, progress: bool | None = False) -> tuple[np.ndarray, np.ndarray]:
-    """Load the statistics of ``full_key`` from disk, or compute and store them atomically.
-    The key holds the engine version and resize: files of other versions never match."""
-    def compute() -> tuple[np.ndarray, np.ndarray]:
+                       device, batch_size: int, progress: bool | None = False
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Load (mu, sigma, features) of ``full_key`` from disk, or compute and store them atomically.
+    The key holds the engine version and resize: files of other versions never match. The
+    features themselves are kept (float32, as the networks give them) for KID and
+    precision/recall; a file from before they were kept is a miss and is made again."""
+    def compute() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         images = _as_rgb_uint8(images_fn())
         if images.shape[0] != full_key["n"]:
             raise ValueError(f"reference key says n={full_key['n']} images but images_fn returned "
                              f"{images.shape[0]}; fix the key so the cache is not mislabelled")
         features = extract_features(images, make_feature_fn(), device=device, batch_size=batch_size,
                                     progress=progress, desc="FID real images")
-        return feature_statistics(features)
+        # mu and sigma from the float64 features (FID as before); the features as stored, so a
+        # cache hit and a miss give the same KID to the last digit.
+        return (*feature_statistics(features), features.astype(np.float32))
 
-    def save(path: Path, stats: tuple[np.ndarray, np.ndarray]) -> None:
+    def save(path: Path, stats: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
         with atomic_path(path) as staging, open(staging, "wb") as handle:  # a handle: np.savez appends .npz to names
-            np.savez(handle, mu=stats[0], sigma=stats[1], key=np.array(json.dumps(full_key, sort_keys=True)))
+            np.savez(handle, mu=stats[0], sigma=stats[1], features=stats[2],
+                     key=np.array(json.dumps(full_key, sort_keys=True)))
 
     path = reference_path(full_key, default_cache_dir() if cache_dir is None else cache_dir)
     return cached(path, lambda p: _load_statistics(p, full_key), compute, save, "FID statistics",
                   "computing them again")
 
 
-def _load_statistics(path: Path, full_key: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(mu, sigma) from a cache file, checking that it was made for ``full_key``."""
+def _load_statistics(path: Path, full_key: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mu, sigma, features) from a cache file, checking that it was made for ``full_key``; a file
+    without features (written before KID) raises KeyError, which :func:`cached` treats as a miss."""
     with np.load(path, allow_pickle=False) as stored:
         stored_key = json.loads(str(stored["key"]))
         if stored_key != json.loads(json.dumps(full_key, sort_keys=True)):
             raise RuntimeError(f"cached FID statistics {path} were made for {stored_key}, not {full_key}; "
                                "delete the file to recompute it")
-        return stored["mu"], stored["sigma"]
+        return stored["mu"], stored["sigma"], stored["features"]
 
 
 def compute_fids(fakes: dict[str, torch.Tensor], reference_key: dict,
-                 real_images_fn: Callable[[], torch.Tensor], *, engine: str = "torch-fidelity",
-                 weights_path=None, device="cpu", batch_size: int = 50,
-                 extractor: torch.nn.Module | None = None, download: bool = False, cache_dir=None,
-                 progress: bool | None = False) -> dict[str, dict]:
-    """FID of each uint8 image set in ``fakes`` against one set of cached real statistics.
+                 real_images_fn: Callable[[], torch.Tensor], **kwargs) -> dict[str, dict]:
+    """FID of each uint8 image set in ``fakes`` against one set of cached real statistics:
+    :func:`compute_inception_metrics` without KID and precision/recall (same keywords)."""
+    return {name: m["fid"] for name, m in
+            compute_inception_metrics(fakes, reference_key, real_images_fn, kid_prc=False, **kwargs).items()}
 
-    The Inception network is built once and the real statistics computed (or loaded) once,
-    whatever the number of sets. Each result is {'value', 'engine', 'engine_version',
+
+def compute_inception_metrics(fakes: dict[str, torch.Tensor], reference_key: dict,
+                              real_images_fn: Callable[[], torch.Tensor], *, engine: str = "torch-fidelity",
+                              weights_path=None, device="cpu", batch_size: int = 50,
+                              extractor: torch.nn.Module | None = None, download: bool = False, cache_dir=None,
+                              progress: bool | None = False, kid_prc: bool = True) -> dict[str, dict]:
+    """FID, KID and precision/recall of each uint8 image set in ``fakes``, on one extraction of
+    its Inception features, against one set of cached real features: {name: {'fid', 'kid', 'prc'}}
+    (without 'kid' and 'prc' when ``kid_prc`` is False; vaes/feature_metrics.py gives their fields).
+
+    The Inception network is built once and the real features computed (or loaded) once,
+    whatever the number of sets. Each FID is {'value', 'engine', 'engine_version',
     'n_images', 'reference', 'resize', 'weights'}. Weights are resolved first, so a missing
     file fails before any real image is loaded. ``progress``: a tqdm bar per set (None: on a
     terminal only).
@@ -409,15 +431,15 @@ def compute_fids(fakes: dict[str, torch.Tensor], reference_key: dict,
     full_key = full_reference_key(reference_key, engine, extractor, weights)
     feature_fn = build_feature_fn(engine, weights_path=weights_path, device=device,
                                   extractor=extractor, download=download)
-    mu_real, sigma_real = _cached_statistics(real_images_fn, full_key, cache_dir, lambda: feature_fn,
-                                             device, batch_size, progress)
+    mu_real, sigma_real, real = _cached_statistics(real_images_fn, full_key, cache_dir, lambda: feature_fn,
+                                                   device, batch_size, progress)
     results = {}
     for name, fake_images in fakes.items():
         fake = extract_features(fake_images, feature_fn, device=device, batch_size=batch_size,
                                 progress=progress, desc=f"FID {name}")
         if fake.shape[0] < 2:
             raise ValueError(f"FID needs at least 2 images, got {fake.shape[0]} for {name!r}")
-        results[name] = {
+        results[name] = {"fid": {
             "value": frechet_distance_to_features(fake, mu_real, sigma_real),
             "engine": full_key["engine"],
             "engine_version": full_key["engine_version"],
@@ -425,8 +447,43 @@ def compute_fids(fakes: dict[str, torch.Tensor], reference_key: dict,
             "reference": full_key,
             "resize": full_key["resize"],
             "weights": weights,  # which Inception: the converted package tensors, or a file and its hash
-        }
+        }}
+        if kid_prc:  # the same features, rounded as the real ones are stored (float32)
+            fake = fake.astype(np.float32)
+            results[name].update(kid=feature_metrics.kid(fake, real), prc=feature_metrics.precision_recall(fake, real))
     return results
+
+
+def inception_score(images: torch.Tensor, *, weights_path=None, device="cpu", batch_size: int = 50,
+                    download: bool = False) -> dict:
+    """Inception Score (Salimans et al. 2016) of uint8 ``images``: {value, std, splits, n_images, weights}.
+
+    Only with an official torch-fidelity weights file (its 1008 logits are trained). The
+    converted package Inception, the default, has a zero classifier layer: every image's logits
+    are 0, its softmax uniform, and the score exactly 1 whatever the images; that is refused by
+    name (:class:`InceptionScoreUnavailable`) rather than recorded.
+    """
+    spec = engine_spec("torch-fidelity")
+    weights = resolve_weights(spec.name, weights_path, download=download)
+    if inception_weights.is_converted(weights) is not None:
+        raise InceptionScoreUnavailable(
+            f"inception_score: the Inception weights in use ({weights}) are {inception_weights.PROVENANCE}, whose "
+            f"classifier layer is zero (that package keeps only the pool features), so every score would be "
+            f"exactly 1 whatever the images. Inception Score needs the official file {spec.weights_file} "
+            f"({spec.url}): download it on a machine with internet and pass fid_weights=PATH or set "
+            f"{WEIGHTS_ENV}=PATH. FID, KID and precision/recall need no classifier layer and are recorded.")
+    from torch_fidelity import feature_extractor_inceptionv3 as lib  # heavy; only where IS runs
+    from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric  # heavy
+
+    with _downloads_refused(spec):
+        model = lib.FeatureExtractorInceptionV3("inception-v3-compat", ["logits_unbiased"],
+                                                feature_extractor_weights_path=str(weights)).to(device).eval()
+    logits = extract_features(images, lambda batch: model(batch)[0], device=device, batch_size=batch_size,
+                              desc="Inception Score")
+    splits = min(10, len(logits))  # torch-fidelity's (and Salimans et al.'s) 10 splits when there are enough
+    out = isc_features_to_metric(torch.from_numpy(logits), splits=splits)
+    return {"value": out[KEY_METRIC_ISC_MEAN], "std": out[KEY_METRIC_ISC_STD], "splits": splits,
+            "n_images": len(logits), "weights": weights_provenance(weights)}
 
 
 def compute_fid(fake_images: torch.Tensor, reference_key: dict, real_images_fn: Callable[[], torch.Tensor],
