@@ -11,6 +11,7 @@ import inspect
 import hashlib
 import json
 import types
+from pathlib import Path
 import typing
 from typing import Any
 
@@ -22,6 +23,9 @@ CHOICES = {
     "device": ("auto", "cpu", "cuda"),
     "data_split": ("standard", "test_only"),
     "fid_engine": ("torch-fidelity", "pytorch-fid"),
+    "fid_reference": ("heldout", "train"),
+    "renorm_stats": ("heldout", "train"),
+    "bn_eval": ("debiased", "running"),
 }
 
 
@@ -36,6 +40,7 @@ class TrainConfig:
     data_split: str = "standard"       # 'test_only': split the test files 80/20 (MNIST t10k here)
     n_train: int = 0                   # use the first n training images (0 = all), for quick runs
     image_size: int | None = None      # shapes only: side of the generated images (default 28)
+    jpeg_quality: int = 0              # 0 = off; 1..95: PIL JPEG round trip (4:2:0) of training and held-out images, as both originals store CIFAR-10 (75)
     network: str = "auto"              # auto: resnet for 32x32 and 64x64, conv for 8x8 and 28x28
     latent_dim: int | None = None      # d; default 64 (Dai & Wipf), 16 for 8x8 images
     # how to train (None = the data set's protocol: DESIGN.md, "Paper protocol")
@@ -59,6 +64,9 @@ class TrainConfig:
     fid_images: int = 0                # images per FID set, generated and real (0 = eval_images); ~0.13 s each on a CPU
     fid_engine: str = "torch-fidelity" # torch-fidelity resizes like TensorFlow's original FID
     fid_weights: str | None = None     # official Inception weights file, or 'package' (else $VAEBENCH_INCEPTION_WEIGHTS, the hub cache, 'package')
+    fid_reference: str = "heldout"     # FID's real images: 'heldout', or 'train' (the first n training images, as BalancingVAE before May 2020)
+    renorm_stats: str = "heldout"      # images behind the *_renorm sets' statistics: 'heldout' (as Asperti & Trentin's code) or 'train'
+    bn_eval: str = "debiased"          # eval-mode BatchNorm: 'debiased' running stats (as TF's zero-debias), or 'running' (PyTorch's as they are)
     # machinery
     device: str = "auto"               # auto picks cuda when available
     bf16: bool = False                 # bf16 autocast on CUDA
@@ -91,6 +99,10 @@ class TrainConfig:
             raise ValueError(f"fid_images must be >= 0 (0 = eval_images), got {self.fid_images}")
         if self.n_train < 0:
             raise ValueError(f"n_train must be >= 0 (0 = all), got {self.n_train}")
+        # PIL's JPEG quality runs 1..95 (above 95 it disables parts of the compression); 0 = no round trip
+        if not (self.jpeg_quality == 0 or 1 <= self.jpeg_quality <= 95):
+            raise ValueError(f"jpeg_quality must be 0 (off) or 1..95 (PIL's JPEG quality; the originals "
+                             f"used 75), got {self.jpeg_quality}")
         variant_opts(self)  # validates the variant's options
 
     def replace(self, **changes) -> "TrainConfig":
@@ -125,13 +137,62 @@ def from_dict(d: dict[str, Any]) -> TrainConfig:
     return TrainConfig(**d)
 
 
-def run_id(cfg: TrainConfig) -> str:
-    """Identity of a run: a hash of its resolved config and seed (not of where it is written
-    nor on which device it runs)."""
+# ---- a run's identity (issue 19): the one rule for finding earlier work -------------------
+# Identity = everything that changes the trained weights. A finished, running or interrupted
+# run in cfg.out is reused only when its identity matches (vaes.run); a suite's folder names
+# and every record carry run_id, the hash of it. tests/test_identity.py checks that every
+# TrainConfig field is in exactly one of these two lists, so a new field cannot be forgotten.
+IDENTITY_FIELDS = (
+    "variant", "options", "dataset", "data_split", "n_train", "image_size", "jpeg_quality",  # the data and the model
+    "network", "latent_dim",
+    "epochs", "batch_size", "lr", "lr_halve_every", "seed",                                  # training
+    "two_stage", "stage2_variant", "stage2_epochs", "stage2_width", "stage2_depth",
+    "stage2_lr_halve_every", "stage2_latent_dim",
+    "bf16", "compile",                                                                        # numerics
+)
+NOT_IDENTITY_FIELDS = (
+    # evaluation: re-evaluating with other settings updates a run's metrics, not what it is
+    "eval_images", "fid", "fid_images", "fid_engine", "fid_weights", "fid_reference", "renorm_stats", "bn_eval",
+    "stage2_noise",  # unused; both stage-two samplers are always evaluated
+    # bookkeeping: where and how a run is written and watched (the checkpointed batch order
+    # depends on (seed, epoch) only, so checkpoint_every does not change the weights)
+    "checkpoint_every", "tensorboard", "device", "cache_dir", "out",
+    # where the data lives: a file's content is hashed instead (data_hash), a folder's name is not identity
+    "data_root", "download",
+)
+_hashes: dict[tuple, str] = {}  # (path, size, mtime_ns) -> sha256: a big .npz is read once per process
+
+
+def data_hash(cfg: TrainConfig) -> str | None:
+    """sha256 of the data file when ``data_root`` names a file (dataset=npz), else None: two
+    files under one name are two data sets, one file under two names is one."""
+    path = Path(cfg.data_root).expanduser()
+    if not path.is_file():
+        return None
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _hashes:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _hashes[key] = h.hexdigest()
+    return _hashes[key]
+
+
+def identity(cfg: TrainConfig) -> dict[str, Any]:
+    """What decides a run's trained weights: its identity fields (options resolved to their
+    full set) and, for a data file, the hash of its content."""
     d = to_dict(cfg)
-    for k in ("out", "device", "cache_dir", "data_root", "download", "tensorboard"):  # where and how it is watched
-        d.pop(k)
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+    out = {k: d[k] for k in IDENTITY_FIELDS if k in d}
+    out["data_hash"] = data_hash(cfg)
+    return out
+
+
+def run_id(cfg: TrainConfig) -> str:
+    """Identity of a run: a hash of :func:`identity` (not of where it is written, on which
+    device it runs, nor how it is evaluated)."""
+    return hashlib.sha256(json.dumps(identity(cfg), sort_keys=True).encode()).hexdigest()[:12]
 
 
 # ---- key=value overrides ---------------------------------------------------------------

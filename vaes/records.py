@@ -131,16 +131,39 @@ def versions() -> dict[str, str]:
     return out
 
 
-def git_commit() -> str | None:
-    """The commit of the code that ran (with '+dirty' for uncommitted changes), if in a checkout."""
-    here = Path(__file__).resolve().parent
+RESULT_DIRS = ("results", "runs")  # what commands write: never counted as uncommitted code
+
+
+def _git(args: list[str], cwd: Path) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10).stdout
+
+
+def uncommitted_changes(repo: str | Path | None = None) -> tuple[Path, list[str]] | None:
+    """(the checkout's top folder, its tracked files with uncommitted changes outside results/
+    and runs/), or None outside a git checkout. ``repo``: any folder in the checkout (default:
+    the one this file is in). Writing a suite into results/ must not make the next one dirty."""
+    here = Path(repo) if repo is not None else Path(__file__).resolve().parent
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                             text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        top = _git(["rev-parse", "--show-toplevel"], here).strip()
+        if not top:
+            return None
+        status = _git(["status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                       *(f":(top,exclude){d}" for d in RESULT_DIRS)], here)
     except (OSError, subprocess.TimeoutExpired):
         return None
+    return Path(top), [line[3:] for line in status.splitlines() if line.strip()]
+
+
+def git_commit(repo: str | Path | None = None) -> str | None:
+    """The commit of the code that ran (with '+dirty' for uncommitted changes outside results/
+    and runs/), if in a checkout."""
+    here = Path(repo) if repo is not None else Path(__file__).resolve().parent
+    try:
+        sha = _git(["rev-parse", "HEAD"], here).strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = uncommitted_changes(here)
+    dirty = bool(found and found[1])
     return (sha + ("+dirty" if dirty else "")) if sha else None
 
 

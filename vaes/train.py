@@ -6,6 +6,8 @@ writes ``out/record.json``. Running the same command again resumes from the chec
 (written every ``checkpoint_every`` epochs and on SIGTERM / SIGUSR1, which SLURM sends
 before a time limit or preemption), or returns the finished record untouched. The trainer
 itself is vaes/trainer.py; this module also re-exports its API (``from vaes.train import fit``).
+An ``out`` that holds another run (another variant, data, seed, ... : vaes.config.identity)
+is refused, and nothing is written there.
 """
 from __future__ import annotations
 
@@ -14,14 +16,15 @@ import sys
 from pathlib import Path
 
 from vaes.build import build_model, build_stage2, dataset_shape, pick_device, resolve  # noqa: F401  (API)
+from vaes.cli import EXIT_STATUSES, refuse
 from vaes.config import field_help, parse_overrides
 from vaes.registry import list_variants, variant_options
-from vaes.run import run
+from vaes.run import FolderTaken, run
 from vaes.trainer import (FitResult, encode_all, fit, request_stop, train, train_stage2)  # noqa: F401  (API)
 
 
 def _help() -> str:
-    lines = [__doc__.strip(), "", "usage: python -m vaes.train [key=value ...]", "",
+    lines = [__doc__.strip(), "", "usage: python -m vaes.train [key=value ...]", "", EXIT_STATUSES, "",
              "config fields (key=value; unset fields follow the data set's protocol):"]
     for name, default, comment in field_help():
         lines.append(f"  {name:<18} {default:<18} {comment}")
@@ -32,18 +35,24 @@ def _help() -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line: key=value overrides; prints where the record is and its status."""
+def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
+    """Command line: key=value overrides; prints where the record is and its status.
+    ``validate_only`` parses and checks the arguments and stops (exit 0 or 2): the path the
+    property-based tests take (tests/test_cli_properties.py)."""
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
         print(_help())
         return 0
     try:
         cfg = parse_overrides(argv)
-    except (ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    rec = run(cfg)
+    except (ValueError, KeyError, TypeError) as e:
+        return refuse(e)
+    if validate_only:
+        return 0
+    try:
+        rec = run(cfg)
+    except FolderTaken as e:
+        return refuse(e)
     print(f"{rec.status}: {Path(cfg.out) / 'record.json'}"
           + (f"  reason: {rec.reason}" if rec.reason else "")
           + "".join(f"  {k}={v:.4g}" for k, v in (rec.metrics or {}).items() if isinstance(v, float)))
