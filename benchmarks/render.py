@@ -5,8 +5,7 @@ import dataclasses
 
 import pandas as pd
 
-from vaes.data import REFERENCE_SOURCE
-from benchmarks.table import REASON_CHARS, Cell, Column, Table, _decimals, _number
+from benchmarks.table import REASON_CHARS, REFERENCE_SOURCE, Cell, Column, Table, _decimals, _number
 
 # ----------------------------------------------------------------------------- formatting
 
@@ -173,7 +172,7 @@ def render_markdown(table: Table) -> str:
     for row in table.rows:
         name = _md_escape(row.name) + "".join(f" [{m}]" for m in row.notes)
         if row.kind == "reference":
-            name = f"{REFERENCE_SOURCE}: {name}"
+            name = f"{name} (published)"
         if row.kind == "incomplete":
             cells = [_cell_text(row.cells["params"], table.columns[0], "md"), f"**{row.status}**"]
             cells += [""] * (len(table.columns) - 2)

@@ -8,7 +8,8 @@ Each run gets its own folder under ``OUT/runs`` named by label, seed and the has
 resolved config. Running the command again skips finished runs, resumes interrupted ones
 from their checkpoint and retries failed ones only with ``--retry-failed``. A run that fails
 (NaN, missing data, out of memory, a bug) is recorded with its reason and the suite goes on.
-The report (tables and figures) is written at the end.
+The report (tables and figures) is written at the end. An --out under results/ (the
+committed results) is refused from a tree with uncommitted changes unless --allow-dirty.
 """
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ from pathlib import Path
 from benchmarks.cluster import run_suite_on_cluster
 from benchmarks.report import report_or_say
 from benchmarks.suite import Job, expand, job_status, list_suites, load_suite, run_job
+from vaes.cli import dirty_refusal, number, parser, refuse
 from vaes.config import field_overrides
 from vaes.records import Record
-from vaes.run import DataCache
+from vaes.run import DataCache, FolderTaken
 
 
 def run_suite(suite: dict, jobs: list[Job], out: Path, *, retry_failed: bool = False,
@@ -51,19 +53,21 @@ def run_suite(suite: dict, jobs: list[Job], out: Path, *, retry_failed: bool = F
     return records
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of python -m benchmarks.run (every number checked where it is read)."""
+    p = parser("python -m benchmarks.run", __doc__)
     p.add_argument("--suite", help="suite name (see --list) or path to a suite .toml")
     p.add_argument("--list", action="store_true", help="list the suites and exit")
-    p.add_argument("--seeds", type=int, help="number of seeds (default: the suite's)")
+    p.add_argument("--seeds", type=number(int, low=1, what="seeds 0..N-1"), help="number of seeds (default: the suite's)")
     p.add_argument("--only", nargs="+", metavar="VARIANT", help="run only these variants or labels")
     p.add_argument("--out", type=Path, help="output folder (default: runs/SUITE, git-ignored; the project's "
                    "committed reference results are in results/SUITE, written with --out results/SUITE)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--epochs-scale", type=float, default=1.0,
+    p.add_argument("--epochs-scale", type=number(float, above=0, what="multiplies every epoch count"), default=1.0,
                    help="multiply every epoch count (and the lr schedule) by F, e.g. 0.01 for a dry run")
     p.add_argument("--retry-failed", action="store_true", help="run failed runs again")
+    p.add_argument("--allow-dirty", action="store_true",
+                   help="write into results/ from a tree with uncommitted changes (the records say +dirty)")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override config fields of every run, e.g. data_root=/data data_split=test_only")
     p.add_argument("--tensorboard", action="store_true",
@@ -71,15 +75,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cluster", choices=("none", "slurm", "local", "debug"), default="none",
                    help="send the runs to SLURM as one array job through submitit (see README, Sweeps)")
     g = p.add_argument_group("cluster options (with --cluster)")
-    g.add_argument("--workers", type=int, default=None, help="array tasks running at once (default: all)")
+    g.add_argument("--workers", type=number(int, low=1), default=None, help="array tasks running at once (default: all)")
     g.add_argument("--partition", help="SLURM partition")
     g.add_argument("--account", help="SLURM account")
-    g.add_argument("--gpus-per-worker", type=int, default=0, help="GPUs per array task")
-    g.add_argument("--cpus-per-worker", type=int, default=1, help="CPUs per array task")
-    g.add_argument("--time-min", type=int, default=60, help="time limit per task in minutes")
-    g.add_argument("--mem-gb", type=float, default=4, help="memory per task in GB")
+    g.add_argument("--gpus-per-worker", type=number(int, low=0), default=0, help="GPUs per array task")
+    g.add_argument("--cpus-per-worker", type=number(int, low=1), default=1, help="CPUs per array task")
+    g.add_argument("--time-min", type=number(int, low=1), default=60, help="time limit per task in minutes")
+    g.add_argument("--mem-gb", type=number(float, above=0), default=4, help="memory per task in GB")
     g.add_argument("--snapshot", action="store_true",
                    help="tasks run a copy of the repository's tracked files in OUT/code (submitit RsyncSnapshot)")
+    return p
+
+
+def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
+    """Command line (exit statuses in --help); ``validate_only`` stops after every check of the
+    arguments, the suite and its configs (tests/test_cli_properties.py)."""
+    p = build_parser()
     args = p.parse_args(argv)
     if args.list:
         for name, desc in list_suites().items():
@@ -93,12 +104,19 @@ def main(argv: list[str] | None = None) -> int:
         jobs = expand(suite, seeds=args.seeds, only=args.only, epochs_scale=args.epochs_scale,
                       device=args.device, base=base)
     except (FileNotFoundError, ValueError, KeyError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return refuse(e)
     out = args.out or Path("runs") / suite["name"]
+    dirty = dirty_refusal(out, args.allow_dirty)
+    if dirty:
+        return refuse(dirty)
+    if validate_only:
+        return 0
     if args.cluster != "none":
         return run_suite_on_cluster(suite, jobs, out, args)
-    records = run_suite(suite, jobs, out, retry_failed=args.retry_failed)
+    try:
+        records = run_suite(suite, jobs, out, retry_failed=args.retry_failed)
+    except FolderTaken as e:
+        return refuse(e)
     if any(r.status == "interrupted" for r in records):
         return 3
     return 1 if any(not r.ok for r in records) else 0

@@ -21,11 +21,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from vaes.data import REFERENCE_SOURCE, get_dataset, list_datasets
+from benchmarks import ledger
+from vaes.data import get_dataset
 from vaes.metrics import CONVERGED_RATIO
 
-# Dai & Wipf's reported FIDs and each data set's display name live in the data-set registry
-# (vaes/data.py); the table asks it.
+# Published FIDs live in the ledger (benchmarks/ledger.toml, with their papers and protocols);
+# each data set's display name in the data-set registry (vaes/data.py).
+REFERENCE_SOURCE = "Published (benchmarks/ledger.toml)"  # the heading of the published rows
 SIG = 3            # significant digits of a table entry
 BIASED_BELOW = 2048  # fewer real images than Inception's 2048 feature dimensions: a biased FID
 SIG_P = 0.05       # bold also every value not significantly worse than the best (Welch's t-test)
@@ -235,28 +237,23 @@ def _display_name(dataset: str) -> str:
         return dataset
 
 
-def _reference_fid(dataset: str) -> dict[str, float]:
-    try:
-        return get_dataset(dataset).reference_fid
-    except ValueError:
-        return {}
-
-
-def _check_reference(suite: dict, dataset: str, sample_kind: str) -> tuple[bool, str | None]:
-    """Whether to add Dai & Wipf's reported FIDs, and a note when they are left out on purpose."""
+def _published(df: pd.DataFrame, suite: dict, dataset: str,
+               sample_kind: str) -> tuple[list[tuple[ledger.Entry, str]], str | None]:
+    """The ledger's figures for the suite's data set ``dataset`` (even when the runs' images are
+    another data set: the verdicts then say so), each with its verdict against the matching
+    run's record; and a note when they are left out on purpose."""
     flag = suite.get("reference")
     if flag is False:
-        return False, None
-    known = bool(_reference_fid(dataset))
-    if flag and not known:
-        covered = [d for d in list_datasets() if get_dataset(d).reference_fid]
+        return [], None
+    published = ledger.rows_for(dataset)
+    if flag and not published:
         raise ValueError(
-            f"suite {suite.get('name')!r} sets reference: true, but Dai & Wipf 2019 report no FID for "
-            f"dataset {dataset!r} (they cover {', '.join(covered)})")
-    if known and sample_kind != "FID":
-        return False, ("Dai & Wipf's published FIDs are not listed: these runs have no FID, and a "
-                       "classifier distance is not comparable with them." if flag else None)
-    return known, None
+            f"suite {suite.get('name')!r} sets reference: true, but benchmarks/ledger.toml holds no "
+            f"published FID for dataset {dataset!r} (it covers {', '.join(ledger.datasets())})")
+    if published and sample_kind != "FID":
+        return [], ("Published FIDs (benchmarks/ledger.toml) are not listed: these runs have no FID, "
+                    "and a classifier distance is not comparable with them." if flag else None)
+    return ledger.verdicts_for(df, dataset), None
 
 
 def build_table(df: pd.DataFrame, suite: dict | None = None) -> Table:
@@ -276,10 +273,11 @@ def build_table(df: pd.DataFrame, suite: dict | None = None) -> Table:
         raise ValueError(f"a table compares runs on one data set; these records cover {datasets} "
                          "(split the folder or filter the frame by 'dataset')")
     dataset = datasets[0]
+    ref_dataset = suite.get("dataset") or dataset  # published figures are the suite's data set's
     if suite.get("dataset") not in (None, dataset):
-        # the suite pointed at other images (--set dataset=npz data_root=...): its protocol, their data;
-        # the published reference FIDs are for the suite's own data set, so they are left out
-        suite.update(reference=False, description=(suite.get("description") or "").rstrip(".")
+        # the suite pointed at other images (--set dataset=npz data_root=...): its protocol, their
+        # data; the published rows stay (of the suite's data set), and their verdicts say so
+        suite.update(description=(suite.get("description") or "").rstrip(".")
                      + f"; its protocol run on {_display_name(dataset)} instead of {_display_name(suite['dataset'])}",
                      dataset=dataset)
     sample_kinds = _quality_kinds(df, ("samples", "stage2"))
@@ -331,10 +329,12 @@ def build_table(df: pd.DataFrame, suite: dict | None = None) -> Table:
 
     columns = [_with_shift(c, rows) for c in columns]
     _bold_best(rows, columns)
-    show_ref, ref_note = _check_reference(suite, dataset, sample_kind)
-    if show_ref:
-        for model, value in _reference_fid(dataset).items():
-            rows.append(Row(model, "reference", {"samples_fid": Cell(value, None, 10)}))
+    published, ref_note = _published(df, suite, ref_dataset, sample_kind)
+    for entry, text in published:  # a note per row: its source and its verdict
+        m = marker()
+        notes.append((m, f"{entry.name} ({entry.source.table.split(' (')[0]}, arXiv {entry.source.arxiv}; "
+                         f"{_display_name(entry.dataset)}): {text}"))
+        rows.append(Row(entry.name, "reference", {"samples_fid": Cell(entry.value)}, notes=[m]))
 
     name = suite.get("name") or "suite"
     setup, fid_missing = _setup_sentence(df)
@@ -369,10 +369,11 @@ def build_table(df: pd.DataFrame, suite: dict | None = None) -> Table:
         general.append(("†", f"CFD is NOT FID: it is the Fréchet distance between features of a small "
                              f"classifier trained on {_display_name(dataset)} itself, "
                              "comparable only within this table, never with published FIDs."))
-    if show_ref:
-        general.append(("", f"{REFERENCE_SOURCE}: FIDs copied from their Table 1 (InfoGAN-style "
-                            "network, latent 64, mean of 10 runs; a different network and "
-                            "protocol, shown for orientation, not bolded)."))
+    if published:
+        general.append(("", f"{REFERENCE_SOURCE}: FIDs as printed in their papers, not bolded; the "
+                            "ledger holds each one's table, where it was read and its protocol. Each "
+                            "row's note says whether the matching run here was measured alike "
+                            "('comparable': no difference known to both sides) or names the differences."))
     if ref_note:
         general.append(("", ref_note))
     return Table(str(name), columns, rows, caption, general + notes, len(df))

@@ -57,7 +57,7 @@ from launch.executors import (
 from sweeps.storage import JOURNAL_NAME, STORAGE_ENV, is_journal, make_storage, redact
 from sweeps.studies import Study, get_study
 from sweeps.worker import StudyWorker, SweepSpec, count, count_errors
-from vaes.records import write_json
+from vaes.records import read_json, write_json
 
 
 def trial_counts(study: optuna.Study) -> dict:
@@ -80,7 +80,7 @@ def run_study(name: str, *, trials: int, workers: int = 1, opts: ClusterOptions 
         raise ValueError(f"--trials and --workers must be >= 1 (got {trials}, {workers})")
     study_name = study_name or definition.name
     out = Path(out or Path("runs") / "sweeps" / study_name).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    claim_folder(out, definition.name, study_name)
     url = storage or os.environ.get(STORAGE_ENV) or str(out / JOURNAL_NAME)
     if is_journal(url):
         url = str(Path(url).resolve())  # jobs may start elsewhere (--snapshot changes the directory)
@@ -129,6 +129,28 @@ def run_study(name: str, *, trials: int, workers: int = 1, opts: ClusterOptions 
         report_or_say({"name": study_name, "dataset": definition.suite_dict()["dataset"], "seeds": 1,
                  "description": definition.description}, out)
     return 0 if summary["counts"]["finished"] >= trials else 1
+
+
+OWNER_FILE = "sweep.json"  # which study an output folder holds, written before anything else
+
+
+def claim_folder(out: Path, study: str, study_name: str) -> None:
+    """Make ``out`` the folder of (study, study_name), or refuse (ValueError, nothing written)
+    when it holds another study's output: its trials' run folders and study.json would mix."""
+    held = None
+    for name in (OWNER_FILE, "study.json"):
+        obj = read_json(out / name) if (out / name).is_file() else None
+        if obj is not None:
+            held = (obj.get("study"), obj.get("study_name"))
+            break
+    if held is not None and held != (study, study_name):
+        raise ValueError(
+            f"--out {out} already holds study {held[0]!r} (study name {held[1]!r}), not --study {study} "
+            f"(study name {study_name!r}); one output folder holds one study, so nothing was written. "
+            f"Give another --out, or delete that folder to start this study there")
+    out.mkdir(parents=True, exist_ok=True)
+    if held is None:
+        write_json(out / OWNER_FILE, {"study": study, "study_name": study_name})
 
 
 def summarize(study: optuna.Study, definition: Study, out: Path, url: str, trials: int,

@@ -10,7 +10,9 @@ T finished (COMPLETE or PRUNED) trials. Without --storage (or $VAEBENCH_STORAGE)
 in OUT/study.journal (one machine, or a shared file system); with a PostgreSQL URL workers send
 heartbeats, so the trial of a killed worker is failed and retried by another one. The same
 command again continues the same study. Every trial leaves OUT/runs/trial-NNNN-<id>/record.json;
-OUT gets study.json, trials.csv and Optuna's plots (PNG).
+OUT gets study.json, trials.csv and Optuna's plots (PNG); an OUT that holds another study is
+refused (OUT/sweep.json says whose it is). An --out under results/ needs a clean tree or
+--allow-dirty.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from launch.executors import ClusterOptions
 from sweeps.launcher import run_study
 from sweeps.storage import StorageError, redact
 from sweeps.studies import get_study, list_studies
+from vaes.cli import dirty_refusal, number, parser, refuse
 from vaes.config import field_overrides
 
 
@@ -31,12 +34,11 @@ def _overrides(pairs: list[str]) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of python -m sweeps.run."""
-    p = argparse.ArgumentParser(prog="python -m sweeps.run", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser("python -m sweeps.run", __doc__)
     p.add_argument("--list", action="store_true", help="list the studies and exit")
     p.add_argument("--study", help="study name (see --list)")
-    p.add_argument("--trials", type=int, help="finished (COMPLETE or PRUNED) trials to reach")
-    p.add_argument("--workers", type=int, default=1, help="array tasks, each running trials one at a time")
+    p.add_argument("--trials", type=number(int, low=1), help="finished (COMPLETE or PRUNED) trials to reach")
+    p.add_argument("--workers", type=number(int, low=1), default=1, help="array tasks, each running trials one at a time")
     p.add_argument("--cluster", choices=("slurm", "local", "debug"), default="local",
                    help="slurm: sbatch array; local: subprocesses here; debug: in this process")
     p.add_argument("--storage", help="Optuna storage: a PostgreSQL URL (postgresql+psycopg2://user:pw@host/db) "
@@ -51,28 +53,31 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("workers")
     g.add_argument("--partition", help="SLURM partition")
     g.add_argument("--account", help="SLURM account")
-    g.add_argument("--gpus-per-worker", type=int, default=0)
-    g.add_argument("--cpus-per-worker", type=int, default=1)
-    g.add_argument("--time-min", type=int, default=60, help="time limit per worker; SLURM signals 90 s "
+    g.add_argument("--gpus-per-worker", type=number(int, low=0), default=0)
+    g.add_argument("--cpus-per-worker", type=number(int, low=1), default=1)
+    g.add_argument("--time-min", type=number(int, low=1), default=60, help="time limit per worker; SLURM signals 90 s "
                                                             "before it and the worker is requeued")
-    g.add_argument("--mem-gb", type=float, default=4)
+    g.add_argument("--mem-gb", type=number(float, above=0), default=4)
     g.add_argument("--snapshot", action="store_true",
                    help="jobs run a copy of the repository's tracked files in OUT/code (submitit "
                         "RsyncSnapshot), so editing the code does not change queued jobs")
     f = p.add_argument_group("faults")
-    f.add_argument("--heartbeat", type=int, default=60, help="seconds between heartbeats (RDB storage)")
-    f.add_argument("--grace", type=int, help="seconds without heartbeat before a trial is failed and "
+    f.add_argument("--heartbeat", type=number(int, low=1), default=60, help="seconds between heartbeats (RDB storage)")
+    f.add_argument("--grace", type=number(int, low=1), help="seconds without heartbeat before a trial is failed and "
                                              "retried (default 2 x heartbeat)")
-    f.add_argument("--max-failed", type=int, help="stop after this many failed runs (default max(10, T))")
-    f.add_argument("--max-retry", type=int, default=3, help="retries of one interrupted or killed trial")
-    f.add_argument("--poll-s", type=float, default=5.0,
+    f.add_argument("--max-failed", type=number(int, low=1), help="stop after this many failed runs (default max(10, T))")
+    f.add_argument("--max-retry", type=number(int, low=0), default=3, help="retries of one interrupted or killed trial")
+    f.add_argument("--poll-s", type=number(float, above=0), default=5.0,
                    help="how often an idle worker checks the study while others run the last trials")
     p.add_argument("--no-report", action="store_true", help="skip the benchmarks report of the runs")
+    p.add_argument("--allow-dirty", action="store_true",
+                   help="write into results/ from a tree with uncommitted changes (the records say +dirty)")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line; exit 0 when the study holds --trials finished trials, 1 otherwise, 2 on errors."""
+def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
+    """Command line; exit 0 when the study holds --trials finished trials, 1 otherwise, 2 on
+    refused input. ``validate_only`` stops after the checks (tests/test_cli_properties.py)."""
     p = build_parser()
     a = p.parse_args(argv)
     if a.list:
@@ -80,12 +85,20 @@ def main(argv: list[str] | None = None) -> int:
             s = get_study(name)
             print(f"{name:<24} [{s.suite}] {desc}")
         return 0
-    if not a.study or not a.trials:
-        p.error("give --study NAME and --trials T (or --list)")
+    if not a.study or a.trials is None:
+        missing = " and ".join(n for n, v in (("--study NAME", a.study), ("--trials T", a.trials)) if v is None or v == "")
+        return refuse(f"{missing} missing: give --study NAME (one of: {', '.join(list_studies())}) and "
+                      "--trials T (finished trials to reach, >= 1), or --list")
     try:
         get_study(a.study)
+        overrides = _overrides(a.set)
+        dirty = dirty_refusal(a.out or "runs", a.allow_dirty)
+        if dirty:
+            return refuse(dirty)
+        if validate_only:
+            return 0
         return run_study(a.study, trials=a.trials, workers=a.workers, opts=ClusterOptions.from_args(a),
-                         out=a.out, storage=a.storage, study_name=a.study_name, overrides=_overrides(a.set) | ({"tensorboard": True} if a.tensorboard else {}),
+                         out=a.out, storage=a.storage, study_name=a.study_name, overrides=overrides | ({"tensorboard": True} if a.tensorboard else {}),
                          device=a.device, heartbeat=a.heartbeat, grace=a.grace, max_failed=a.max_failed,
                          max_retry=a.max_retry, poll_s=a.poll_s, snapshot=a.snapshot, report=not a.no_report)
     except (KeyError, ValueError, StorageError, RuntimeError, FileNotFoundError) as e:

@@ -226,14 +226,15 @@ def test_fid_where_present_dash_where_missing_and_reference_rows(fid_suite, tmp_
     assert rows["no\\_fid"][col["Samples"] + 1] not in ("--", "")
     assert "torch-fidelity 0.3.0, 10000 generated vs 10000 real (test split) images" in tex
     assert "FID missing for some runs: Inception weights not found" in tex
-    assert tex.count(r"\quad ") == 3 and REFERENCE_SOURCE.replace("&", r"\&") in tex
-    assert rows["2-stage VAE"][col["Samples"]] == "12.6"
+    assert tex.count(r"\quad ") == 4 and REFERENCE_SOURCE in tex  # the ledger's four MNIST rows
+    assert rows[r"Dai \& Wipf 2019: 2-Stage VAE"][col["Samples"]] == "12.6"
+    assert "not comparable:" in tex  # each published row's verdict, in its note
     md = written["table.md"].read_text()
-    assert f"| {REFERENCE_SOURCE}: 2-stage VAE |" in md and "| no_fid |" in md
+    assert "| Dai & Wipf 2019: 2-Stage VAE [" in md and "(published) |" in md and "| no_fid |" in md
     # reference rows need a real FID: asking for them on a CFD-only table leaves them out
     no_ref = render_latex(build_table(df[df["label"] == "no_fid"], {"reference": True}))
-    assert "Dai" in no_ref and r"\quad" not in no_ref
-    with pytest.raises(ValueError, match="report no FID for dataset 'digits'"):
+    assert "ledger.toml) are not listed" in no_ref and r"\quad" not in no_ref
+    with pytest.raises(ValueError, match="no published FID for dataset 'digits'"):
         build_table(load_records(fid_suite).assign(dataset="digits"), {"reference": True})
 
 

@@ -31,11 +31,12 @@ def parser(prog: str, doc: str, **kw) -> argparse.ArgumentParser:
 
 
 def number(kind: type = int, *, low: float | None = None, high: float | None = None,
-           what: str = "") -> Callable[[str], int | float]:
+           above: float | None = None, what: str = "") -> Callable[[str], int | float]:
     """An argparse ``type=`` that reads ``kind`` within [low, high] (either end open when
-    None), refusing any other value with what is allowed; ``what`` says what the number means."""
+    None; ``above``: strictly greater than), refusing any other value with what is allowed;
+    ``what`` says what the number means."""
     name = "a whole number" if kind is int else "a number"
-    bounds = (f" >= {low}" if low is not None else "") + (
+    bounds = (f" >= {low}" if low is not None else f" > {above}" if above is not None else "") + (
         f"{' and' if low is not None else ''} <= {high}" if high is not None else "")
     allowed = f"{name}{bounds}" + (f" ({what})" if what else "")
 
@@ -44,9 +45,10 @@ def number(kind: type = int, *, low: float | None = None, high: float | None = N
             value = kind(text)
         except (ValueError, OverflowError):
             raise argparse.ArgumentTypeError(f"{text!r} is not {name}; expected {allowed}") from None
-        if kind is float and value != value or value in (float("inf"), float("-inf")):
+        if kind is float and (value != value or value in (float("inf"), float("-inf"))):
             raise argparse.ArgumentTypeError(f"{text!r}: expected {allowed}")
-        if (low is not None and value < low) or (high is not None and value > high):
+        if ((low is not None and value < low) or (high is not None and value > high)
+                or (above is not None and value <= above)):
             raise argparse.ArgumentTypeError(f"{text!r} is out of range; expected {allowed}")
         return value
     read.__name__ = kind.__name__  # argparse names the type in its own messages

@@ -332,8 +332,8 @@ def load_npz_data(root: str, download: bool, **_) -> ImageData:
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
     """Everything vaebench knows about a data set, in one place: how to load it, its image shape
-    (without loading it), its training-set size, its protocol, its display name and the FIDs
-    published for it. Registered with :func:`register_dataset`; everything else asks here."""
+    (without loading it), its training-set size, its protocol and its display name (the FIDs
+    published for it are in benchmarks/ledger.toml). Registered with :func:`register_dataset`; everything else asks here."""
     name: str
     loader: Callable[..., ImageData]
     protocol: Protocol
@@ -342,12 +342,9 @@ class DatasetSpec:
     train_size: int | None = None  # images in the standard training split (synthetic stand-ins use it)
     test_file: bool = False        # has a separate test file, so data_split=test_only applies
     sized: bool = False            # generated at any image_size (recorded in the resolved config)
-    # FIDs reported by Dai & Wipf 2019 (ICLR, Table 1), model -> value; empty where they report none
-    reference_fid: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 _DATASETS: dict[str, DatasetSpec] = {}
-REFERENCE_SOURCE = "Dai & Wipf 2019 (reported)"
 
 
 def register_dataset(spec: DatasetSpec) -> DatasetSpec:
@@ -376,12 +373,6 @@ def _fixed(shape: tuple[int, int, int]) -> Callable[[int | None], tuple[int, int
     return lambda image_size: shape
 
 
-# Dai & Wipf, "Diagnosing and Enhancing VAE Models", ICLR 2019, Table 1: FID, InfoGAN-style
-# network, latent 64, mean of 10 runs (https://arxiv.org/abs/1903.05789).
-def _dw(two_stage: float, learned: float, fixed: float) -> dict[str, float]:
-    return {"2-stage VAE": two_stage, "VAE, learned γ": learned, "VAE, fixed γ": fixed}
-
-
 # The paper's protocols (DESIGN.md): CIFAR-10 and CelebA follow Asperti & Trentin's code.
 register_dataset(DatasetSpec("digits", load_digits_data, Protocol(epochs=40, lr=1e-3, lr_halve_every=0, stage2_epochs=80),
                              "scikit-learn digits (8x8)", _fixed((1, 8, 8)), train_size=1500))
@@ -389,19 +380,18 @@ register_dataset(DatasetSpec("shapes", load_shapes_data, Protocol(epochs=20, lr=
                              "procedural shapes", lambda size: (1, size or 28, size or 28), train_size=10_000,
                              sized=True))
 register_dataset(DatasetSpec("mnist", load_mnist_data, Protocol(epochs=30, lr=1e-3, lr_halve_every=0, stage2_epochs=60),
-                             "MNIST", _fixed((1, 28, 28)), test_file=True, train_size=60_000, reference_fid=_dw(12.6, 54.5, 52.0)))
+                             "MNIST", _fixed((1, 28, 28)), test_file=True, train_size=60_000))
 register_dataset(DatasetSpec("fashion_mnist", load_fashion_mnist_data,
                              Protocol(epochs=30, lr=1e-3, lr_halve_every=0, stage2_epochs=60),
-                             "Fashion-MNIST", _fixed((1, 28, 28)), train_size=60_000, test_file=True,
-                             reference_fid=_dw(29.3, 60.0, 84.6)))
+                             "Fashion-MNIST", _fixed((1, 28, 28)), train_size=60_000, test_file=True))
 register_dataset(DatasetSpec("cifar10", load_cifar10_data,
                              Protocol(epochs=700, lr=1e-4, lr_halve_every=250, stage2_epochs=1400,
                                       stage2_lr_halve_every=400),
-                             "CIFAR-10", _fixed((3, 32, 32)), test_file=True, train_size=50_000, reference_fid=_dw(72.9, 76.7, 160.5)))
+                             "CIFAR-10", _fixed((3, 32, 32)), test_file=True, train_size=50_000))
 register_dataset(DatasetSpec("celeba", load_celeba_data,
                              Protocol(epochs=70, lr=5e-5, lr_halve_every=60, stage2_epochs=140,
                                       stage2_lr_halve_every=120),
-                             "CelebA 64x64", _fixed((3, 64, 64)), test_file=True, train_size=162_770, reference_fid=_dw(44.4, 60.5, 55.9)))
+                             "CelebA 64x64", _fixed((3, 64, 64)), test_file=True, train_size=162_770))
 register_dataset(DatasetSpec("npz", load_npz_data, Protocol(epochs=30, lr=1e-3, lr_halve_every=0, stage2_epochs=60),
                              "an .npz data set", None))
 
