@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import io
 import math
 import zipfile
 from pathlib import Path
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 import torchvision.datasets as tvd
 import torchvision.transforms.v2 as T
+from PIL import Image
 from tqdm import tqdm
 
 from vaes.records import atomic_path
@@ -74,6 +76,28 @@ def _split(x: torch.Tensor, y: torch.Tensor | None, frac_test: float, seed: int 
     te, tr = perm[:n_test], perm[n_test:]
     pick = (lambda t, i: None if t is None else t[i])
     return x[tr], x[te], pick(y, tr), pick(y, te)
+
+
+def jpeg_round_trip(images: torch.Tensor, quality: int) -> torch.Tensor:
+    """uint8 (N, C, H, W) images saved as JPEG by PIL at ``quality`` and read back.
+
+    Both originals store CIFAR-10 this way before training and testing (daib13/TwoStageVAE
+    preprocess.py writes each image with scipy's imsave to .jpg, which is PIL at its default
+    quality 75, and reads it back; asperti/BalancingVAE's loader does the same through imageio),
+    and Dai confirms in TwoStageVAE issue 9 that it changes FID. Chroma subsampling 4:2:0 is
+    named, as PIL's default at quality 75 is; grey images (C = 1) have no chroma to subsample.
+    """
+    c = images.shape[1]
+    mode = {1: "L", 3: "RGB"}[c]
+    out = torch.empty_like(images)
+    for i, img in enumerate(images.permute(0, 2, 3, 1).numpy()):  # (H, W, C) each
+        buf = io.BytesIO()
+        Image.fromarray(img[..., 0] if c == 1 else img, mode).save(
+            buf, format="JPEG", quality=quality, subsampling="4:2:0")
+        buf.seek(0)
+        back = np.array(Image.open(buf).convert(mode))  # a writable copy
+        out[i] = torch.from_numpy(back.reshape(img.shape)).permute(2, 0, 1)
+    return out
 
 
 def _md5(path: Path) -> str:
@@ -397,10 +421,17 @@ register_dataset(DatasetSpec("npz", load_npz_data, Protocol(epochs=30, lr=1e-3, 
 
 
 def load_dataset(name: str, root: str = "data", *, download: bool = False,
-                 data_split: str = "standard", image_size: int | None = None) -> ImageData:
-    """Load data set ``name`` (see :func:`list_datasets`) as uint8 tensors."""
+                 data_split: str = "standard", image_size: int | None = None,
+                 jpeg_quality: int = 0) -> ImageData:
+    """Load data set ``name`` (see :func:`list_datasets`) as uint8 tensors; with
+    ``jpeg_quality`` (1..95) training and held-out images alike go through a JPEG round trip."""
     spec = get_dataset(name)
     if data_split == "test_only" and not spec.test_file:
         raise ValueError(f"data_split=test_only applies to data sets with a test split file; "
                          f"{name} has its own split")
-    return spec.loader(root, download, data_split=data_split, image_size=image_size)
+    data = spec.loader(root, download, data_split=data_split, image_size=image_size)
+    if jpeg_quality:  # the one place: every loader's images, both splits
+        data = dataclasses.replace(data, train=jpeg_round_trip(data.train, jpeg_quality),
+                                   test=jpeg_round_trip(data.test, jpeg_quality),
+                                   note=f"{data.note}; JPEG round trip, PIL quality {jpeg_quality}, 4:2:0")
+    return data

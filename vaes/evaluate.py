@@ -13,11 +13,14 @@ Sample and reconstruction grids are saved as PNG next to the record.
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import hashlib
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torchvision.utils import save_image
@@ -30,7 +33,9 @@ from vaes.data import load_dataset
 from vaes.fid import InceptionWeightsMissing, compute_inception_metrics
 from vaes.frechet import feature_statistics, frechet_distance
 from vaes.metrics import heldout_metrics, to_float
+from vaes.networks import eval_mode
 from vaes.records import Record, load_torch
+from vaes.renorm import renorm_statistics, rescale_codes, rescale_pixels
 
 _reported: set[str] = set()  # say each missing-weights message once per process
 
@@ -199,10 +204,12 @@ def classifier_metrics(cfg, data, images: dict, real: torch.Tensor) -> dict:
 def reference_key(cfg, real: torch.Tensor) -> dict:
     """The cache key of the real images' FID statistics: the data's identity, not just its name.
 
-    The content hash covers the file, the split and the count, so two npz files or two
-    ``shapes`` sizes never share statistics; vaes.fid adds the engine and the weights.
+    The content hash covers the file, the split, the count and a JPEG round trip, so two npz
+    files or two ``shapes`` sizes never share statistics; vaes.fid adds the engine and the
+    weights. ``split`` names the reference (``fid_reference``: heldout or train) and the data
+    split, and is what a table's caption reads.
     """
-    return {"dataset": cfg.dataset, "split": f"heldout:{cfg.data_split}", "n": len(real),
+    return {"dataset": cfg.dataset, "split": f"{cfg.fid_reference}:{cfg.data_split}", "n": len(real),
             "shape": list(real.shape[1:]),
             "sha256": hashlib.sha256(real.detach().cpu().contiguous().numpy().tobytes()).hexdigest()}
 
@@ -241,14 +248,16 @@ def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None) -> Rec
                                 f"train it first with python -m vaes.train ... out={run_dir}")
     cfg = from_dict(rec.config)
     if overrides:
-        allowed = {"eval_images", "fid", "fid_images", "fid_engine", "fid_weights", "cache_dir", "device", "data_root"}
+        # not bn_eval: the second stage learned codes encoded with the run's own BatchNorm statistics
+        allowed = {"eval_images", "fid", "fid_images", "fid_engine", "fid_weights", "fid_reference", "renorm_stats",
+                   "cache_dir", "device", "data_root"}
         bad = [a.split("=", 1)[0] for a in overrides if a.split("=", 1)[0] not in allowed]
         if bad:
             raise ValueError(f"{', '.join(bad)}: only evaluation settings can change here: {', '.join(sorted(allowed))}")
         changed = parse_overrides(overrides, base=cfg)
         cfg = dataclasses.replace(cfg, **{a.split("=", 1)[0]: getattr(changed, a.split("=", 1)[0]) for a in overrides})
     data = load_dataset(cfg.dataset, cfg.data_root, download=cfg.download, data_split=cfg.data_split,
-                        image_size=cfg.image_size)
+                        image_size=cfg.image_size, jpeg_quality=cfg.jpeg_quality)
     device = pick_device(cfg.device)
     weights = load_torch(run_dir / "model.pt")
     model = build_model(cfg, data.shape)
@@ -260,11 +269,12 @@ def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None) -> Rec
         stage2.load_state_dict(weights["stage2"])
         stage2.to(device)
     t0 = time.perf_counter()
-    metrics = heldout_metrics(model, data.test.to(device))
+    metrics = heldout_metrics(model, data.test.to(device), bn_eval=cfg.bn_eval)
     metrics.update(evaluate_models(cfg, model, stage2, data, run_dir))
     rec.metrics = metrics
     rec.timings = {**(rec.timings or {}), "eval_seconds": time.perf_counter() - t0}
-    rec.config.update({k: getattr(cfg, k) for k in ("eval_images", "fid", "fid_images", "fid_engine", "fid_weights")})
+    rec.config.update({k: getattr(cfg, k) for k in ("eval_images", "fid", "fid_images", "fid_engine", "fid_weights",
+                                                    "fid_reference", "renorm_stats")})
     return rec.write(run_dir / "record.json")
 
 

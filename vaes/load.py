@@ -28,6 +28,7 @@ from vaes.config import TrainConfig, from_dict
 from vaes.data import DataMissing, load_dataset
 from vaes.evaluate import generate, reconstruct
 from vaes.model import VAE
+from vaes.networks import eval_mode
 from vaes.records import CorruptCheckpoint, CorruptRecord, NotARecord, Record, load_torch
 from vaes.registry import variant_options
 
@@ -86,7 +87,7 @@ class TrainedRun:
             raise ValueError(f"stage=2 but the run in {self.run_dir} has no second stage "
                              f"(it was trained with two_stage={self.config.two_stage}); use stage=1")
         return generate(self.model, self.stage2 if stage == 2 else None, n, seed=seed,
-                        stage2_noise=sampler == "ancestral")
+                        stage2_noise=sampler == "ancestral", bn_eval=self.config.bn_eval)
 
     # ---- encoder and decoder ----
 
@@ -94,8 +95,8 @@ class TrainedRun:
     def encode(self, x: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, logvar) of q(z|x), each (N, latent_dim), on the run's device."""
         x = self._as_uint8_scale(x)
-        self.model.eval()
-        return self.model.encode(x.to(self.device).float().div_(255.0))  # .float() copies uint8
+        with eval_mode(self.model, self.config.bn_eval):  # the BatchNorm statistics evaluation used
+            return self.model.encode(x.to(self.device).float().div_(255.0))  # .float() copies uint8
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -109,15 +110,16 @@ class TrainedRun:
         if z.dim() != 2 or z.shape[1] != self.latent_dim or len(z) == 0:
             raise ValueError(f"z must have shape (N, {self.latent_dim}) with N >= 1 for this run, "
                              f"got {tuple(z.shape)}")
-        self.model.eval()
-        return self.model.decode(z.to(self.device, torch.float32))
+        with eval_mode(self.model, self.config.bn_eval):
+            return self.model.decode(z.to(self.device, torch.float32))
 
     def reconstruct(self, x: torch.Tensor | np.ndarray, sample: bool = False, seed: int = 0) -> torch.Tensor:
         """uint8 reconstructions (N, C, H, W) on the CPU: decode(mu(x)), or with ``sample``
         decode(z) of one z ~ q(z|x) drawn with ``seed`` (as both originals' reconstruct)."""
         # evaluate.reconstruct divides by 255; a float image times 255 goes back to itself
         # exactly for every u / 255, so uint8 and float inputs give the same reconstructions
-        return reconstruct(self.model, self._as_uint8_scale(x), seed=seed if sample else None)
+        return reconstruct(self.model, self._as_uint8_scale(x), seed=seed if sample else None,
+                           bn_eval=self.config.bn_eval)
 
     def _as_uint8_scale(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Checked images on the 0..255 scale: uint8 as they are, floats times 255 as a new

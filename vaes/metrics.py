@@ -12,6 +12,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from vaes.losses import bernoulli_nll, gaussian_nll, kl_standard_normal, squared_error
+from vaes.networks import eval_mode
 
 ACTIVE_THRESHOLD = 0.01
 # gamma / sqrt(MSE) above this at the end of a stage: gamma has not reached its optimum
@@ -35,14 +36,19 @@ def to_float(x_u8: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def heldout_metrics(model, images: torch.Tensor, *, batch_size: int = 500) -> dict[str, float]:
+def heldout_metrics(model, images: torch.Tensor, *, batch_size: int = 500,
+                    bn_eval: str = "debiased") -> dict[str, float]:
     """recon_mse, psnr, kl, neg_elbo (nats per image), active_units and gamma on uint8 images.
 
     Reconstructions decode the posterior mean; the ELBO samples z once per image and uses
-    the variant's current gamma (or the Bernoulli likelihood where it has none).
+    the variant's current gamma (or the Bernoulli likelihood where it has none). Eval-mode
+    BatchNorm statistics as ``bn_eval`` says (vaes.networks.eval_mode).
     """
-    was_training = model.training
-    model.eval()
+    with eval_mode(model, bn_eval):
+        return _heldout(model, images, batch_size)
+
+
+def _heldout(model, images: torch.Tensor, batch_size: int) -> dict[str, float]:
     device = next(model.parameters()).device
     gamma = model.gamma()
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # sse, kl, nelbo, count
@@ -59,7 +65,6 @@ def heldout_metrics(model, images: torch.Tensor, *, batch_size: int = 500) -> di
             nll = gaussian_nll(squared_error(x, out["x_hat"]), torch.log(gamma.to(device)), x[0].numel())
         sums += torch.stack([sse.sum(), kl.sum(), (nll + kl).sum(), torch.tensor(len(x), device=device)]).double()
         mus.append(mu.float())
-    model.train(was_training)
     sse, kl, nelbo, n = sums.tolist()
     dims = images[0].numel()
     mse = sse / (n * dims)

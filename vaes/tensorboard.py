@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from torchvision.utils import make_grid
 
+from vaes.networks import eval_mode
+
 TERMS = ("loss", "recon", "kl", "mse")
 
 
@@ -60,11 +62,9 @@ class EpochLogger:
     @torch.no_grad()
     def _grid(self) -> torch.Tensor:
         model = self.model
-        was = model.training
-        model.eval()
         device = next(model.parameters()).device
         g = torch.Generator(device=device).manual_seed(self.seed)  # the same z every time: a film of training
         z = torch.randn(self.n_grid, model.latent_dim, generator=g, device=device)
-        x = model.decode(z).float().clamp(0, 1).cpu()
-        model.train(was)
+        with eval_mode(model):  # debiased BatchNorm statistics: mid-training they are far from the start's
+            x = model.decode(z).float().clamp(0, 1).cpu()
         return make_grid(x, nrow=int(math.sqrt(self.n_grid)), padding=1)

@@ -27,7 +27,7 @@ from vaes.data import DataMissing, ImageData, load_dataset
 from vaes.evaluate import evaluate_models
 from vaes.metrics import gamma_ratio, heldout_metrics, to_float, train_step_flops
 from vaes.model import VAE
-from vaes.networks import count_parameters
+from vaes.networks import count_parameters, eval_mode
 from vaes.records import CorruptCheckpoint, Record, load_torch, save_torch
 from vaes.tensorboard import EpochLogger, summary_writer
 
@@ -223,7 +223,8 @@ def train(cfg: TrainConfig, *, data: ImageData | None = None, progress: bool | N
     try:
         if data is None:
             data = load_dataset(cfg.dataset, cfg.data_root, download=cfg.download,
-                                data_split=cfg.data_split, image_size=cfg.image_size)
+                                data_split=cfg.data_split, image_size=cfg.image_size,
+                                jpeg_quality=cfg.jpeg_quality)
         cfg = resolve(cfg, data.shape)
         record.config = to_dict(cfg)
         record.run_id = run_id(cfg)
@@ -272,7 +273,7 @@ def train(cfg: TrainConfig, *, data: ImageData | None = None, progress: bool | N
         save_torch(out / "model.pt", {"model": model.state_dict(),
                                       "stage2": None if stage2 is None else stage2.state_dict()})
         t0 = time.perf_counter()
-        record.metrics = heldout_metrics(model, data.test.to(device))
+        record.metrics = heldout_metrics(model, data.test.to(device), bn_eval=cfg.bn_eval)
         if evaluate:
             record.metrics.update(evaluate_models(cfg, model, stage2, data, out))
         record.timings["eval_seconds"] = time.perf_counter() - t0
@@ -286,12 +287,12 @@ def train(cfg: TrainConfig, *, data: ImageData | None = None, progress: bool | N
 
 
 @torch.no_grad()
-def encode_all(model: VAE, images: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior means and log-variances of uint8 images, in eval mode."""
-    was = model.training
-    model.eval()
-    parts = [model.encode(to_float(images[i:i + batch_size])) for i in range(0, len(images), batch_size)]
-    model.train(was)
+def encode_all(model: VAE, images: torch.Tensor, batch_size: int = 1000, *,
+               bn_eval: str = "debiased") -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior means and log-variances of uint8 images, in eval mode with ``bn_eval``
+    BatchNorm statistics (the second stage learns the codes evaluation will decode)."""
+    with eval_mode(model, bn_eval):
+        parts = [model.encode(to_float(images[i:i + batch_size])) for i in range(0, len(images), batch_size)]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
@@ -310,7 +311,7 @@ def train_stage2(cfg: TrainConfig, model: VAE, train_x: torch.Tensor, out: Path,
                  progress: bool | None = None, on_epoch: Callable[[dict], None] | None = None) -> tuple[VAE, FitResult]:
     """Fit the second-stage VAE on z ~ q(z|x) of the trained first stage, re-sampled every epoch
     (Dai & Wipf 2019, as Asperti & Trentin)."""
-    mu, logvar = encode_all(model, train_x)
+    mu, logvar = encode_all(model, train_x, bn_eval=cfg.bn_eval)
     std = torch.exp(0.5 * logvar)
     torch.manual_seed(cfg.seed + 1)
     stage2 = build_stage2(cfg).to(mu.device)
