@@ -11,6 +11,7 @@ import math
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from vaes.likelihood import iw_metrics
 from vaes.losses import bernoulli_nll, gaussian_nll, kl_standard_normal, squared_error
 from vaes.networks import eval_mode
 
@@ -38,7 +39,8 @@ def to_float(x_u8: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def heldout_metrics(model, images: torch.Tensor, *, batch_size: int = 500,
                     bn_eval: str = "debiased") -> dict[str, float]:
-    """recon_mse, psnr, kl, neg_elbo (nats per image), active_units and gamma on uint8 images.
+    """recon_mse, psnr, kl, neg_elbo (nats per image), active_units, gamma, and the
+    importance-weighted bound iw_nll, iw_bpd, iw_k, iw_images, iw_gamma (vaes/likelihood.py) on uint8 images.
 
     Reconstructions decode the posterior mean; the ELBO samples z once per image and uses
     the variant's current gamma (or the Bernoulli likelihood where it has none). Eval-mode
@@ -69,6 +71,11 @@ def _heldout(model, images: torch.Tensor, batch_size: int) -> dict[str, float]:
     dims = images[0].numel()
     mse = sse / (n * dims)
     mu = torch.cat(mus)
+    iw_gamma = gamma
+    if gamma is not None and getattr(model.balance, "gamma_is_batch_mse", False):
+        # sigma-VAE: gamma() is sqrt(MSE) of the last TRAINING batch; its decoder std on these
+        # images is, by the same rule (Rybkin et al.), the root of their own MSE.
+        iw_gamma = torch.tensor(math.sqrt(mse))
     return {
         "recon_mse": mse,
         "psnr": 10 * math.log10(1.0 / mse) if mse > 0 else float("inf"),
@@ -76,6 +83,9 @@ def _heldout(model, images: torch.Tensor, batch_size: int) -> dict[str, float]:
         "neg_elbo": nelbo / n,
         "active_units": int((mu.var(dim=0) > ACTIVE_THRESHOLD).sum()),
         "gamma": None if gamma is None else float(gamma),
+        # the importance-weighted bound (Burda et al. 2016) with the decoder std it used
+        **iw_metrics(model, images, iw_gamma),
+        "iw_gamma": None if iw_gamma is None else float(iw_gamma),
     }
 
 

@@ -18,6 +18,9 @@ from vaes.registry import register_variant
 class Sigma(nn.Module):
     """loss = NLL(gamma) + KL with gamma^2 = batch MSE, log gamma soft-clipped at -6."""
 
+    # gamma() reports the last training batch's; held-out metrics take the held-out MSE instead
+    gamma_is_batch_mse = True
+
     def __init__(self, opts, *, shape: tuple[int, ...], latent_dim: int):
         super().__init__()
         # last batch's log gamma, kept only to report it; not used by the loss
