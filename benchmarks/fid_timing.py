@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.speed import device_name, inception_extractor, sync, synthetic_images
+from vaes.cli import dirty_refusal, int_list, number, parser
 from vaes.build import pick_device
 from vaes.fid import extract_features, feature_statistics, frechet_distance
 
@@ -78,16 +79,25 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.fid_timing", description=__doc__.split("\n\n")[0])
+def parse_args(argv=None) -> argparse.Namespace:
+    """The checked arguments (argparse exits 2 with the argument, the value and what is allowed)."""
+    p = parser("python -m benchmarks.fid_timing", __doc__.split("\n\n")[0])
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--n-images", type=int, default=10_000)
-    p.add_argument("--batch-sizes", type=lambda s: [int(v) for v in s.split(",")], default=[200, 500])
-    p.add_argument("--size", type=int, default=32, help="side of the images (CIFAR-10: 32)")
+    p.add_argument("--n-images", type=number(int, low=2), default=10_000)
+    p.add_argument("--batch-sizes", type=int_list(low=1), default=[200, 500])
+    p.add_argument("--size", type=number(int, low=1), default=32, help="side of the images (CIFAR-10: 32)")
     p.add_argument("--out", default="results/speed")
+    p.add_argument("--allow-dirty", action="store_true",
+                   help="write into results/ from a tree with uncommitted changes")
     args = p.parse_args(argv)
-    if args.n_images < 2:
-        p.error("--n-images must be >= 2")
+    dirty = dirty_refusal(args.out, args.allow_dirty)
+    if dirty:
+        p.error(dirty)
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
     res = measure(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,7 @@ import torch
 
 from benchmarks.speed import synthetic_images
 from benchmarks.suite import expand, load_suite
+from vaes.cli import choice_list, dirty_refusal, number, parser
 from vaes.build import dataset_shape
 from vaes.config import TrainConfig
 from vaes.data import ImageData
@@ -160,19 +161,28 @@ def markdown(res: dict) -> str:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m benchmarks.suite_throughput", description=__doc__.split("\n\n")[0])
+    p = parser("python -m benchmarks.suite_throughput", __doc__.split("\n\n")[0])
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--suite", default="cifar10")
-    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--seeds", type=number(int, low=1), default=2)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--n-train", type=int, default=50_000, help="synthetic training images per run")
-    p.add_argument("--epochs", type=int, default=2, help="first-stage epochs per run (0: the suite's)")
-    p.add_argument("--stage2-epochs", type=int, default=4, help="second-stage epochs per run (0: the suite's)")
-    p.add_argument("--processes", type=int, default=0, help="processes at once in the concurrent mode (0: one per run)")
-    p.add_argument("--modes", type=lambda s: [v for v in s.split(",") if v], default=["single", "sequential", "concurrent"])
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads per process (0: torch's default)")
+    p.add_argument("--n-train", type=number(int, low=1), default=50_000, help="synthetic training images per run")
+    p.add_argument("--epochs", type=number(int, low=0, what="0: the suite's"), default=2, help="first-stage epochs per run (0: the suite's)")
+    p.add_argument("--stage2-epochs", type=number(int, low=0, what="0: the suite's"), default=4, help="second-stage epochs per run (0: the suite's)")
+    p.add_argument("--processes", type=number(int, low=0, what="0: one per run"), default=0, help="processes at once in the concurrent mode (0: one per run)")
+    p.add_argument("--modes", type=choice_list(("single", "sequential", "concurrent")), default=["single", "sequential", "concurrent"])
+    p.add_argument("--threads", type=number(int, low=0, what="0: torch's default"), default=0, help="torch CPU threads per process (0: torch's default)")
     p.add_argument("--out", default="results/speed")
+    p.add_argument("--allow-dirty", action="store_true",
+                   help="write into results/ from a tree with uncommitted changes")
     args = p.parse_args(argv)
+    dirty = None if args.worker else dirty_refusal(args.out, args.allow_dirty)
+    if dirty:
+        p.error(dirty)
+    try:
+        load_suite(args.suite)
+    except (FileNotFoundError, ValueError) as e:
+        p.error(f"--suite {args.suite}: {e}")
     bad = set(args.modes) - {"single", "sequential", "concurrent"}
     if bad:
         p.error(f"--modes: unknown {', '.join(sorted(bad))}")

@@ -28,7 +28,8 @@ from torchvision.utils import save_image
 from vaes.build import build_model, build_stage2, pick_device
 from vaes import feature_metrics
 from vaes.classifier import classifier_features, load_or_train_classifier
-from vaes.config import from_dict, parse_overrides
+from vaes.cli import EXIT_STATUSES, refuse
+from vaes.config import TrainConfig, from_dict, parse_overrides
 from vaes.data import load_dataset
 from vaes.fid import InceptionWeightsMissing, compute_inception_metrics
 from vaes.frechet import feature_statistics, frechet_distance
@@ -278,16 +279,39 @@ def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None) -> Rec
     return rec.write(run_dir / "record.json")
 
 
-def main(argv: list[str] | None = None) -> int:
+EVAL_KEYS = ("eval_images", "fid", "fid_images", "fid_engine", "fid_weights", "fid_reference",
+             "renorm_stats", "bn_eval", "cache_dir", "device", "data_root")  # what evaluating again may change
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """ValueError naming the argument, the value and what is allowed, for any key=value that is
+    not an evaluation setting of TrainConfig or whose value TrainConfig refuses."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    allowed = [k for k in EVAL_KEYS if k in fields]
+    for a in overrides:
+        if "=" not in a:
+            raise ValueError(f"expected key=value after RUN_DIR, got {a!r}; keys: {', '.join(allowed)}")
+    bad = [a.split("=", 1)[0].strip() for a in overrides if a.split("=", 1)[0].strip() not in allowed]
+    if bad:
+        raise ValueError(f"{', '.join(bad)}: only evaluation settings can change here: {', '.join(allowed)}")
+    parse_overrides(overrides)  # the values, checked as TrainConfig checks them
+
+
+def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
+    """Command line; ``validate_only`` stops after checking the arguments (no run folder read)."""
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__.strip())
+    if not argv or any(a in ("-h", "--help") for a in argv):
+        print(__doc__.strip() + "\n\n" + EXIT_STATUSES, file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     try:
+        if "=" in argv[0]:
+            raise ValueError(f"the first argument must be the run folder (RUN_DIR), got {argv[0]!r}; see --help")
+        check_overrides(argv[1:])
+        if validate_only:
+            return 0
         rec = evaluate_run(argv[0], argv[1:])
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (FileNotFoundError, ValueError, TypeError) as e:
+        return refuse(e)
     for k, v in rec.metrics.items():
         v = v.get("value") if isinstance(v, dict) else v
         print(f"{k:<20} {v if v is not None else '-- (missing)'}")

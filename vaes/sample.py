@@ -7,6 +7,9 @@ default where the run has a second stage, draws u ~ N(0, I) and z = decoder2(u) 
 the record's *_stage2) or z = decoder2(u) + gamma_z eps (sampler=ancestral); stage 1 decodes
 z ~ N(0, I). The grid has ceil(sqrt(n)) images a row; its path is printed. Errors are printed
 as 'error: ...' with exit status 2.
+
+exit status: 0 done (also --help); 2 refused input or a run folder that cannot be loaded
+(the message names the argument, the value and what is allowed)
 """
 from __future__ import annotations
 
@@ -41,6 +44,12 @@ def parse_args(argv: list[str]) -> tuple[str, dict]:
             raise ValueError(f"{k}={v!r}: expected {tp.__name__}") from None
     if settings["n"] < 1:
         raise ValueError(f"n={settings['n']}: expected at least 1 image")
+    if settings["stage"] not in (None, 1, 2):
+        raise ValueError(f"stage={settings['stage']}: choose 1 (decode z ~ N(0, I)) or 2 (the second stage)")
+    if settings["seed"] < 0:
+        raise ValueError(f"seed={settings['seed']}: expected a whole number >= 0")
+    if settings["sampler"] not in ("mean", "ancestral"):
+        raise ValueError(f"sampler={settings['sampler']!r}: choose one of mean, ancestral")
     if settings["device"] not in ("cpu", "cuda", "auto"):
         raise ValueError(f"device={settings['device']!r}: choose one of cpu, cuda, auto")
     if Path(settings["out"]).suffix.lower() != ".png":

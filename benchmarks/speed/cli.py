@@ -37,6 +37,7 @@ import sys
 
 import torch
 
+from vaes.cli import choice_list, dirty_refusal, int_list, number, parser
 from vaes.build import pick_device
 from vaes.config import TrainConfig
 from vaes.data import get_dataset, list_datasets
@@ -50,44 +51,48 @@ DEFAULT_PEAK_NAME = "NVIDIA H100/H200 SXM, dense bf16"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser("python -m benchmarks.speed", __doc__.split("\n\n")[0])
     p.add_argument("--dataset", nargs="+", default=["digits"], choices=[d for d in list_datasets() if get_dataset(d).shape is not None],
                    help="data sets to time (default: digits)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--epochs", type=int, default=None,
+    p.add_argument("--epochs", type=number(int, low=1), default=None,
                    help="epochs per trainer and round (default: ~6k images on the CPU, an epoch on CUDA)")
-    p.add_argument("--rounds", type=int, default=7, help="timed rounds after a warm-up round (median reported)")
-    p.add_argument("--batch-size", type=int, default=100, help="the paper's batch size")
-    p.add_argument("--n-train", type=int, default=0,
+    p.add_argument("--rounds", type=number(int, low=1), default=7, help="timed rounds after a warm-up round (median reported)")
+    p.add_argument("--batch-size", type=number(int, low=1), default=100, help="the paper's batch size")
+    p.add_argument("--n-train", type=number(int, low=0, what="0: all"), default=0,
                    help="training images (0: all on CUDA; on the CPU at most 6000 for the conv net, 300 for "
                         "the ResNet)")
     p.add_argument("--variant", default=TrainConfig.variant, help="balancing variant of vaebench's trainer")
     p.add_argument("--synthetic", action="store_true", help="time on uint8 noise of the data set's shape")
     p.add_argument("--data-root", default="data")
-    p.add_argument("--checkpoint-every", type=int, default=1, help="vaebench's checkpoint interval in epochs")
+    p.add_argument("--checkpoint-every", type=number(int, low=1), default=1, help="vaebench's checkpoint interval in epochs")
     p.add_argument("--bf16", action="store_true", help="vaebench's trainer in bf16 autocast (the others: fp32)")
     p.add_argument("--compile", action="store_true", help="vaebench's trainer with torch.compile")
-    p.add_argument("--stage2-epochs", type=int, default=1, help="second-stage epochs per round")
-    p.add_argument("--stage2-rounds", type=int, default=2)
-    p.add_argument("--eval-images", type=int, default=0,
+    p.add_argument("--stage2-epochs", type=number(int, low=1), default=1, help="second-stage epochs per round")
+    p.add_argument("--stage2-rounds", type=number(int, low=1), default=2)
+    p.add_argument("--eval-images", type=number(int, low=0, what="0: the device's default"), default=0,
                    help="images through Inception (0: 50 on the CPU, 2000 on CUDA)")
-    p.add_argument("--eval-batch-sizes", type=lambda s: [int(v) for v in s.split(",")], default=None,
+    p.add_argument("--eval-batch-sizes", type=int_list(low=1), default=None,
                    help="comma-separated Inception batch sizes (default: 50 on the CPU, 50,500 on CUDA)")
-    p.add_argument("--peak-tflops", type=float, default=DEFAULT_PEAK_TFLOPS,
+    p.add_argument("--peak-tflops", type=number(float, above=0), default=DEFAULT_PEAK_TFLOPS,
                    help=f"the device's peak for the achieved fraction (default {DEFAULT_PEAK_TFLOPS:g}: "
                         f"{DEFAULT_PEAK_NAME})")
     p.add_argument("--peak-name", default=DEFAULT_PEAK_NAME)
-    p.add_argument("--skip", type=lambda s: [v for v in s.split(",") if v], default=[],
+    p.add_argument("--skip", type=choice_list(SECTIONS), default=[],
                    help=f"comma-separated parts to leave out: {', '.join(SECTIONS)}")
-    p.add_argument("--threads", type=int, default=0,
+    p.add_argument("--threads", type=number(int, low=0, what="0: torch's default"), default=0,
                    help="torch CPU threads (0: torch's default). On a shared machine 1 is much steadier: an "
                         "OpenMP team waiting for a descheduled thread stalls every op")
     p.add_argument("--profile", action="store_true",
                    help="also profile vaebench's step: phases in the JSON, operators in OUT/<stem>-profile.txt")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=number(int, low=0), default=0)
     p.add_argument("--out", default="results/speed")
+    p.add_argument("--allow-dirty", action="store_true",
+                   help="write into results/ from a tree with uncommitted changes")
     args = p.parse_args(argv)
+    dirty = dirty_refusal(args.out, args.allow_dirty)
+    if dirty:
+        p.error(dirty)
     bad = set(args.skip) - set(SECTIONS)
     if bad:
         p.error(f"--skip {','.join(sorted(bad))}: choose from {', '.join(SECTIONS)}")
