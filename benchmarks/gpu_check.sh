@@ -17,16 +17,23 @@
 # under `timeout`, so one that fails or hangs loses only itself. --tiny runs every step on the
 # CPU at a tiny setting (the test, tests/test_gpu_check.py). Set VAEBENCH_COMMIT when the copy
 # of the repository has no .git.
+# Exit status: 0 done (also -h/--help), 2 refused input (the message names the argument, the
+# value and what is allowed); a failed step is recorded in OUT/steps.tsv and the script goes on.
 set -u
-usage() { echo "usage: $0 OUT [--tiny] [--wheels DIR]" >&2; exit 2; }
-[ $# -ge 1 ] || usage
+usage() { echo "usage: $0 OUT [--tiny] [--wheels DIR]; exit status 0 done (also --help), 2 refused input" >&2; }
+refuse() { echo "error: $1" >&2; usage; exit 2; }
+case ${1:-} in -h|--help) usage 2>&1; exit 0 ;; esac
+[ $# -ge 1 ] || refuse "OUT missing: give the output folder first"
+case $1 in -*) refuse "OUT=$1 looks like an option; give the output folder first, then --tiny or --wheels DIR" ;; esac
 OUT=$1; shift
 TINY=0; WHEELS=${VAEBENCH_WHEELS:-}
 while [ $# -gt 0 ]; do
   case $1 in
     --tiny) TINY=1 ;;
-    --wheels) [ $# -ge 2 ] || usage; WHEELS=$2; shift ;;
-    *) usage ;;
+    --wheels) [ $# -ge 2 ] || refuse "--wheels needs a folder of wheels"
+              [ -d "$2" ] || refuse "--wheels $2 is not a folder; give a folder of .whl files"
+              WHEELS=$2; shift ;;
+    *) refuse "unknown argument $1; allowed: --tiny, --wheels DIR" ;;
   esac
   shift
 done
