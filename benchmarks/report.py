@@ -14,7 +14,6 @@ folder. Their public names are re-exported here.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -25,10 +24,10 @@ from benchmarks.figures import label_palette, plot_curves, plot_metrics, plot_sa
 from benchmarks.frames import load_histories, load_records
 from benchmarks.render import render_latex, render_markdown, tex_escape  # noqa: F401  (API)
 from benchmarks.suite import load_suite
+from vaes.cli import dirty_refusal, parser
 from benchmarks.table import (  # noqa: F401  (API)
     BIASED_BELOW,
     REFERENCE_SOURCE,
-    SIG_P,
     Cell,
     Column,
     Row,
@@ -40,17 +39,19 @@ from benchmarks.table import (  # noqa: F401  (API)
 # ----------------------------------------------------------------------------- the report
 
 def make_report(df: pd.DataFrame, hist: pd.DataFrame, out_dir: str | Path,
-                suite: dict | None = None) -> dict[str, Path]:
+                suite: dict | None = None, sets: str | None = None) -> dict[str, Path]:
     """Write runs.csv, table.tex, table.md and the four figures into ``out_dir``.
 
     ``df`` and ``hist`` come from :func:`benchmarks.frames.load_records` and
     :func:`~benchmarks.frames.load_histories`; ``suite`` (the dict of
     benchmarks.suite.load_suite, or any dict with some of name, dataset, description,
-    reference, runs) feeds the caption and orders the rows. Returns {file name: path}.
+    reference, runs, quality_sets) feeds the caption and orders the rows; ``sets`` ('vaebench'
+    or 'renorm', default the suite's quality_sets, else 'vaebench') picks the image sets of the
+    quality columns (:func:`benchmarks.table.build_table`). Returns {file name: path}.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    table = build_table(df, suite)
+    table = build_table(df, suite, sets)
     written = {}
 
     def put(name: str, text: str) -> None:
@@ -73,10 +74,11 @@ def make_report(df: pd.DataFrame, hist: pd.DataFrame, out_dir: str | Path,
     return written
 
 
-def report_folder(runs_dir: str | Path, out_dir: str | Path, suite: dict | None = None) -> list[Path]:
+def report_folder(runs_dir: str | Path, out_dir: str | Path, suite: dict | None = None,
+                  sets: str | None = None) -> list[Path]:
     """Read every record under ``runs_dir`` and write the report into ``out_dir`` (see
     :func:`make_report`); returns the files written. What benchmarks.run calls after a suite."""
-    return list(make_report(load_records(runs_dir), load_histories(runs_dir), out_dir, suite).values())
+    return list(make_report(load_records(runs_dir), load_histories(runs_dir), out_dir, suite, sets).values())
 
 
 def _suite_meta(name: str) -> dict:
@@ -104,20 +106,23 @@ def make_suite_report(suite: dict, out: Path) -> None:
     print("report: " + ", ".join(str(p) for p in paths))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI: build a suite's report from its records."""
-    p = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
+    """CLI: build a suite's report from its records; ``validate_only`` stops after the checks."""
+    p = parser("python -m benchmarks.report", __doc__.split("\n\n")[0])
     p.add_argument("--suite", required=True,
                    help="suite name or .toml path (caption, row order, defaults of --runs and --out)")
     p.add_argument("--runs", help="folder searched for record.json files (default runs/NAME/runs)")
     p.add_argument("--out", help="where tables and figures go (default runs/NAME)")
+    p.add_argument("--sets", choices=("vaebench", "renorm"),
+                   help="image sets of the quality columns: vaebench's own, or the original code's "
+                        "renormalised *_renorm sets (default: the suite's quality_sets, else vaebench)")
     a = p.parse_args(argv)
     try:
         suite = _suite_meta(a.suite)
         name = suite["name"]
         runs = Path(a.runs or Path("runs") / name / "runs")
         out = Path(a.out or Path("runs") / name)
-        for path in report_folder(runs, out, suite):
+        for path in report_folder(runs, out, suite, a.sets):
             print(path)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

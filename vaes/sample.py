@@ -57,13 +57,16 @@ def parse_args(argv: list[str]) -> tuple[str, dict]:
     return argv[0], settings
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
+    """Command line; ``validate_only`` stops after checking the arguments (no run loaded)."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or any(a in ("-h", "--help") for a in argv):
         print(__doc__.strip(), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     try:
         run_dir, s = parse_args(argv)
+        if validate_only:
+            return 0
         run = load_run(run_dir, device=s["device"])
         images = run.sample(s["n"], stage=s["stage"], seed=s["seed"], sampler=s["sampler"])
         out = Path(s["out"])
