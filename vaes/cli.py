@@ -88,7 +88,7 @@ def dirty_refusal(out: str | Path, allow_dirty: bool, repo: str | Path | None = 
     if allow_dirty:
         return None
     found = uncommitted_changes(repo)
-    if not found:
+    if found is None or not found[1]:  # outside a checkout, or nothing uncommitted
         return None
     top, paths = found
     try:
