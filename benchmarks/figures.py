@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from vaes.metrics import CONVERGED_RATIO
-from benchmarks.table import _quality_kind, label_order
+from benchmarks.columns import lead_with_kid
+from benchmarks.table import label_order
 
 # ----------------------------------------------------------------------------- figures
 
@@ -103,11 +104,19 @@ def _metric_specs(df: pd.DataFrame) -> list[tuple[str, str]]:
     """(column, title) of the metrics the finished runs hold, sample quality first."""
     fin = df[df["status"] == "finished"]
     specs = []
-    for kind, name in (("fid", "FID"), ("cfd", "CFD (classifier, not FID)")):
+    # KID first where it leads (FID on few images is mostly bias); the Inception versions, then
+    # the classifier's (never called FID or KID)
+    kinds = [("kid", "KID", "↓"), ("fid", "FID", "↓"), ("prc", "precision", "↑"), ("prc", "recall", "↑"),
+             ("cfd", "CFD (classifier, not FID)", "↓"), ("ckid", "CKID (classifier, not KID)", "↓")]
+    if not lead_with_kid(df):
+        kinds[:2] = kinds[1::-1]
+    for kind, name, arrow in kinds:
+        field = f"_{name}" if kind == "prc" else ""
         for k, what in (("samples", "samples"), ("stage2", "2-stage samples"), ("recon", "reconstructions")):
-            specs.append((f"{kind}_{k}", f"{name}: {what} ↓"))
+            specs.append((f"{kind}_{k}{field}", f"{name}: {what} {arrow}"))
     specs += [("recon_mse", "reconstruction MSE ↓"), ("psnr", "PSNR (dB) ↑"), ("kl", "KL (nats)"),
-              ("neg_elbo", "−ELBO (nats)"), ("active_units", "active units"), ("gamma", "γ (final)")]
+              ("neg_elbo", "−ELBO (nats)"), ("iw_nll", "IW bound NLL_K (nats)"), ("iw_bpd", "IW bound (bits/dim)"),
+              ("active_units", "active units"), ("gamma", "γ (final)")]
     return [(c, t) for c, t in specs
             if c in fin and np.isfinite(pd.to_numeric(fin[c], errors="coerce")).any()]
 
@@ -144,6 +153,18 @@ def plot_metrics(df: pd.DataFrame, path: str | Path, palette: dict | None = None
     fig.savefig(path, bbox_inches="tight")
 
 
+def _sample_kind(fin: pd.DataFrame) -> str:
+    """The sample-quality metric of the trade-off plot: KID where it leads the table, else FID,
+    else the classifier's CFD, whichever some finished run has."""
+    if lead_with_kid(fin):
+        return "kid"
+    for kind in ("fid", "kid", "cfd"):
+        cols = [f"{kind}_{k}" for k in ("samples", "stage2") if f"{kind}_{k}" in fin]
+        if cols and np.isfinite(fin[cols].apply(pd.to_numeric, errors="coerce")).to_numpy().any():
+            return kind
+    return "fid"
+
+
 def plot_tradeoff(df: pd.DataFrame, path: str | Path, palette: dict | None = None) -> None:
     """tradeoff.png: reconstruction MSE against sample quality, one point per run (a cross
     for the second stage of a two-stage run), coloured by label."""
@@ -152,7 +173,7 @@ def plot_tradeoff(df: pd.DataFrame, path: str | Path, palette: dict | None = Non
     from matplotlib.ticker import MaxNLocator  # heavy: see the top
     path = Path(path)
     fin = df[df["status"] == "finished"]
-    kind = _quality_kind(df, ("samples", "stage2")).lower()
+    kind = _sample_kind(fin)
     points = []
     for stage, key in (("first stage", f"{kind}_samples"), ("second stage", f"{kind}_stage2")):
         if key in fin and "recon_mse" in fin:
@@ -162,7 +183,7 @@ def plot_tradeoff(df: pd.DataFrame, path: str | Path, palette: dict | None = Non
     pts = pd.concat(points).dropna() if points else pd.DataFrame()
     if pts.empty:
         return _message_figure(path, "No finished run has both a reconstruction MSE and a sample-quality "
-                                     "metric (FID or CFD), so there is no trade-off to plot.")
+                                     "metric (KID, FID or CFD), so there is no trade-off to plot.")
     palette = palette or label_palette(label_order(df))
     fig = _figure(6.4, 5.2)
     ax = fig.add_subplot()
@@ -171,7 +192,7 @@ def plot_tradeoff(df: pd.DataFrame, path: str | Path, palette: dict | None = Non
                     alpha=0.85, ax=ax, legend=False)
     if pts["recon_mse"].max() > 10 * pts["recon_mse"].min() > 0:
         ax.set_xscale("log")  # variants differ by orders of magnitude in MSE
-    name = "FID" if kind == "fid" else "CFD (classifier Fréchet distance, not FID)"
+    name = {"kid": "KID", "fid": "FID"}.get(kind, "CFD (classifier Fréchet distance, not FID)")
     if ax.get_xscale() == "linear":
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5))  # long decimals overlap otherwise
     ax.set_xlabel("reconstruction MSE (held out) ↓")

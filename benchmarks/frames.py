@@ -28,7 +28,10 @@ RUN_PATHS = {
     "status": "status", "reason": "reason", "run_id": "run_id", "two_stage": "config.two_stage",
     "n_params": "n_params", "n_params_stage2": "stage2.n_params", "epochs": "config.epochs",
     "stage2_epochs": "config.stage2_epochs", "lr": "config.lr", "lr_halve_every": "config.lr_halve_every",
-    "batch_size": "config.batch_size", "n_heldout": "data.n_heldout", "data_note": "data.note",
+    "batch_size": "config.batch_size", "stage2_variant": "config.stage2_variant",
+    # the evaluation protocol (issue 18; records before it have none: None)
+    # (renorm_stats comes from the metric renorm.stats, flattened to the same name)
+    "jpeg_quality": "config.jpeg_quality", "fid_reference": "config.fid_reference", "n_heldout": "data.n_heldout", "data_note": "data.note",
     "device": "device", "git_commit": "git_commit",
     "train_seconds": "timings.train_seconds", "train_images_per_second": "timings.train_images_per_second",
     "eval_seconds": "timings.eval_seconds", "stage2_train_seconds": "stage2.train_seconds",
@@ -44,7 +47,7 @@ NUMERIC = ("n_params", "n_params_stage2", "train_seconds", "train_images_per_sec
 RUN_COLUMNS = (
     "suite", "label", "variant", "dataset", "seed", "status", "reason", "run_id", "two_stage",
     "n_params", "n_params_stage2", "epochs", "stage2_epochs", "lr", "lr_halve_every",
-    "batch_size", "options", "n_train", "n_heldout", "data_note", "device", "git_commit",
+    "batch_size", "stage2_variant", "jpeg_quality", "fid_reference", "options", "n_train", "n_heldout", "data_note", "device", "git_commit",
     "train_seconds", "train_images_per_second", "eval_seconds", "stage2_train_seconds",
     "gamma_ratio", "gamma_ratio_stage2", "train_flops", "train_flops_stage2", "flops_per_train_image", "run_dir",
 )
@@ -84,14 +87,18 @@ def _is_number(v: Any) -> bool:
 
 def _checked_metrics(metrics: dict | None, where: str) -> dict:
     """``metrics`` made ready for json_normalize: a dict-valued metric must have a numeric
-    'value' (it then flattens to ``<metric>_value``, renamed to ``<metric>`` afterwards); a list
+    'value' (it then flattens to ``<metric>_value``, renamed to ``<metric>`` afterwards) or none
+    at all (``prc_*``: ``<metric>_precision``, ``<metric>_recall``...); a list
     of numbers becomes one number (one element) or ``<metric>_0``, ``_1``...; any other non-number
     (a string, a list of strings) is kept as text, so a new kind of metric never stops a report."""
     out: dict = {}
     for name, value in (metrics or {}).items():
         if isinstance(value, dict):
             if "value" not in value:
-                raise ValueError(f"{where}: metric {name!r} is a dict without 'value': {value!r}")
+                # no headline number (precision and recall; the renormalisation's own numbers):
+                # one column per field, prc_samples_precision, prc_samples_recall, renorm_ratio...
+                out[name] = _lists_as_text(value)
+                continue
             if not _is_number(value["value"]):
                 raise ValueError(f"{where}: metric {name!r}: expected a number or None, got {value['value']!r}")
             out[name] = _lists_as_text(value)
@@ -115,7 +122,7 @@ def _metric_frame(records: list[Record], where: list[str]) -> pd.DataFrame:
     with its provenance) as its value plus ``<metric>_<field>`` columns for the rest."""
     checked = [_checked_metrics(r.metrics, w) for r, w in zip(records, where)]
     frame = pd.json_normalize(checked, sep="_") if any(checked) else pd.DataFrame(index=range(len(records)))
-    dict_metrics = {name for m in checked for name, v in m.items() if isinstance(v, dict)}
+    dict_metrics = {name for m in checked for name, v in m.items() if isinstance(v, dict) and "value" in v}
     frame = frame.rename(columns={f"{name}_value": name for name in dict_metrics})
     values = {name for m in checked for name in m}  # the metrics themselves; the rest is provenance
     for col in frame.columns:

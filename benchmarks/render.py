@@ -19,15 +19,16 @@ def _params(x: float) -> str:
 
 
 def _cell_text(cell: Cell, col: Column, style: str) -> str:
-    """mean ± std (no std for one seed), a dash when missing, bold when best."""
+    """mean ± the cell's half-width (none for one seed without a spread of its own), a dash when
+    missing, bold when best."""
     if cell.mean is None:
         return "--" if style == "tex" else "–"
     if col.key == "params":
         return _params(cell.mean)
     mean = cell.mean * 10.0**col.shift
     s = _number(mean, col.integer, style)
-    if cell.std is not None:
-        std = cell.std * 10.0**col.shift
+    if cell.half is not None:
+        std = cell.half * 10.0**col.shift
         if abs(mean) < 1e-3 and mean != 0:
             sd = _number(std, False, style) if std else "0"
         else:
@@ -45,7 +46,7 @@ _TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "
                 "|": r"\textbar{}", "γ": r"$\gamma$", "β": r"$\beta$", "σ": r"$\sigma$",
                 "μ": r"$\mu$", "α": r"$\alpha$", "λ": r"$\lambda$", "κ": r"$\kappa$",
                 "±": r"$\pm$", "×": r"$\times$", "↓": r"$\downarrow$", "↑": r"$\uparrow$",
-                "†": r"$^\dagger$", "‡": r"$^\ddagger$", "≤": r"$\le$", "≥": r"$\ge$", "–": "--", "—": "---",
+                "†": r"$^\dagger$", "‡": r"$^\ddagger$", "≤": r"$\le$", "≥": r"$\ge$", "–": "--", "—": "---", "−": "$-$",
                 "é": r"\'e", "→": r"$\to$"}
 
 

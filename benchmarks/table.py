@@ -1,14 +1,16 @@
-"""The table model of a suite's report: one row per label (mean +- std over its finished seeds),
-a '<label> (2-stage)' row per two-stage label, failed labels marked, Dai & Wipf's published FIDs
-where they apply; bold by direction and Welch's t-test; the caption and notes. Renderers
+"""The table model of a suite's report: one row per label (mean +- the half-width of a 95%
+confidence interval over its finished seeds), a '<label> (2-stage)' row per two-stage label,
+failed labels marked, Dai & Wipf's published FIDs where they apply; bold on the best mean of a
+column; the caption and notes (with the difference the seeds can detect). Renderers
 (benchmarks/render.py) turn a :class:`Table` into LaTeX and Markdown. Over 400 lines because
 the caption and notes (protocols, biased small-sample FID, missing reasons, references) are
 part of the model, so that both renderers say the same.
 
 Table rows are labels (a record's ``label``, else its variant). A two-stage label's second row
 gives the second stage's sample quality (as Dai & Wipf 2019, Table 1, list the 2-stage VAE as a
-model of its own). Sample quality is FID where the records hold one, beside the classifier
-Frechet distance, always headed 'CFD' and never called FID (DESIGN.md).
+model of its own). Which columns are shown, and from which image sets, is
+benchmarks/columns.py; the statistics over seeds are benchmarks/stats.py. The classifier's
+distances are always headed 'CFD' / 'CKID' with a dagger, never FID or KID (DESIGN.md).
 """
 from __future__ import annotations
 
@@ -19,8 +21,10 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from benchmarks.columns import (BIASED_BELOW, QUALITY_SETS, Column, check_sets, fid_biased,
+                                metric_sentences, quality_columns, stage2_set)
+from benchmarks.stats import ALPHA, LEVEL, POWER, ci_half_width, detectable_difference, pooled_std
 from benchmarks import ledger
 from vaes.data import get_dataset
 from vaes.metrics import CONVERGED_RATIO
@@ -29,37 +33,22 @@ from vaes.metrics import CONVERGED_RATIO
 # each data set's display name in the data-set registry (vaes/data.py).
 REFERENCE_SOURCE = "Published (benchmarks/ledger.toml)"  # the heading of the published rows
 SIG = 3            # significant digits of a table entry
-BIASED_BELOW = 2048  # fewer real images than Inception's 2048 feature dimensions: a biased FID
-SIG_P = 0.05       # bold also every value not significantly worse than the best (Welch's t-test)
 REASON_CHARS = 240  # a failure reason longer than this is cut in table.tex (table.md has it whole)
 
 # ----------------------------------------------------------------------------- the table model
 
 
-@dataclasses.dataclass(frozen=True)
-class Column:
-    """A table column: which frame column feeds it and which direction is better.
-
-    ``better`` is 'lower', 'higher' or None; None columns are never bolded (KL and active
-    units have no better direction on their own, parameter counts are not a score).
-    """
-
-    key: str
-    header: str
-    unit: str = ""  # second header line (metric, unit); the direction arrow is added to it
-    better: str | None = None
-    integer: bool = False  # counts (active units): no decimals when the mean is whole
-    shift: int = 0         # entries are shown times 10**shift, the header says (x10^-shift)
-
-
 @dataclasses.dataclass
 class Cell:
-    """Mean, std and number of seeds of one entry; ``mean`` None renders as a dash."""
+    """Mean, sample std and number of seeds of one entry, and ``half``, the ± it prints: the
+    half-width of the 95% interval over seeds, or for one seed a metric's own spread (KID's std
+    over subsets), else None. ``mean`` None renders as a dash."""
 
     mean: float | None = None
     std: float | None = None
     n: int = 0
     bold: bool = False
+    half: float | None = None
 
 
 @dataclasses.dataclass
@@ -97,49 +86,30 @@ def label_order(df: pd.DataFrame, suite: dict | None = None) -> list[str]:
     return listed + sorted(present - set(listed))
 
 
-def _quality_kinds(df: pd.DataFrame, keys: tuple[str, ...]) -> list[str]:
-    """The distances with a value in some finished run for one of ``keys``: ['FID', 'CFD'] (FID
-    beside the classifier distance), one of them, or ['FID'] (all dashes; the caption says why)."""
-    fin = df[df["status"] == "finished"]
-    kinds = []
-    for kind in ("fid", "cfd"):
-        cols = [f"{kind}_{k}" for k in keys if f"{kind}_{k}" in fin]
-        if cols and fin[cols].notna().to_numpy().any():
-            kinds.append(kind.upper())
-    return kinds or ["FID"]
-
-
-def _quality_kind(df: pd.DataFrame, keys: tuple[str, ...]) -> str:
-    """The headline distance: 'FID' where any run has one, else 'CFD' (see _quality_kinds)."""
-    return _quality_kinds(df, keys)[0]
-
-
-def _columns(sample_kinds: list[str], recon_kinds: list[str]) -> list[Column]:
-    dag = lambda kind: "CFD†" if kind == "CFD" else "FID"  # noqa: E731  (CFD is footnoted)
-    return [
-        Column("params", "Params"),
-        *(Column(f"samples_{k.lower()}", "Samples", dag(k), "lower") for k in sample_kinds),
-        *(Column(f"recon_{k.lower()}", "Recon.", dag(k), "lower") for k in recon_kinds),
-        Column("recon_mse", "MSE", "", "lower"),
-        Column("psnr", "PSNR", "dB", "higher"),
-        Column("kl", "KL", "nats"),
-        Column("active_units", "AU", integer=True),
-        Column("train_tflop", "Cost", "TFLOP"),  # training FLOPs (FlopCounterMode), both stages on 2-stage rows
-    ]
-
-
 def _stat(values: pd.Series) -> Cell:
-    """Mean and sample std of the finite values; no std for a single seed."""
+    """Mean, sample std and interval half-width of the finite values; none for a single seed."""
     v = pd.to_numeric(values, errors="coerce").astype(float)
     v = v[np.isfinite(v)]
     if len(v) == 0:
         return Cell()
-    return Cell(float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else None, len(v))
+    std = float(v.std(ddof=1)) if len(v) > 1 else None
+    return Cell(float(v.mean()), std, len(v), half=ci_half_width(std, len(v)))
+
+
+def _cell(fin: pd.DataFrame, col: Column, image_set: str | None = None) -> Cell:
+    """The cell of ``col`` over a label's finished runs showing ``image_set``; a single seed of a
+    metric with a spread of its own (KID) shows that spread as its ±."""
+    values = pd.to_numeric(_col(fin, col.column(image_set)), errors="coerce")
+    cell = _stat(values)
+    if cell.n == 1 and col.spread:
+        spread = pd.to_numeric(_col(fin, col.spread.format(set=image_set)), errors="coerce")[np.isfinite(values)]
+        cell.half = float(spread.iloc[0]) if np.isfinite(spread.iloc[0]) else None
+    return cell
 
 
 def _fixed(cell: Cell) -> Cell:
     """A cell whose spread is not information (parameter counts, FLOPs: the same for every seed)."""
-    cell.std = None
+    cell.std = cell.half = None
     return cell
 
 
@@ -163,12 +133,12 @@ def _reasons_note(label: str, runs: pd.DataFrame, n_total: int) -> str:
     return f"{label}: {len(runs)} of {n_total} runs not finished ({'; '.join(parts)})"
 
 
-def _setup_sentence(df: pd.DataFrame) -> tuple[str, list[str]]:
+def _setup_sentence(df: pd.DataFrame, image_sets: list[str]) -> tuple[str, list[str]]:
     """How FID was computed (engine and version, images, resize, weights) for the caption, and
     the reasons it is missing for some runs (for a footnote and the log, not the caption)."""
     fin = df[df["status"] == "finished"]
     setups, missing, biased = set(), set(), False
-    for k in ("samples", "stage2", "recon"):
+    for k in image_sets:
         m = f"fid_{k}"
         if m not in fin:
             continue
@@ -182,7 +152,7 @@ def _setup_sentence(df: pd.DataFrame) -> tuple[str, list[str]]:
                            f"{_int_text(r.get(f'{m}_n_images'))} generated{real} images, "
                            f"resized {r.get(f'{m}_resize')}".replace(" vs nan real", "")
                            + (f", Inception weights {weights}" if isinstance(weights, str) else ""))
-                biased |= bool(pd.to_numeric(r.get(f"{m}_reference_n"), errors="coerce") < BIASED_BELOW)
+                biased = fid_biased(df)
             elif isinstance(r.get(f"{m}_missing"), str):
                 missing.add(r[f"{m}_missing"])
     missing = sorted(missing)
@@ -256,14 +226,17 @@ def _published(df: pd.DataFrame, suite: dict, dataset: str,
     return ledger.verdicts_for(df, dataset), None
 
 
-def build_table(df: pd.DataFrame, suite: dict | None = None) -> Table:
+def build_table(df: pd.DataFrame, suite: dict | None = None, sets: str | None = None) -> Table:
     """The comparison table of a suite's runs (``df`` from :func:`load_records`).
 
-    One row per label (mean +- std over its finished seeds), one '<label> (2-stage)' row per
-    two-stage label, one row marked failed / interrupted for a label without a finished seed,
-    and Dai & Wipf's reported FIDs when the suite asks for them (``reference: true``) or its
-    data set is one of theirs and the sample metric is a real FID. Bold marks the best mean
-    of each column that has a direction (lower FID, CFD, MSE; higher PSNR).
+    One row per label (mean +- the 95% interval's half-width over its finished seeds), one
+    '<label> (2-stage)' row per two-stage label (the published sampler of its second stage), one
+    row marked failed / interrupted for a label without a finished seed, and Dai & Wipf's
+    reported FIDs when the suite asks for them (``reference: true``) or its data set is one of
+    theirs and the sample metric is a real FID. Bold marks the best mean of each column that has
+    a direction (lower KID, FID, CFD, MSE; higher PSNR, precision, recall). ``sets`` (else the
+    suite's ``quality_sets``, else 'vaebench') picks the image sets of the quality columns:
+    'vaebench' or 'renorm' (the original code's renormalised sets).
     """
     suite = dict(suite or {})
     if df.empty:
@@ -280,10 +253,13 @@ def build_table(df: pd.DataFrame, suite: dict | None = None) -> Table:
         suite.update(description=(suite.get("description") or "").rstrip(".")
                      + f"; its protocol run on {_display_name(dataset)} instead of {_display_name(suite['dataset'])}",
                      dataset=dataset)
-    sample_kinds = _quality_kinds(df, ("samples", "stage2"))
-    recon_kinds = _quality_kinds(df, ("recon",))
-    sample_kind = sample_kinds[0]
-    columns = _columns(sample_kinds, recon_kinds)
+    sets = check_sets(sets or suite.get("quality_sets", "vaebench"))
+    shown = QUALITY_SETS[sets]
+    stage2_sets = {label: _stage2_set(df[(df["label"] == label) & (df["status"] == "finished")], sets)
+                   for label in df.loc[df["two_stage"].astype(bool), "label"].unique()}
+    columns = quality_columns(df, [shown["samples"], *{s for s, _ in stage2_sets.values()}], shown["recon"])
+    # the published FIDs are FIDs: they go beside a real sample FID only
+    sample_kind = "FID" if any(c.key == "samples_fid" for c in columns) else "CFD"
     rows: list[Row] = []
     notes: list[tuple[str, str]] = []
 
@@ -291,41 +267,8 @@ def build_table(df: pd.DataFrame, suite: dict | None = None) -> Table:
         return "abcdefghijklmnopqrstuvwxyz"[len([n for n in notes if n[0]]) % 26]
 
     for label in label_order(df, suite):
-        runs = df[df["label"] == label]
-        fin = runs[runs["status"] == "finished"]
-        unfinished = runs[runs["status"] != "finished"]
-        params = _fixed(_stat(runs["n_params"]))
-        if fin.empty:
-            m = marker()
-            notes.append((m, _reasons_note(str(label), unfinished, len(runs))))
-            status = "failed" if (unfinished["status"] == "failed").any() else \
-                "/".join(sorted(unfinished["status"].unique()))
-            rows.append(Row(str(label), "incomplete", {"params": params}, status=status, notes=[m]))
-            continue
-        row = Row(str(label), "run", {
-            "params": params,
-            **{f"samples_{k.lower()}": _stat(_col(fin, f"{k.lower()}_samples")) for k in sample_kinds},
-            **{f"recon_{k.lower()}": _stat(_col(fin, f"{k.lower()}_recon")) for k in recon_kinds},
-            "recon_mse": _stat(_col(fin, "recon_mse")),
-            "psnr": _stat(_col(fin, "psnr")),
-            "kl": _stat(_col(fin, "kl")),
-            "active_units": _stat(_col(fin, "active_units")),
-            "train_tflop": _fixed(_stat(_col(fin, "train_flops") / 1e12)),
-        })
-        if not unfinished.empty:
-            m = marker()
-            notes.append((m, _reasons_note(str(label), unfinished, len(runs))
-                          + "; the row averages the finished seeds"))
-            row.notes.append(m)
-        _flag_unconverged(row, fin, "gamma_ratio", "first stage", notes, marker)
-        rows.append(row)
-        if fin["two_stage"].any():
-            total = _fixed(_stat(fin["n_params"] + fin["n_params_stage2"].fillna(0)))
-            rows.append(Row(f"{label} (2-stage)", "stage2",
-                            {"params": total, **{f"samples_{k.lower()}": _stat(_col(fin, f"{k.lower()}_stage2"))
-                                                 for k in sample_kinds},
-                             "train_tflop": _fixed(_stat((_col(fin, "train_flops") + _col(fin, "train_flops_stage2")) / 1e12))}))
-            _flag_unconverged(rows[-1], fin, "gamma_ratio_stage2", "second stage", notes, marker)
+        rows += _label_rows(df[df["label"] == label], str(label), columns, shown,
+                            stage2_sets.get(label), notes, marker)
 
     columns = [_with_shift(c, rows) for c in columns]
     _bold_best(rows, columns)
@@ -337,37 +280,33 @@ def build_table(df: pd.DataFrame, suite: dict | None = None) -> Table:
         rows.append(Row(entry.name, "reference", {"samples_fid": Cell(entry.value)}, notes=[m]))
 
     name = suite.get("name") or "suite"
-    setup, fid_missing = _setup_sentence(df)
+    setup, fid_missing = _setup_sentence(df, [*shown.values(), *{s for s, _ in stage2_sets.values()}])
     for reason in fid_missing:  # the report's log says it in full; the table keeps a footnote
         print(f"report: FID missing: {reason}", file=sys.stderr)
     seeds = sorted(df["seed"].dropna().unique())  # what ran (a suite's seed count can be overridden)
-    seeds_text = _seeds_text(seeds)
     caption = [
         f"{_display_name(dataset)}, suite {name}"
         + (f": {suite['description'].rstrip('.')}" if suite.get("description") else "") + ".",
-        (f"Mean ± std over the finished runs of seeds {seeds_text}" if len(seeds) > 1 else
-         f"One seed ({seeds_text}), so no std")
-        + ("; bold: best of a column and every value not significantly worse (Welch's t-test, "
-           f"two-sided, p ≥ {SIG_P}; ↓ lower, ↑ higher is better)." if len(seeds) > 1 else
-           "; bold: best of a column (↓ lower, ↑ higher is better)."),
+        _statistics_sentence(seeds),
         _protocol_sentence(df),
         setup,
+        *metric_sentences(df, columns, sets, {f"{l} (2-stage)": v for l, v in stage2_sets.items()}),
     ]
     general = [
-        ("", "Samples: quality of generated images (first-stage prior; on '(2-stage)' rows, "
-             "of the second-stage VAE, whose parameters are added to Params, with z = decoder2(u) as in "
-             "Asperti & Trentin's code; Dai & Wipf's z = decoder2(u) + gamma_z eps is recorded as "
-             "*_stage2_ancestral). Recon.: quality of reconstructions decode(posterior mean) of held-out "
-             "images (the originals decode one sample z ~ q(z|x): recorded as *_recon_sample). MSE: per-pixel reconstruction error, PSNR in dB, "
-             "KL in nats per image, AU: active latent units (posterior-mean variance > 0.01). Cost: "
-             "training FLOPs (torch's FlopCounterMode on the loss, forward and backward, times the images "
-             "processed; the 2-stage rows add the second stage's)."),
+        ("", "Samples: quality of generated images (first-stage prior; on '(2-stage)' rows, of the "
+             "second-stage VAE, whose parameters are added to Params). MSE: per-pixel reconstruction "
+             "error, PSNR in dB, KL in nats per image, AU: active latent units (posterior-mean variance "
+             "> 0.01). Cost: training FLOPs (torch's FlopCounterMode on the loss, forward and backward, "
+             "times the images processed; the 2-stage rows add the second stage's)."),
     ]
+    detectable = _detectable_note(rows, columns)
+    if detectable:
+        general.append(("", detectable))
     if fid_missing:
         general.append(("‡", "FID missing for some runs: " + "; ".join(fid_missing)))
-    if "CFD" in sample_kinds + recon_kinds:
-        general.append(("†", f"CFD is NOT FID: it is the Fréchet distance between features of a small "
-                             f"classifier trained on {_display_name(dataset)} itself, "
+    if any("†" in c.unit for c in columns):
+        general.append(("†", "CFD (Fréchet) and CKID (kernel distance) are NOT FID or KID: they use the "
+                             f"features of a small classifier trained on {_display_name(dataset)} itself, "
                              "comparable only within this table, never with published FIDs."))
     if published:
         general.append(("", f"{REFERENCE_SOURCE}: FIDs as printed in their papers, not bolded; the "
@@ -377,6 +316,88 @@ def build_table(df: pd.DataFrame, suite: dict | None = None) -> Table:
     if ref_note:
         general.append(("", ref_note))
     return Table(str(name), columns, rows, caption, general + notes, len(df))
+
+
+def _statistics_sentence(seeds: list) -> str:
+    """What a cell's ± is and what bold means."""
+    text = _seeds_text(seeds)
+    if len(seeds) < 2:
+        return (f"One seed ({text}), so no interval over seeds (KID: ± its std over subsets); "
+                "bold: the best mean of a column (↓ lower, ↑ higher is better).")
+    return (f"Mean ± the half-width of its {LEVEL:.0%} confidence interval over the finished runs of "
+            f"seeds {text} (Student t, n − 1 degrees of freedom; a row with one finished seed has no "
+            "interval, or KID's std over subsets); bold: the best mean of a column and nothing else "
+            "(↓ lower, ↑ higher is better), whether or not the intervals overlap.")
+
+
+def _detectable_note(rows: list[Row], columns: list[Column]) -> str | None:
+    """Per directed column, the smallest difference between two rows that their seeds detect
+    (benchmarks.stats.detectable_difference) from the within-row std pooled over the table's rows;
+    None when no column has a row with two seeds."""
+    parts = []
+    ns = [c.n for r in rows if r.kind in ("run", "stage2") for c in r.cells.values() if c.n >= 2]
+    min_n = min(ns, default=0)
+    for col in columns:
+        cells = [r.cells[col.key] for r in rows if r.kind in ("run", "stage2") and col.key in r.cells]
+        cells = [c for c in cells if c.n >= 2 and c.std is not None]
+        if col.better is None or not cells:
+            continue
+        n = min(c.n for c in cells)  # the fewest seeds a compared row has: the weakest comparison
+        delta = detectable_difference(pooled_std([c.std for c in cells], [c.n for c in cells]), n)
+        if delta is not None:
+            scale = f" ×10^-{col.shift}" if col.shift else ""
+            parts.append(f"{col.header} {col.unit}{scale}: {_number(delta * 10.0**col.shift, False, 'plain')}"
+                         + (f" ({n} seeds a row)" if n != min_n else ""))
+    if not parts:
+        return None
+    return (f"Smallest true difference between two rows of {min_n} seeds that the seeds detect (two-sided two-sample "
+            f"t-test, alpha {ALPHA}, power {POWER}, from the seeds' std pooled over the rows; noncentral t; "
+            "a smaller gap between two means may be noise): " + "; ".join(p.replace("  ", " ") for p in parts) + ".")
+
+
+def _stage2_set(fin: pd.DataFrame, sets: str) -> tuple[str, str | None]:
+    """(image set, second-stage variant) of a two-stage label's '(2-stage)' row: the published
+    sampler of its second stage (benchmarks.columns.stage2_set); records older than the
+    ancestral sampler fall back to 'stage2' (z = decoder2(u))."""
+    variants = fin["stage2_variant"].dropna().unique() if "stage2_variant" in fin else []
+    variant = str(variants[0]) if len(variants) == 1 else None
+    image_set = stage2_set(variant, sets)
+    if not any(np.isfinite(pd.to_numeric(_col(fin, f"{m}_{image_set}"), errors="coerce")).any()
+               for m in ("kid", "fid", "cfd")):
+        image_set = "stage2" if sets == "vaebench" else image_set
+    return image_set, variant
+
+
+def _label_rows(runs: pd.DataFrame, label: str, columns: list[Column], shown: dict[str, str],
+                stage2: tuple[str, str | None] | None, notes: list[tuple[str, str]],
+                marker: Callable[[], str]) -> list[Row]:
+    """The rows of one label: its first-stage row (or an incomplete one) and, for a two-stage
+    label, its '(2-stage)' row showing the image set ``stage2`` names."""
+    fin = runs[runs["status"] == "finished"]
+    unfinished = runs[runs["status"] != "finished"]
+    params = _fixed(_stat(runs["n_params"]))
+    if fin.empty:
+        m = marker()
+        notes.append((m, _reasons_note(label, unfinished, len(runs))))
+        status = "failed" if (unfinished["status"] == "failed").any() else \
+            "/".join(sorted(unfinished["status"].unique()))
+        return [Row(label, "incomplete", {"params": params}, status=status, notes=[m])]
+    cells = {c.key: _cell(fin, c, shown.get(c.role)) for c in columns if c.key not in ("params", "train_tflop")}
+    row = Row(label, "run", {"params": params, **cells,
+                             "train_tflop": _fixed(_stat(_col(fin, "train_flops") / 1e12))})
+    if not unfinished.empty:
+        m = marker()
+        notes.append((m, _reasons_note(label, unfinished, len(runs)) + "; the row averages the finished seeds"))
+        row.notes.append(m)
+    _flag_unconverged(row, fin, "gamma_ratio", "first stage", notes, marker)
+    if stage2 is None or not fin["two_stage"].any():
+        return [row]
+    total = _fixed(_stat(fin["n_params"] + fin["n_params_stage2"].fillna(0)))
+    second = Row(f"{label} (2-stage)", "stage2", {
+        "params": total, **{c.key: _cell(fin, c, stage2[0]) for c in columns if c.role == "samples"},
+        "train_tflop": _fixed(_stat((_col(fin, "train_flops") + _col(fin, "train_flops_stage2")) / 1e12))})
+    _flag_unconverged(second, fin, "gamma_ratio_stage2", "second stage", notes, marker)
+    return [row, second]
 
 
 def _flag_unconverged(row: Row, fin: pd.DataFrame, column: str, stage: str,
@@ -426,7 +447,8 @@ def _number(x: float, integer: bool, style: str) -> str:
 
 
 def _bold_best(rows: list[Row], columns: list[Column]) -> None:
-    """Mark the best measured mean of each directed column (ties on the printed value all bold)."""
+    """Mark the best measured mean of each directed column, and nothing else: ties on the printed
+    value are all bold; intervals do not widen it (with 2-3 seeds a test cannot call two rows tied)."""
     for col in columns:
         if col.better is None:
             continue
@@ -439,16 +461,4 @@ def _bold_best(rows: list[Row], columns: list[Column]) -> None:
         shown = lambda x: _number(x * 10.0**col.shift, col.integer, "plain")  # noqa: E731
         top = pick(cells, key=lambda c: c.mean)
         for c in cells:
-            c.bold = shown(c.mean) == shown(top.mean) or not _significantly_worse(c, top)
-
-
-def _significantly_worse(cell: Cell, best: Cell) -> bool:
-    """Welch's t-test (two-sided, unequal variances) of a cell against the best one at p < SIG_P;
-    with fewer than two seeds on either side nothing is significant (only ties are bold)."""
-    if cell is best:
-        return False
-    if cell.n < 2 or best.n < 2 or cell.std is None or best.std is None:
-        return True
-    p = stats.ttest_ind_from_stats(cell.mean, cell.std, cell.n, best.mean, best.std, best.n,
-                                   equal_var=False).pvalue
-    return not (p >= SIG_P)  # nan (two constant columns that differ) counts as significant
+            c.bold = shown(c.mean) == shown(top.mean)

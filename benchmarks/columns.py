@@ -1,0 +1,234 @@
+"""Which columns a report table shows and which record metrics feed them.
+
+Record metrics are named per image set (the agreed keys of issue 18): ``fid_SET``, ``kid_SET``
+(value, std, subset_size, subsets, n_images), ``prc_SET`` (precision, recall, k, n_images) and
+the classifier versions ``cfd_SET``, ``ckid_SET``, ``cprc_SET``, with SET one of samples,
+stage2 (z = decoder2(u), Asperti & Trentin), stage2_ancestral (z = decoder2(u) + gamma_z eps,
+Dai & Wipf), recon (decode the posterior mean), recon_sample (decode one z ~ q(z|x)) and the
+original code's renormalised samples_renorm, stage2_renorm, recon_renorm.
+
+Width: a table keeps one column per question a reader asks of it (how good are samples, how
+good are reconstructions, how tight is the likelihood bound); everything else a record holds
+is in runs.csv, and the caption says so.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+BIASED_BELOW = 2048  # fewer real images than Inception's 2048 feature dimensions: a biased FID
+
+# The image sets the quality columns show: the report's option (suite key ``quality_sets``,
+# CLI --sets). 'renorm' shows the sets Asperti & Trentin's computed_gamma.py evaluates.
+QUALITY_SETS = {
+    "vaebench": {"samples": "samples", "recon": "recon"},
+    "renorm": {"samples": "samples_renorm", "recon": "recon_renorm"},
+}
+
+
+def check_sets(sets: str) -> str:
+    """``sets`` when it is a known option, else a ValueError naming it and the choices."""
+    if sets not in QUALITY_SETS:
+        raise ValueError(f"quality_sets (--sets) must be one of {', '.join(QUALITY_SETS)}, got {sets!r}: "
+                         "'vaebench' shows vaebench's own image sets, 'renorm' the original code's "
+                         "renormalised ones (*_renorm)")
+    return sets
+
+
+def stage2_set(stage2_variant: str | None, sets: str) -> str:
+    """The image set a '(2-stage)' row shows: the sampler of the published model its second
+    stage belongs to. Dai & Wipf 2019 (learned-gamma second stage) sample z = decoder2(u) +
+    gamma_z eps; Asperti & Trentin 2020 (balanced second stage) z = decoder2(u). A second stage
+    no paper publishes gets decoder2(u) too: vaebench's default second stage is the balanced
+    one, and gamma_z eps only belongs to a decoder variance that was learned for it. The
+    renormalisation exists only for the mean sampler (computed_gamma.py), so 'renorm' shows
+    stage2_renorm for every second stage."""
+    if sets == "renorm":
+        return "stage2_renorm"
+    return "stage2_ancestral" if stage2_variant == "learned_gamma" else "stage2"
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    """A table column: which frame column feeds it and which direction is better.
+
+    ``better`` is 'lower', 'higher' or None; None columns are never bolded (KL and active
+    units have no better direction on their own, parameter counts are not a score).
+    ``source`` names the frame column, with '{set}' standing for the row's image set when
+    ``role`` is 'samples' or 'recon'; ``spread`` likewise names a one-run spread (KID's std
+    over subsets) that a single seed's cell shows as its ±.
+    """
+
+    key: str
+    header: str
+    unit: str = ""  # second header line (metric, unit); the direction arrow is added to it
+    better: str | None = None
+    integer: bool = False  # counts (active units): no decimals when the mean is whole
+    shift: int = 0         # entries are shown times 10**shift, the header says (x10^-shift)
+    source: str = ""       # frame column ('{set}' filled per row); '' means ``key``
+    role: str | None = None  # 'samples' / 'recon': filled from that image set; None: first stage only
+    spread: str = ""       # frame column of a one-run spread (KID's std), shown for a single seed
+
+    def column(self, image_set: str | None = None) -> str:
+        """The frame column of this table column for a row showing ``image_set``."""
+        return (self.source or self.key).format(set=image_set)
+
+
+def _has(fin: pd.DataFrame, cols: list[str]) -> bool:
+    cols = [c for c in cols if c in fin]
+    return bool(cols) and bool(np.isfinite(fin[cols].apply(pd.to_numeric, errors="coerce")).to_numpy().any())
+
+
+def lead_with_kid(df: pd.DataFrame) -> bool:
+    """KID leads sample quality where some run has it and FID is biased or absent: FID on fewer
+    real images than Inception's 2,048 dimensions (the CPU suites) is dominated by its bias,
+    KID is unbiased (Binkowski et al. 2018)."""
+    fin = df[df["status"] == "finished"]
+    if not any(c.startswith("kid_") and _has(fin, [c]) for c in fin.columns):
+        return False
+    counts = [pd.to_numeric(fin[c], errors="coerce") for c in fin.columns
+              if c.startswith("fid_") and c.endswith("_reference_n")]
+    counts = pd.concat(counts).dropna() if counts else pd.Series(dtype=float)
+    return counts.empty or bool((counts < BIASED_BELOW).any())
+
+
+def fid_biased(df: pd.DataFrame) -> bool:
+    """Whether some finished run's FID used fewer real images than BIASED_BELOW."""
+    fin = df[df["status"] == "finished"]
+    return any(bool((pd.to_numeric(fin[c], errors="coerce") < BIASED_BELOW).any())
+               for c in fin.columns if c.startswith("fid_") and c.endswith("_reference_n"))
+
+
+def quality_columns(df: pd.DataFrame, sample_sets: list[str], recon_set: str) -> list[Column]:
+    """Params, the sample-quality columns, the reconstruction columns, the reconstruction error
+    and likelihood bounds, KL, AU and cost: each quality column only where some finished run of
+    the shown sets has a value (a table of old records gains no empty columns).
+
+    Samples: the lead distance (KID on the CPU suites, else FID), the other one, precision and
+    recall, the classifier's CFD and CKID (†). Reconstructions: the lead distance and CFD.
+    """
+    fin = df[df["status"] == "finished"]
+    kid_first = lead_with_kid(df)
+    fid_unit = "biased FID" if fid_biased(df) else "FID"
+    inception = [("kid", "KID"), ("fid", fid_unit)] if kid_first else [("fid", fid_unit), ("kid", "KID")]
+    sample_specs = inception + [("prc", "Prec."), ("prc", "Rec."), ("cfd", "CFD†"), ("ckid", "CKID†")]
+    cols = [Column("params", "Params")]
+    for family, unit in sample_specs:
+        field = {"Prec.": "_precision", "Rec.": "_recall"}.get(unit, "")
+        col = Column(f"samples_{family}{field}", "Samples", unit, "higher" if field else "lower",
+                     source=f"{family}_{{set}}{field}", role="samples",
+                     spread=f"{family}_{{set}}_std" if family in ("kid", "ckid") else "")
+        if _has(fin, [col.column(s) for s in sample_sets]):
+            cols.append(col)
+    if len(cols) == 1:  # no sample distance at all: an FID column of dashes, the caption says why
+        cols.append(Column("samples_fid", "Samples", "FID", "lower", source="fid_{set}", role="samples"))
+    recon = []
+    for family, unit in [inception[0], ("cfd", "CFD†")]:
+        col = Column(f"recon_{family}", "Recon.", unit, "lower", source=f"{family}_{{set}}", role="recon",
+                     spread=f"{family}_{{set}}_std" if family == "kid" else "")
+        if _has(fin, [col.column(recon_set)]):
+            recon.append(col)
+    cols += recon or [Column("recon_fid", "Recon.", "FID", "lower", source="fid_{set}", role="recon")]
+    cols += [Column("recon_mse", "MSE", "", "lower"), Column("psnr", "PSNR", "dB", "higher")]
+    cols += [c for c in (Column("neg_elbo", "−ELBO", "nats", "lower"), Column("iw_nll", "NLL_K", "nats", "lower"),
+                         Column("iw_bpd", "NLL_K", "bpd", "lower")) if _has(fin, [c.key])]
+    return cols + [
+        Column("kl", "KL", "nats"),
+        Column("active_units", "AU", integer=True),
+        Column("train_tflop", "Cost", "TFLOP"),  # training FLOPs (FlopCounterMode), both stages on 2-stage rows
+    ]
+
+
+def _values(df: pd.DataFrame, cols: list[str]) -> str | None:
+    """The distinct values of ``cols`` over finished runs as '1000' or '500, 1000'; None if none."""
+    fin = df[df["status"] == "finished"]
+    vals = pd.concat([fin[c] for c in cols if c in fin] or [pd.Series(dtype=object)]).dropna().unique()
+    vals = sorted({int(v) if isinstance(v, float) and v.is_integer() else v for v in vals}, key=str)
+    return ", ".join(map(str, vals)) if len(vals) else None
+
+
+_SAMPLERS = {
+    "stage2_ancestral": "z = decoder2(u) + gamma_z eps (stage2_ancestral), Dai & Wipf's sampler for their "
+                        "learned-gamma second stage",
+    "stage2": "z = decoder2(u) (stage2), Asperti & Trentin's sampler for their balanced second stage",
+    "stage2_renorm": "z = decoder2(u) rescaled to the latent codes' spread (stage2_renorm), as "
+                     "Asperti & Trentin's code renormalises",
+}
+
+
+def _stage2_sentence(stage2_rows: dict[str, tuple[str, str | None]], sets: str) -> str | None:
+    """Which sampler each '(2-stage)' row shows, and why."""
+    if not stage2_rows:
+        return None
+    parts = []
+    for name, (image_set, variant) in stage2_rows.items():
+        why = _SAMPLERS[image_set]
+        if sets == "vaebench" and variant not in ("learned_gamma", "balanced"):
+            why = (f"z = decoder2(u) ({image_set}): its second stage ({variant or 'unknown'}) belongs to no "
+                   "published two-stage model, so vaebench's default mean sampler")
+        elif sets == "vaebench" and image_set != stage2_set(variant, sets):
+            why += " (its records predate stage2_ancestral)"
+        parts.append(f"{name}: {why}")
+    return ("'(2-stage)' rows show the sampler of the published model their second stage belongs to: "
+            + "; ".join(parts) + ".")
+
+
+def metric_sentences(df: pd.DataFrame, columns: list[Column], sets: str,
+                     stage2_rows: dict[str, tuple[str, str | None]]) -> list[str]:
+    """Caption sentences for the quality columns: which image sets, which samplers, how KID,
+    precision/recall and the importance-weighted bound were computed, the JPEG round trip, and
+    what is only in runs.csv."""
+    shown = QUALITY_SETS[sets]
+    used = [*shown.values(), *{s for s, _ in stage2_rows.values()}]
+    keys = {c.key for c in columns}
+    out = []
+    if sets == "vaebench":
+        out.append("Quality columns show vaebench's image sets (report option quality_sets = 'vaebench'; "
+                   "'renorm' shows the original code's renormalised sets). Recon.: held-out images "
+                   "reconstructed by decoding the posterior mean (recon; decoding one z ~ q(z|x), as both "
+                   "originals do, is recon_sample in runs.csv).")
+    else:
+        stats_from = _values(df, ["renorm_stats"])
+        out.append("Quality columns show the original code's renormalised image sets (report option "
+                   "quality_sets = 'renorm': samples_renorm, stage2_renorm, recon_renorm, rescaled as "
+                   "Asperti & Trentin's computed_gamma.py does"
+                   + (f", statistics from the {stats_from} images" if stats_from else "")
+                   + "). Recon.: recon_renorm, one z ~ q(z|x) decoded (as the original does) and rescaled to the "
+                   "data's pixel spread.")
+    out += [s for s in [_stage2_sentence(stage2_rows, sets)] if s]
+    if lead_with_kid(df):
+        out.append("KID leads sample quality: FID on so few images is dominated by its bias; the FID "
+                   "beside it is shown for reference only.")
+    if keys & {"samples_kid", "recon_kid", "samples_ckid"}:
+        size = _values(df, [f"{m}_{s}_subset_size" for m in ("kid", "ckid") for s in used])
+        count = _values(df, [f"{m}_{s}_subsets" for m in ("kid", "ckid") for s in used])
+        n = _values(df, [f"{m}_{s}_n_images" for m in ("kid", "ckid") for s in used])
+        out.append(f"KID (Binkowski et al. 2018, torch-fidelity's kid_features_to_metric): the mean over "
+                   f"{count or '?'} subsets of {size or '?'} of the {n or '?'} images of a set, unbiased at "
+                   "small image counts; for one seed ± is its std over the subsets, over seeds the seeds' "
+                   "interval.")
+    if keys & {"samples_prc_precision", "samples_prc_recall"}:
+        k = _values(df, [f"prc_{s}_k" for s in used]) or "3"
+        n = _values(df, [f"prc_{s}_n_images" for s in used])
+        out.append(f"Prec./Rec.: improved precision and recall (Kynkäänniemi et al. 2019) with k = {k} "
+                   f"nearest neighbours on {n or '?'} images per set: low precision is blur or off-manifold "
+                   "samples, low recall missing modes; both depend on the image count, so compare them "
+                   "within this table only.")
+    if "iw_nll" in keys or "iw_bpd" in keys:
+        k = _values(df, ["iw_k"])
+        out.append(f"NLL_K: the importance-weighted bound (Burda et al. 2016) with K = {k or '?'} samples on "
+                   "held-out images, each variant with its own decoder variance (sigma: gamma from the "
+                   "held-out MSE), in nats per image and in bits per dimension (8-bit convention: "
+                   "+ D ln 256, divided by D ln 2); −ELBO is the K = 1 bound.")
+    jpeg = _values(df, ["jpeg_quality"])
+    if jpeg is not None:
+        out.append("No JPEG round trip (jpeg_quality 0)." if jpeg == "0" else
+                   f"Training and held-out images JPEG round-tripped at quality {jpeg} (PIL, 4:2:0), as "
+                   "both originals store CIFAR-10.")
+    out.append("The table shows one column per question (sample quality, reconstruction quality, "
+               "likelihood); runs.csv holds every recorded metric, where recorded: every distance of every image set "
+               "(recon_sample, stage2 and stage2_ancestral, the renormalised sets), the reconstructions' "
+               "precision/recall, the classifier's precision/recall (cprc), timings.")
+    return out
