@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file as load_safetensors
 
 from vaes.build import build_model, build_stage2, dataset_shape, pick_device
 from vaes.config import TrainConfig, from_dict
@@ -145,7 +147,8 @@ class TrainedRun:
 # ---- loading --------------------------------------------------------------------------------
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> TrainedRun:
-    """Load the finished run in ``run_dir`` (record.json and model.pt) onto ``device``
+    """Load the finished run in ``run_dir`` (record.json and model.pt, or a folder written by
+    python -m vaes.export: record.json and *.safetensors) onto ``device``
     ('cpu', 'cuda', 'auto' or a torch.device); raises :class:`RunNotLoadable` otherwise."""
     try:  # a bad device fails before any file is read
         device = pick_device(device) if isinstance(device, str) else torch.device(device)
@@ -157,7 +160,9 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Trained
     if status != "finished":
         raise RunNotLoadable(_not_finished(run_dir, record))
     cfg = _config(run_dir, record)
-    weights_path = run_dir / "model.pt"
+    # a folder written by python -m vaes.export holds safetensors instead of model.pt
+    exported = not (run_dir / "model.pt").exists() and (run_dir / "model.safetensors").is_file()
+    weights_path = run_dir / ("model.safetensors" if exported else "model.pt")
     if not weights_path.is_file():
         raise RunNotLoadable(
             f"{run_dir}: record.json says the run finished but {weights_path} is missing (results/ commits "
@@ -167,7 +172,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Trained
     retrain = (f"The weights are lost; to train the run again, delete {weights_path} and "
                f"{run_dir / 'record.json'} and run: {_rerun_command(record, run_dir)}")
     try:
-        weights = load_torch(weights_path)
+        weights = _exported_weights(run_dir, cfg.two_stage) if exported else load_torch(weights_path)
     except CorruptCheckpoint as e:
         cause = e.__context__  # load_torch's message says 'delete it to restart', wrong for a finished run
         why = f"{type(cause).__name__}: {str(cause)[:200]}" if cause is not None else str(e)
@@ -191,6 +196,22 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Trained
         stage2 = _with_weights(build_stage2(cfg), weights["stage2"], "second stage", weights_path, record)
         stage2 = stage2.to(device).eval()
     return TrainedRun(run_dir, record, cfg, model.to(device).eval(), stage2, shape, device)
+
+
+def _exported_weights(run_dir: Path, two_stage: bool) -> dict:
+    """{'model': state dict, 'stage2': state dict or None} from an exported folder's safetensors."""
+    if two_stage and not (run_dir / "stage2.safetensors").is_file():
+        raise RunNotLoadable(f"{run_dir}: the run is two-stage but stage2.safetensors is missing; "
+                             f"copy the whole exported folder, or export the run again")
+    found = {}
+    for key, name in (("model", "model.safetensors"), ("stage2", "stage2.safetensors")):
+        path = run_dir / name
+        try:
+            found[key] = load_safetensors(path) if path.is_file() else None
+        except (SafetensorError, OSError) as e:
+            raise RunNotLoadable(f"{path} cannot be read as safetensors ({type(e).__name__}: {str(e)[:200]}): it "
+                                 f"was cut short or is another file; export the run again") from None
+    return found
 
 
 def _read_record(run_dir: Path) -> Record:
