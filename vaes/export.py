@@ -69,7 +69,9 @@ def model_index(record, name: str) -> list[dict]:
         if isinstance(value, dict) and words and stem in ("fid", "kid", "prc", "cfd", "ckid", "cprc"):
             ref = value.get("reference") or {}
             split = ref.get("split", split) if stem == "fid" else split
-            out += _set_metrics(stem, value, words, ref)
+            space = (f"features of a classifier trained on {cfg.get('dataset')} (not Inception)"
+                     if stem.startswith("c") else "Inception features")
+            out += _set_metrics(stem, value, words, ref, space)
         elif stem == "cfd" and words and _finite(value):
             out.append({"type": "cfd", "value": value, "name": f"Frechet distance in the features of a classifier "
                         f"trained on {cfg.get('dataset')} (not FID), {words}"})
@@ -81,7 +83,7 @@ def model_index(record, name: str) -> list[dict]:
     return [{"name": name, "results": [{"task": TASK, "dataset": dataset, "metrics": out}] if out else []}]
 
 
-def _set_metrics(stem: str, m: dict, words: str, ref: dict) -> list[dict]:
+def _set_metrics(stem: str, m: dict, words: str, ref: dict, space: str) -> list[dict]:
     n = m.get("n_images")
     if stem == "fid" and _finite(m.get("value")):
         return [{"type": "fid", "value": m["value"], "args": {k: m.get(k) for k in ("engine", "engine_version", "resize")},
@@ -90,12 +92,16 @@ def _set_metrics(stem: str, m: dict, words: str, ref: dict) -> list[dict]:
     if stem in ("kid", "ckid") and _finite(m.get("value")):
         return [{"type": stem, "value": m["value"], "args": {"std": m.get("std"), "subset_size": m.get("subset_size"),
                                                             "subsets": m.get("subsets")},
-                 "name": f"{stem.upper()}, {words}: mean of {m.get('subsets')} subsets of {m.get('subset_size')}, "
-                         f"{n} images"}]
+                 "name": f"{stem.upper()}, {words}: {space}, mean of {m.get('subsets')} subsets of "
+                         f"{m.get('subset_size')}, {n} images"}]
     if stem in ("prc", "cprc"):
-        return [{"type": part, "value": m[part], "name": f"{part} (k = {m.get('k')}), {words}, {n} images"}
+        return [{"type": part, "value": m[part], "name": f"{part} (k = {m.get('k')}), {words}: {space}, {n} images"}
                 for part in ("precision", "recall") if _finite(m.get(part))]
     return []
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")  # a bar inside a Markdown table cell must be escaped
 
 
 def _finite(v) -> bool:
@@ -122,13 +128,13 @@ def to_yaml(obj, indent: int = 0) -> str:
     return "\n".join(lines)
 
 
-def model_card(run, name: str) -> str:
+def model_card(run, name: str, n: int = 64, seed: int = 0) -> str:
     """README.md: front matter, then what the model is, how to load it and its metrics."""
     rec, cfg = run.record, run.config
     tags = ["vae", "variational-autoencoder", "vaebench", cfg.variant] + (["two-stage-vae"] if run.stage2 is not None else [])
     front = {"library_name": "vaebench", "pipeline_tag": TASK["type"], "tags": tags, "datasets": [cfg.dataset],
              "model-index": model_index(rec, name)}
-    rows = [f"| {m['name']} | {m['value']:.6g} |" for r in front["model-index"][0]["results"] for m in r["metrics"]]
+    rows = [f"| {_cell(m['name'])} | {m['value']:.6g} |" for r in front["model-index"][0]["results"] for m in r["metrics"]]
     stage = ("two-stage: decoder1(z), z = decoder2(u), u ~ N(0, I)" if run.stage2 is not None
              else "one stage: decoder(z), z ~ N(0, I)")
     return "\n".join([
@@ -138,7 +144,7 @@ def model_card(run, name: str) -> str:
         f"run {rec.run_id}, {cfg.epochs} epochs" + (f" + {cfg.stage2_epochs} second-stage epochs" if run.stage2 is not None else "")
         + f"; code {rec.git_commit or 'unknown'}.", "",
         "```python", "import vaes", "run = vaes.load_run('THIS_FOLDER')", "x = run.sample(64, seed=0)  # uint8 (64, C, H, W)", "```", "",
-        "`samples.png`: 64 samples, seed 0. `config.json`: the resolved config; `record.json`: the training "
+        f"`samples.png`: {n} samples, seed {seed}. `config.json`: the resolved config; `record.json`: the training "
         "history and every metric; `python -m vaes.balance --run THIS_FOLDER`: the KL weight this run "
         "trained with, in other conventions.", "",
         "| metric | value |", "|---|---|", *(rows or ["| (none recorded) | |"]), ""])
@@ -168,7 +174,7 @@ def export(run_dir: str | Path, out: str | Path, *, n: int = 64, seed: int = 0) 
         (staging / "config.json").write_text(json.dumps(run.record.config, indent=1))
         (staging / "record.json").write_text(json.dumps(run.record.to_json(), indent=1, allow_nan=True))
         save_image(run.sample(n, seed=seed).float() / 255, staging / "samples.png", nrow=max(1, math.isqrt(n - 1) + 1), padding=1)
-        (staging / "README.md").write_text(model_card(run, name))
+        (staging / "README.md").write_text(model_card(run, name, n, seed))
         os.replace(staging, out)  # an empty OUT is replaced in the same step
     finally:
         shutil.rmtree(staging, ignore_errors=True)
