@@ -15,10 +15,12 @@ from pathlib import Path
 
 import matplotlib.image as mpimg
 import pytest
+from scipy import stats
 
 from benchmarks.frames import load_histories, load_records
 from tests.conftest import REPO
-from benchmarks.report import REFERENCE_SOURCE, build_table, main, make_report, render_latex
+from benchmarks.report import REFERENCE_SOURCE, Table, build_table, main, make_report, render_latex
+from benchmarks.suite import load_suite
 from vaes.config import TrainConfig
 from vaes.data import load_dataset
 from vaes.train import train
@@ -42,7 +44,7 @@ def _train(out: Path, data, **kw) -> dict:
 
 def _fake(root: Path, label: str, seed: int, *, variant: str = "beta", dataset: str = "digits",
           status: str = "finished", reason: str | None = None, metrics: dict | None = None,
-          two_stage: bool = False) -> Path:
+          two_stage: bool = False, config: dict | None = None) -> Path:
     """A synthetic record as benchmarks.run will write it (top-level label, suite layout)."""
     hist = [{"epoch": e, "loss": 50.0 / e + seed, "recon": 45.0 / e, "kl": 5.0 + e, "mse": 0.05 / e,
              "gamma": 0.3 / e, "lr": 1e-3} for e in (1, 2, 3)]
@@ -50,7 +52,7 @@ def _fake(root: Path, label: str, seed: int, *, variant: str = "beta", dataset: 
            "reason": reason, "n_params": 210849, "device": "cpu",
            "config": {"variant": variant, "options": {}, "dataset": dataset, "epochs": 3, "lr": 1e-3,
                       "lr_halve_every": 0, "batch_size": 100, "seed": seed, "two_stage": two_stage,
-                      "stage2_epochs": 6},
+                      "stage2_epochs": 6, **(config or {})},
            "data": {"name": dataset, "shape": [1, 8, 8], "n_train": 1500, "n_heldout": 297, "note": ""},
            "history": hist if status == "finished" else hist[:1]}
     if two_stage and status == "finished":
@@ -193,7 +195,7 @@ def test_bold_follows_direction_and_cfd_is_not_fid(cfd_suite):
     rows = _rows(tex)
     col = {h.split()[0]: i for i, h in enumerate(head)}
     assert "CFD" in head[col["Samples"]] and "FID" not in head[col["Samples"]]
-    assert "CFD is NOT FID" in tex
+    assert "are NOT FID or KID" in tex
     assert set(rows) == {"low\\_mse", "high\\_mse", "high\\_mse (2-stage)", "crashed\\_run"}
     low, high, high2 = rows["low\\_mse"], rows["high\\_mse"], rows["high\\_mse (2-stage)"]
     assert low[col["MSE"]].startswith(r"\textbf") and not high[col["MSE"]].startswith(r"\textbf")
@@ -202,7 +204,9 @@ def test_bold_follows_direction_and_cfd_is_not_fid(cfd_suite):
     assert high2[col["Samples"]].startswith(r"\textbf") and not low[col["Samples"]].startswith(r"\textbf")
     for c in ("KL", "AU", "Params"):  # no direction: never bold
         assert not any(r[col[c]].startswith(r"\textbf") for r in rows.values() if len(r) > col[c])
-    assert low[col["Samples"]] == r"9.50 {\scriptsize$\pm$0.71}"  # mean +- std over the finished seeds
+    # mean +- the half-width of the 95% t interval over the finished seeds (9 and 10)
+    lo, hi = stats.t.interval(0.95, 1, loc=9.5, scale=stats.sem([9.0, 10.0]))
+    assert low[col["Samples"]] == rf"9.50 {{\scriptsize$\pm${(hi - lo) / 2:.2f}}}"
     assert high[col["Recon."]] == "--"  # missing value: a dash
     assert high2[col["MSE"]] == ""  # not applicable: the 2-stage row shares the first stage
     assert r"\emph{failed}" in rows["crashed\\_run"][2]
@@ -272,24 +276,55 @@ def test_cli(cfd_suite, tmp_path, capsys):
     assert "no folder" in capsys.readouterr().err
 
 
-def test_bold_marks_values_not_significantly_worse_and_flags_unconverged_gamma(tmp_path):
-    fids = {"best": (10.0, 10.2), "close": (10.1, 10.3), "far": (20.0, 20.2)}
+def _beaten(table: Table) -> list[str]:
+    """Bold cells that another run row's mean beats (on the printed value): none may exist."""
+    out = []
+    for col in (c for c in table.columns if c.better):
+        cells = [(r.name, r.cells[col.key]) for r in table.rows
+                 if r.kind in ("run", "stage2") and col.key in r.cells and r.cells[col.key].mean is not None]
+        shown = [(name, round(c.mean * 10.0**col.shift, 8), c.bold) for name, c in cells]
+        best = (min if col.better == "lower" else max)((v for _, v, _ in shown), default=None)
+        pick = lambda v: f"{v:.3g}"  # noqa: E731  (printed to the table's SIG significant digits)
+        out += [f"{col.key}: {name} {v}" for name, v, bold in shown if bold and pick(v) != pick(best)]
+    return out
+
+
+def test_bold_marks_only_the_best_mean_and_flags_unconverged_gamma(tmp_path):
+    # 'noisy' was bold under the old rule: Welch's test at ~1 df cannot tell 150 +- 11 from 58 +- 1
+    fids = {"best": (58.0, 58.8), "close": (58.5, 59.5), "noisy": (139.1, 161.3)}
+    assert stats.ttest_ind(fids["noisy"], fids["best"], equal_var=False).pvalue > 0.05
     for label, values in fids.items():
         for seed, v in enumerate(values):
             d = _fake(tmp_path, label, seed, metrics={"fid_samples": _fid(v)})
-            if label == "far":  # gamma still 5x sqrt(MSE) at the end: not converged
+            if label == "noisy":  # gamma still 5x sqrt(MSE) at the end: not converged
                 rec = json.loads((d / "record.json").read_text())
                 rec["history"][-1].update(gamma=0.5, mse=0.01)
                 (d / "record.json").write_text(json.dumps(rec))
     table = build_table(load_records(tmp_path), {"name": "t", "reference": False})
     rows = {r.name: r for r in table.rows}
     key = next(k for k in rows["best"].cells if k.startswith("samples_"))
-    assert rows["best"].cells[key].bold and rows["close"].cells[key].bold
-    assert not rows["far"].cells[key].bold
-    assert "Welch" in " ".join(table.caption)
-    flagged = [text for m, text in table.notes if m in rows["far"].notes]
+    assert rows["best"].cells[key].bold
+    assert not rows["close"].cells[key].bold and not rows["noisy"].cells[key].bold
+    assert not _beaten(table)
+    caption = " ".join(table.caption)
+    assert "Welch" not in caption and "95% confidence interval" in caption and "Student t" in caption
+    flagged = [text for m, text in table.notes if m in rows["noisy"].notes]
     assert flagged and "not converged" in flagged[0] and "5.00" in flagged[0]
     assert not rows["best"].notes
+    detectable = next(text for m, text in table.notes if text.startswith("Smallest true difference"))
+    # the pooled std of the three rows, n = 2 seeds a row
+    assert "power 0.8" in detectable and "Samples FID: " in detectable
+
+
+@pytest.mark.parametrize("suite", sorted(p.name for p in (REPO / "results").iterdir() if (p / "runs").is_dir()))
+def test_committed_results_bold_no_beaten_mean(suite):
+    """Re-rendered from their records, no committed table bolds a mean that another row beats,
+    and every cell over seeds has an interval."""
+    folder = REPO / "results" / suite / "runs"
+    table = build_table(load_records(folder), load_suite(suite))
+    assert not _beaten(table)
+    several = any(c.n >= 2 for r in table.rows for c in r.cells.values())  # results/mnist has one seed
+    assert several == any(text.startswith("Smallest true difference") for _, text in table.notes)
 
 
 def test_records_store_gamma_over_sqrt_mse_of_each_stage(real_suite):
