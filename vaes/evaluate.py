@@ -31,7 +31,8 @@ from vaes.classifier import classifier_features, load_or_train_classifier
 from vaes.cli import EXIT_STATUSES, refuse
 from vaes.config import TrainConfig, from_dict, parse_overrides
 from vaes.data import load_dataset
-from vaes.fid import InceptionWeightsMissing, compute_inception_metrics
+from vaes.fid import (PACKAGE_WEIGHTS, InceptionScoreUnavailable, InceptionWeightsMissing,
+                      compute_inception_metrics, inception_score_refusal)
 from vaes.frechet import feature_statistics, frechet_distance
 from vaes.metrics import heldout_metrics, to_float
 from vaes.networks import eval_mode
@@ -291,6 +292,9 @@ def check_overrides(overrides: list[str]) -> None:
     for a in overrides:
         if "=" not in a:
             raise ValueError(f"expected key=value after RUN_DIR, got {a!r}; keys: {', '.join(allowed)}")
+    if any(a.split("=", 1)[0].strip() == "inception_score" for a in overrides):
+        # asked for by name, refused by name: the default (packaged) Inception has no classifier
+        raise InceptionScoreUnavailable(inception_score_refusal(f"vaebench uses by default ({PACKAGE_WEIGHTS})"))
     bad = [a.split("=", 1)[0].strip() for a in overrides if a.split("=", 1)[0].strip() not in allowed]
     if bad:
         raise ValueError(f"{', '.join(bad)}: only evaluation settings can change here: {', '.join(allowed)}")

