@@ -365,3 +365,90 @@ def test_a_label_with_line_breaks_stays_one_latex_row(cfd_suite):
     df["label"] = df["label"].replace({"low_mse": "low\rmse\x0cnow", "high_mse": "high\nmse"})
     rows = _rows(render_latex(build_table(df, {"name": "breaks"})))
     assert {"low mse now", "high mse", "high mse (2-stage)"} <= set(rows)
+
+
+# ----------------------------------------------------------------------------- the metrics of issue 18
+
+SETS = ("samples", "stage2", "stage2_ancestral", "recon", "recon_sample",
+        "samples_renorm", "stage2_renorm", "recon_renorm")
+
+
+def _new_metrics(base: float, seed: int) -> dict:
+    """Every agreed key of issue 18; set i's KID is base + i/100 + seed/1000, so a cell names its set."""
+    m = {"recon_mse": 0.01 * base, "psnr": 20.0 / base, "kl": 10.0, "neg_elbo": 100.0 * base,
+         "iw_nll": 95.0 * base, "iw_bpd": 1.5 * base, "iw_k": 100, "cfd_samples": 5.0 * base,
+         "ckid_samples": {"value": 0.5 * base, "std": 0.01, "subset_size": 50, "subsets": 100, "n_images": 100},
+         "cprc_samples": {"precision": 0.7, "recall": 0.6, "k": 3, "n_images": 100},
+         "renorm": {"stats": "heldout", "fired": False, "same_as": {"samples_renorm": "samples"}}}
+    for i, s in enumerate(SETS):
+        kid = base + i / 100 + seed / 1000
+        m[f"kid_{s}"] = {"value": kid, "std": 0.002 * (i + 1), "subset_size": 50, "subsets": 100, "n_images": 100}
+        m[f"fid_{s}"] = dict(_fid(100 * kid), n_images=100,
+                             reference={"dataset": "digits", "split": "heldout:standard", "n": 297})
+        m[f"prc_{s}"] = {"precision": 0.5 / base, "recall": 0.4 / base, "k": 3, "n_images": 100}
+    return m
+
+
+@pytest.fixture(scope="module")
+def new_suite(tmp_path_factory) -> Path:
+    """Records with every new key: two two-stage labels (learned-gamma and balanced second
+    stages, 2 seeds) and a one-seed label; JPEG quality 75."""
+    root = tmp_path_factory.mktemp("new")
+    for label, base, seeds in (("learned_gamma", 1.0, (0, 1)), ("balanced", 0.5, (0, 1)), ("sigma", 2.0, (0,))):
+        for seed in seeds:
+            _fake(root, label, seed, variant=label, two_stage=label != "sigma", metrics=_new_metrics(base, seed),
+                  config={"jpeg_quality": 75, "stage2_variant": label})
+    return root
+
+
+def test_new_metrics_columns_and_caption(new_suite, tmp_path):
+    df = load_records(new_suite)
+    assert df["prc_samples_precision"].notna().all() and (df["renorm_stats"] == "heldout").all()
+    table = build_table(df, {"name": "new"})
+    heads = [f"{c.header} {c.unit}" for c in table.columns]
+    # a CPU-sized suite (297 real images) leads with KID; FID beside it, marked biased
+    assert heads[1:7] == ["Samples KID", "Samples biased FID", "Samples Prec.", "Samples Rec.",
+                          "Samples CFD†", "Samples CKID†"]
+    assert "Recon. KID" in heads and "NLL_K nats" in heads and "NLL_K bpd" in heads and "−ELBO nats" in heads
+    rows = {r.name: r for r in table.rows}
+    kid = lambda name: rows[name].cells["samples_kid"].mean  # noqa: E731
+    # each (2-stage) row shows its published sampler: Dai & Wipf's ancestral for learned gamma
+    assert kid("learned_gamma (2-stage)") == pytest.approx(1.0 + SETS.index("stage2_ancestral") / 100 + 0.0005)
+    assert kid("balanced (2-stage)") == pytest.approx(0.5 + SETS.index("stage2") / 100 + 0.0005)
+    # one seed: KID's own std over subsets; two seeds: the t interval of the seeds
+    assert rows["sigma"].cells["samples_kid"].half == pytest.approx(0.002)
+    lo, hi = stats.t.interval(0.95, 1, loc=1.0005, scale=stats.sem([1.0, 1.001]))
+    assert rows["learned_gamma"].cells["samples_kid"].half == pytest.approx((hi - lo) / 2)
+    assert rows["learned_gamma"].cells["recon_kid"].mean == pytest.approx(1.0 + SETS.index("recon") / 100 + 0.0005)
+    assert not _beaten(table)
+    caption = " ".join(table.caption)
+    for text in ("100 subsets of 50 of the 100 images", "k = 3", "within this table only", "K = 100",
+                 "quality 75", "heldout:standard split", "decoding the posterior mean",
+                 "learned_gamma (2-stage): z = decoder2(u) + gamma_z eps", "balanced (2-stage): z = decoder2(u) (stage2)",
+                 "runs.csv holds every recorded metric", "KID leads sample quality"):
+        assert text in caption, text
+    written = make_report(df, load_histories(new_suite), tmp_path, {"name": "new"})
+    csv = written["runs.csv"].read_text().splitlines()[0]
+    assert all(c in csv for c in ("cprc_samples_recall", "kid_recon_sample", "prc_recon_precision", "iw_k"))
+    tex = written["table.tex"].read_text()
+    assert "CKID$^\\dagger$" in tex and "$-$ELBO" in tex
+    for name in ("metrics.png", "tradeoff.png"):  # the figures take the new keys
+        assert mpimg.imread(written[name]).std() > 0.01
+
+
+def test_renormalised_sets_option(new_suite, tmp_path, capsys):
+    df = load_records(new_suite)
+    table = build_table(df, {"name": "new", "quality_sets": "renorm"})
+    rows = {r.name: r for r in table.rows}
+    assert rows["balanced"].cells["samples_kid"].mean == pytest.approx(0.5 + SETS.index("samples_renorm") / 100 + 0.0005)
+    assert rows["learned_gamma (2-stage)"].cells["samples_kid"].mean == pytest.approx(
+        1.0 + SETS.index("stage2_renorm") / 100 + 0.0005)
+    assert rows["sigma"].cells["recon_kid"].mean == pytest.approx(2.0 + SETS.index("recon_renorm") / 100)
+    caption = " ".join(table.caption)
+    assert "renormalised image sets" in caption and "statistics from the heldout images" in caption
+    # the argument wins over the suite's key; a wrong name is refused by name
+    assert "vaebench's image sets" in " ".join(build_table(df, {"quality_sets": "renorm"}, "vaebench").caption)
+    with pytest.raises(ValueError, match="'original'"):
+        build_table(df, {"name": "new"}, "original")
+    assert main(["--suite", "new", "--runs", str(new_suite), "--out", str(tmp_path / "o"), "--sets", "renorm"]) == 0
+    assert "renormalised image sets" in (tmp_path / "o" / "table.md").read_text()
