@@ -27,6 +27,7 @@ import math
 import sys
 from pathlib import Path
 
+from vaes import cli
 from vaes.records import CorruptRecord, Record
 from vaes.registry import get_variant, variant_options
 from vaes.variants.balanced import paper_kl_weight
@@ -222,10 +223,6 @@ def plot_effective_beta(records: list[Record | dict], out: str | Path, labels: l
 
 # ---- the command line ---------------------------------------------------------------------------------
 
-EPILOG = ("exit status: 0 done (and --help), 2 refused input (the message names the argument, the "
-          "value and what is allowed).")
-
-
 def _positive(name, zero=False):
     """A parser of finite numbers > 0 (>= 0 with ``zero``: a weight of 0 is a plain autoencoder)."""
     def parse(text):
@@ -247,9 +244,7 @@ def _dims(text):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m vaes.balance", epilog=EPILOG,
-                                description="Convert a reconstruction/KL balance between conventions, "
-                                            "or show a run's effective beta over training.")
+    p = cli.parser("python -m vaes.balance", __doc__)  # --help ends with the exit statuses
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--beta", type=_positive("--beta", zero=True), help="1/2 SSE + beta KL (vaebench's units)")
     src.add_argument("--gamma", type=_positive("--gamma"), help="Gaussian decoder std, in the data's units")
@@ -265,20 +260,15 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _refuse(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)  # argparse itself exits 2 naming the argument
     if args.kl_weight != 1.0 and args.gamma is None:
-        return _refuse(f"--kl-weight {args.kl_weight:g} only applies with --gamma; drop it or give --gamma")
+        return cli.refuse(f"--kl-weight {args.kl_weight:g} only applies with --gamma; drop it or give --gamma")
     if args.run is not None:
         return _show_run(Path(args.run))
     if args.kld_weight is not None:
         if args.dims is None:
-            return _refuse(f"--kld-weight {args.kld_weight:g} needs --dims (values per image, e.g. 3x64x64): "
+            return cli.refuse(f"--kld-weight {args.kld_weight:g} needs --dims (values per image, e.g. 3x64x64): "
                            "mean MSE averages over them")
         beta = beta_from_mean_mse(args.kld_weight, args.dims, args.data_range)
     elif args.gamma is not None:
@@ -296,9 +286,9 @@ def _show_run(run_dir: Path) -> int:
     try:
         record = Record.read(run_dir / "record.json") if run_dir.is_dir() else None
     except (CorruptRecord, OSError) as e:
-        return _refuse(f"--run {str(run_dir)!r}: record.json cannot be read ({e})")
+        return cli.refuse(f"--run {str(run_dir)!r}: record.json cannot be read ({e})")
     if record is None:
-        return _refuse(f"--run {str(run_dir)!r}: not a run folder (no record.json); pass the out= of "
+        return cli.refuse(f"--run {str(run_dir)!r}: not a run folder (no record.json); pass the out= of "
                        "python -m vaes.train, OUT/runs/FOLDER of a suite, or an exported model folder")
     for c in effective_beta(record):
         s = c.summary()

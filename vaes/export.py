@@ -12,7 +12,7 @@ OUT is written as a staging folder beside it, renamed at the end: it is complete
 An existing non-empty OUT is refused. ``--push`` uploads OUT to the Hub afterwards; it needs
 huggingface_hub (pip install 'vaebench[hub]') and a token (HF_TOKEN or `hf auth login`), and
 refuses before anything is written or any connection is made where either is missing or
-HF_HUB_OFFLINE is set.
+HF_HUB_OFFLINE is set. Exit status 1 here means the push failed; the local export is complete.
 """
 from __future__ import annotations
 
@@ -29,11 +29,10 @@ import torch
 from safetensors.torch import save_file
 from torchvision.utils import save_image
 
+from vaes import cli
 from vaes.load import RunNotLoadable, load_run
 from vaes.records import _umask, versions
 
-EPILOG = ("exit status: 0 done (and --help); 1 the push failed (the local export is complete); "
-          "2 refused input (a message names the argument, the value and what is allowed).")
 TASK = {"type": "unconditional-image-generation", "name": "Unconditional image generation"}
 # what each image set of a record is, in words (the agreed SET names of the metric keys)
 SETS = {"samples": "first-stage samples, z ~ N(0, I)",
@@ -236,8 +235,7 @@ def _count(name: str, low: int):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m vaes.export", epilog=EPILOG,
-                                description="Export a finished run as a Hugging Face model-card folder (offline).")
+    p = cli.parser("python -m vaes.export", __doc__)  # --help ends with the exit statuses (1 here: the push failed)
     p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder (out= of python -m vaes.train)")
     p.add_argument("out", metavar="OUT", help="the folder to create (absent or empty)")
     p.add_argument("--n", type=_count("--n", 1), default=64, help="images in samples.png (default 64)")
@@ -254,8 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             raise Refused(why)
         out = export(args.run_dir, args.out, n=args.n, seed=args.seed)
     except Refused as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return cli.refuse(e)
     print(f"exported {args.run_dir} to {out}")
     if args.push is None:
         return 0
