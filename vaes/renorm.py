@@ -20,6 +20,8 @@ posterior standard deviation (not variance) to the variance of the means; reprod
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from vaes.metrics import to_float
@@ -60,8 +62,9 @@ def renorm_statistics(model, stage2, images: torch.Tensor, *, seed: int, source:
     z_hat = torch.cat(hats)
     mse2 = float((mu - z_hat).pow(2).mean())
     var_loss2 = float(mean_var.mean() - z_hat.var(0, unbiased=False).mean())
-    ratio = var_loss2 / mse2 if mse2 > 0 else float("inf")
-    fired = ratio > VARIANCE_LOSS_THRESHOLD
+    # numpy's division as the original does it: x / 0 is +-inf, 0 / 0 is nan (which never fires)
+    ratio = var_loss2 / mse2 if mse2 > 0 else None if var_loss2 == 0 else math.copysign(math.inf, var_loss2)
+    fired = ratio is not None and ratio > VARIANCE_LOSS_THRESHOLD
     out.update(mse2=mse2, var_loss2=var_loss2, ratio=ratio, fired=fired, prior_scale=law if fired else None)
     return out
 
