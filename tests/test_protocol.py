@@ -196,6 +196,7 @@ def first_bn_input(model, images):
     return h.mean((0, 2, 3)), h.var((0, 2, 3))
 
 
+@pytest.mark.slow  # a 40-step run of the 5M-parameter ResNet: tens of seconds on a CPU
 def test_debiased_statistics_match_the_training_data_where_running_ones_do_not(short_resnet_run):
     cfg, rec, path = short_resnet_run
     data = load_dataset("npz", str(path))
@@ -217,6 +218,7 @@ def test_debiased_statistics_match_the_training_data_where_running_ones_do_not(s
     assert mse["debiased"] < mse["running"]
 
 
+@pytest.mark.slow  # a 40-step run of the 5M-parameter ResNet: tens of seconds on a CPU
 def test_evaluation_never_changes_the_checkpointed_batchnorm_buffers(short_resnet_run, tmp_path):
     cfg, rec, path = short_resnet_run
     saved = load_torch(cfg.out + "/model.pt")["model"]
