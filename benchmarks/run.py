@@ -2,18 +2,25 @@
 
     python -m benchmarks.run --suite quick
     python -m benchmarks.run --suite cifar10 --seeds 1 --only balanced --epochs-scale 0.01
+    python -m benchmarks.run --suite cifar10 --jobs 4 --device cuda
     python -m benchmarks.run --list
 
 Each run gets its own folder under ``OUT/runs`` named by label, seed and the hash of its
 resolved config. Running the command again skips finished runs, resumes interrupted ones
 from their checkpoint and retries failed ones only with ``--retry-failed``. A run that fails
 (NaN, missing data, out of memory, a bug) is recorded with its reason and the suite goes on.
-The report (tables and figures) is written at the end. An --out under results/ (the
+With ``--jobs N`` up to N runs go at once, each in its own process on the same device (a
+run's process loads its own data); what a run records does not depend on N. The report
+(tables and figures) is written at the end. An --out under results/ (the
 committed results) is refused from a tree with uncommitted changes unless --allow-dirty.
 """
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -22,35 +29,113 @@ from benchmarks.cluster import run_suite_on_cluster
 from benchmarks.report import report_or_say
 from benchmarks.suite import Job, expand, job_status, list_suites, load_suite, run_job
 from vaes.cli import dirty_refusal, number, parser, refuse
-from vaes.config import field_overrides
-from vaes.records import Record
-from vaes.run import DataCache, FolderTaken
+from vaes.config import field_overrides, to_dict
+from vaes.records import CorruptRecord, Record
+from vaes.run import DataCache, FolderTaken, earlier_run
 
 
 def run_suite(suite: dict, jobs: list[Job], out: Path, *, retry_failed: bool = False,
-              progress: bool | None = None, report: bool = True) -> list[Record]:
-    """Run the pending jobs one after another, with a progress line and an ETA."""
+              progress: bool | None = None, report: bool = True, parallel: int = 1) -> list[Record]:
+    """Run the pending jobs, one after another or up to ``parallel`` at once (each in its own
+    process), with a progress line and an ETA; the report at the end unless stopped by a signal."""
     todo = [j for j in jobs if job_status(out, j) != "finished"
             and (retry_failed or job_status(out, j) != "failed")]
     done = len(jobs) - len(todo)
-    print(f"suite {suite['name']}: {len(jobs)} runs, {done} already done, {len(todo)} to run -> {out}",
-          flush=True)
-    data = DataCache()  # each data set loaded once per suite
-    records, t_start = [], time.perf_counter()
-    for i, job in enumerate(todo):
-        elapsed = time.perf_counter() - t_start
-        eta = f", ~{elapsed / i * (len(todo) - i) / 60:.1f} min left" if i else ""
-        print(f"[{done + i + 1}/{len(jobs)}] {job.label} seed {job.seed} ({job.folder}){eta}", flush=True)
-        rec = run_job(job, out, suite["name"], data=data(job.cfg), progress=progress)
-        print(f"    {rec.status}" + (f": {rec.reason}" if rec.reason else ""), flush=True)
-        records.append(rec)
-        if rec.status == "interrupted":  # SIGTERM/SIGUSR1 was meant for the whole suite
-            print(f"suite {suite['name']}: stopped by a signal; the same command resumes it", flush=True)
-            return records
+    print(f"suite {suite['name']}: {len(jobs)} runs, {done} already done, {len(todo)} to run -> {out}"
+          + (f", {parallel} at once" if parallel > 1 and len(todo) > 1 else ""), flush=True)
+    t_start = time.perf_counter()
+    if parallel > 1 and len(todo) > 1:
+        records = _in_processes(suite["name"], todo, out, parallel, done, len(jobs))
+    else:
+        records = _one_by_one(suite["name"], todo, out, progress, done, len(jobs))
+    if any(r.status == "interrupted" for r in records):  # SIGTERM/SIGUSR1 was meant for the whole suite
+        print(f"suite {suite['name']}: stopped by a signal; the same command resumes it", flush=True)
+        return records
     print(f"suite {suite['name']}: {time.perf_counter() - t_start:.0f} s", flush=True)
     if report:
         report_or_say(suite, out)
     return records
+
+
+def _eta(t_start: float, finished: int, left: int) -> str:
+    elapsed = time.perf_counter() - t_start
+    return f", ~{elapsed / finished * left / 60:.1f} min left" if finished else ""
+
+
+def _one_by_one(name: str, todo: list[Job], out: Path, progress, done: int, total: int) -> list[Record]:
+    data = DataCache()  # each data set loaded once per suite
+    records, t_start = [], time.perf_counter()
+    for i, job in enumerate(todo):
+        print(f"[{done + i + 1}/{total}] {job.label} seed {job.seed} ({job.folder}){_eta(t_start, i, len(todo) - i)}",
+              flush=True)
+        rec = run_job(job, out, name, data=data(job.cfg), progress=progress)
+        print(f"    {rec.status}" + (f": {rec.reason}" if rec.reason else ""), flush=True)
+        records.append(rec)
+        if rec.status == "interrupted":
+            break
+    return records
+
+
+def _child(job: Job, out: Path, suite_name: str) -> None:
+    """One run in a process of its own (spawned: a fresh interpreter, its own data and CUDA context)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
+    run_job(job, out, suite_name, data=DataCache()(job.cfg), progress=False)
+
+
+def _in_processes(name: str, todo: list[Job], out: Path, parallel: int, done: int, total: int) -> list[Record]:
+    """Up to ``parallel`` runs at once, each through :func:`run_job` in its own process; a run's
+    failure is its own record. SIGTERM, SIGINT or SIGUSR1 here is passed on to every running run as
+    SIGTERM (each checkpoints and records 'interrupted') and nothing new starts."""
+    for job in todo:  # another run's folder is refused before anything starts, as one by one
+        earlier_run(job.cfg.replace(out=str(out / "runs" / job.folder)))
+    ctx = multiprocessing.get_context("spawn")  # fork would copy a parent's threads and CUDA state
+    pending, running, records = list(enumerate(todo)), {}, []
+    stopped: list[int] = []
+    t_start = time.perf_counter()
+
+    def stop(signum, frame):
+        stopped.append(signum)
+        for proc in list(running):
+            if proc.pid is not None and proc.exitcode is None:
+                os.kill(proc.pid, signal.SIGTERM)
+    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
+    try:
+        while running or (pending and not stopped):
+            while pending and not stopped and len(running) < parallel:
+                i, job = pending.pop(0)
+                print(f"[{done + i + 1}/{total}] {job.label} seed {job.seed} ({job.folder}) started", flush=True)
+                proc = ctx.Process(target=_child, args=(job, out, name), name=job.folder)
+                proc.start()
+                running[proc] = job
+            multiprocessing.connection.wait([p.sentinel for p in running], timeout=5)
+            for proc in [p for p in running if p.exitcode is not None]:
+                job = running.pop(proc)
+                rec = _record_of(job, out, name, proc.exitcode, bool(stopped))
+                records.append(rec)
+                print(f"    {job.label} seed {job.seed}: {rec.status}" + (f": {rec.reason}" if rec.reason else "")
+                      + _eta(t_start, len(records), len(todo) - len(records)), flush=True)
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    return records
+
+
+def _record_of(job: Job, out: Path, suite_name: str, exitcode: int, stopped: bool) -> Record:
+    """The record a run's process left; a process that died without ending it (killed, out of
+    memory) is recorded failed with its exit code, or is interrupted (resumable) when the suite
+    was stopped."""
+    path = out / "runs" / job.folder / "record.json"
+    try:
+        rec = Record.read(path)
+    except CorruptRecord as e:  # left for the user to look at, as vaes.run does
+        return Record(run_id=job.run_id, seed=job.seed, config=to_dict(job.cfg), meta={"label": job.label}).fail(str(e))
+    if rec is not None and rec.status != "running":
+        return rec
+    rec = rec or Record(run_id=job.run_id, seed=job.seed, config=to_dict(job.cfg),
+                        meta={"label": job.label, "suite": suite_name})
+    if stopped:  # not written: the run's checkpoint, if any, resumes it next time
+        return rec.interrupt(f"stopped by a signal (its process ended with exit code {exitcode})")
+    return rec.fail(f"the run's process ended with exit code {exitcode} before its record did").write(path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--epochs-scale", type=number(float, above=0, what="multiplies every epoch count"), default=1.0,
                    help="multiply every epoch count (and the lr schedule) by F, e.g. 0.01 for a dry run")
+    p.add_argument("--jobs", type=number(int, low=1, what="runs at once"), default=1, metavar="N",
+                   help="run up to N of the suite's runs at once, each in its own process on the same device "
+                        "(default 1). It helps where one run leaves the device idle: a GPU with memory and "
+                        "compute to spare (small networks, batch 100). On a CPU the runs share its cores, so "
+                        "on a 2-core CPU it does not. What each run records does not depend on N")
     p.add_argument("--retry-failed", action="store_true", help="run failed runs again")
     p.add_argument("--allow-dirty", action="store_true",
                    help="write into results/ from a tree with uncommitted changes (the records say +dirty)")
@@ -109,12 +199,15 @@ def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
     dirty = dirty_refusal(out, args.allow_dirty)
     if dirty:
         return refuse(dirty)
+    if args.cluster != "none" and args.jobs != 1:
+        return refuse(f"--jobs {args.jobs} with --cluster {args.cluster}: --jobs runs processes on this "
+                      "machine; with a cluster, --workers says how many array tasks run at once")
     if validate_only:
         return 0
     if args.cluster != "none":
         return run_suite_on_cluster(suite, jobs, out, args)
     try:
-        records = run_suite(suite, jobs, out, retry_failed=args.retry_failed)
+        records = run_suite(suite, jobs, out, retry_failed=args.retry_failed, parallel=args.jobs)
     except FolderTaken as e:
         return refuse(e)
     if any(r.status == "interrupted" for r in records):
