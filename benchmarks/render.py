@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pandas as pd
 
@@ -32,7 +33,10 @@ def _cell_text(cell: Cell, col: Column, style: str) -> str:
         if abs(mean) < 1e-3 and mean != 0:
             sd = _number(std, False, style) if std else "0"
         else:
-            sd = f"{std:.{(1 if std else 0) if col.integer else _decimals(mean)}f}"
+            places = (1 if std else 0) if col.integer else _decimals(mean)
+            if std and round(std, places) == 0:  # a small spread (KID's over subsets) keeps one digit
+                places = min(-math.floor(math.log10(abs(std))), 8)
+            sd = f"{std:.{places}f}"
         # LaTeX: the spread in a smaller font keeps a 7-column table near the text width
         s += rf" {{\scriptsize$\pm${sd}}}" if style == "tex" else f" ± {sd}"
     if cell.bold:

@@ -1,4 +1,0 @@
-"""``python -m benchmarks.speed``."""
-from benchmarks.speed.cli import main
-
-main()
