@@ -255,9 +255,23 @@ def differences(entry: Entry, record: dict) -> list[str]:
     return out
 
 
+# Without these a published FID cannot be called comparable, however few differences are known:
+# FID moves with the network, the engine and (by its bias) the image counts.
+ESSENTIAL = ("network", "fid_engine", "n_generated", "n_real")
+
+
+def unstated(entry: Entry) -> list[str]:
+    """The essential protocol fields the source leaves unknown, by their labels."""
+    return [DIFFERENCE_LABELS[k] for k in ESSENTIAL if entry.protocol.get(k, UNKNOWN) == UNKNOWN]
+
+
 def verdict(entry: Entry, record: dict) -> str:
-    """'comparable' (no difference that both sides know of) or 'not comparable: <differences>'."""
+    """'comparable' (every essential field stated and no difference that both sides know of) or
+    'not comparable: <differences>', ending with the essential fields the source does not state."""
     diffs = differences(entry, record)
+    missing = unstated(entry)
+    if missing:
+        diffs.append(f"not stated in the source: {', '.join(missing)}")
     return "comparable" if not diffs else "not comparable: " + "; ".join(diffs)
 
 

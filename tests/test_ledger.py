@@ -105,6 +105,15 @@ def test_a_record_measured_alike_is_comparable(toy):
     assert ledger.verdict(vague, _record(batch_size=7)) == "comparable"
 
 
+@pytest.mark.parametrize("field, label", [("network", "network"), ("fid_engine", "FID engine"),
+                                          ("n_generated", "generated images"), ("n_real", "real images")])
+def test_an_unstated_essential_field_is_never_comparable(toy, field, label):
+    # a source that leaves the network, the FID engine or the image counts unknown cannot be
+    # called comparable even when no difference is known
+    vague = ledger.Entry(**{**toy.__dict__, "protocol": {**toy.protocol, field: "unknown"}})
+    assert ledger.verdict(vague, _record()) == f"not comparable: not stated in the source: {label}"
+
+
 @pytest.mark.parametrize("change, named", [
     (lambda r: r["config"].update(dataset="npz"), "data set: npz here, cifar10 published"),
     (lambda r: r["config"].update(network="conv"), "network: conv here, resnet"),
