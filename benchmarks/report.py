@@ -5,7 +5,7 @@ benchmarks/frames.py, plus the CLI
 
 which reads every record.json under DIR (default runs/NAME/runs) and writes into OUT
 (default runs/NAME): table.tex, table.md, runs.csv, curves.png, metrics.png,
-tradeoff.png, samples.png. NAME is a suite of benchmarks/suites (or a .toml path): its
+tradeoff.png, samples.png, effective_beta.png and report.html (benchmarks/html.py). NAME is a suite of benchmarks/suites (or a .toml path): its
 description, data set, ``reference`` flag and the order of its [[runs]] shape the table.
 
 The report is three modules: the table model (benchmarks/table.py), its renderers
@@ -22,6 +22,7 @@ import pandas as pd
 
 from benchmarks.figures import label_palette, plot_curves, plot_metrics, plot_samples, plot_tradeoff
 from benchmarks.frames import load_histories, load_records
+from benchmarks.html import write_html
 from benchmarks.render import render_latex, render_markdown, tex_escape  # noqa: F401  (API)
 from benchmarks.suite import load_suite
 from vaes.cli import dirty_refusal, parser
@@ -40,7 +41,7 @@ from benchmarks.table import (  # noqa: F401  (API)
 
 def make_report(df: pd.DataFrame, hist: pd.DataFrame, out_dir: str | Path,
                 suite: dict | None = None, sets: str | None = None) -> dict[str, Path]:
-    """Write runs.csv, table.tex, table.md and the four figures into ``out_dir``.
+    """Write runs.csv, table.tex, table.md, the five figures and report.html into ``out_dir``.
 
     ``df`` and ``hist`` come from :func:`benchmarks.frames.load_records` and
     :func:`~benchmarks.frames.load_histories`; ``suite`` (the dict of
@@ -71,6 +72,7 @@ def make_report(df: pd.DataFrame, hist: pd.DataFrame, out_dir: str | Path,
         written[name] = out / name
     plot_samples(df, out / "samples.png", order)
     written["samples.png"] = out / "samples.png"
+    written.update(write_html(df, hist, out, table, suite))  # last: it links the figures above
     return written
 
 
