@@ -3,10 +3,11 @@
 #   - SLURM (slurmctld + slurmd on "localhost", accounting through slurmdbd + MariaDB, munge auth)
 #   - PostgreSQL with role/database vaebench/vaebench (password vaebench) on localhost:5432
 #   - pdflatex with booktabs (texlive-latex-base + texlive-latex-recommended)
+#   - Chromium and its WebDriver (chromium + chromium-driver) for the report's browser test
 #
 # Usage (as root; no systemd needed):
 #   bash .ci/services.sh                   # install what is missing, start everything
-#   bash .ci/services.sh slurm postgres    # only some components (slurm | postgres | latex)
+#   bash .ci/services.sh slurm postgres    # only some components (slurm | postgres | latex | chromium)
 #   bash .ci/services.sh --stop            # stop the daemons by the pids in their pid files
 #
 # Idempotent: packages are installed only when missing, config files are rewritten only when
@@ -91,15 +92,15 @@ COMPONENTS=()
 for arg in "$@"; do
     case "$arg" in
     --stop) STOP=1 ;;
-    slurm | postgres | latex) COMPONENTS+=("$arg") ;;
+    slurm | postgres | latex | chromium) COMPONENTS+=("$arg") ;;
     -h | --help)
         sed -n '2,15p' "$0"
         exit 0
         ;;
-    *) die "unknown argument '$arg' (expected --stop, slurm, postgres, latex)" ;;
+    *) die "unknown argument '$arg' (expected --stop, slurm, postgres, latex, chromium)" ;;
     esac
 done
-((${#COMPONENTS[@]})) || COMPONENTS=(slurm postgres latex)
+((${#COMPONENTS[@]})) || COMPONENTS=(slurm postgres latex chromium)
 want() { [[ " ${COMPONENTS[*]} " == *" $1 "* ]]; }
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (it installs packages and starts daemons); try: sudo bash $0"
@@ -140,6 +141,7 @@ if want postgres; then
     if [[ -z "$(pg_version)" ]]; then PKGS+=(postgresql); fi
 fi
 if want latex; then PKGS+=(texlive-latex-base texlive-latex-recommended); fi
+if want chromium; then PKGS+=(chromium chromium-driver); fi
 MISSING=()
 for p in "${PKGS[@]}"; do is_installed "$p" || MISSING+=("$p"); done
 
@@ -460,4 +462,10 @@ check_latex() {
 want slurm && start_slurm
 want postgres && start_postgres
 want latex && check_latex
+# chromium: no daemon; the test starts it headless with its own profile (tests/services.py)
+if want chromium; then
+    chromium --version >/dev/null 2>&1 || die "chromium does not run after installing it: $(chromium --version 2>&1 | tail -n1)"
+    chromedriver --version >/dev/null 2>&1 || die "chromedriver does not run after installing chromium-driver"
+    log "chromium: ready ($(chromium --version 2>/dev/null))"
+fi
 log "done in $((SECONDS - T0)) s"

@@ -3,6 +3,7 @@
 * ``slurm_cluster``: a single-node SLURM cluster (with accounting, so ``sacct`` works).
 * ``postgres_url``: an SQLAlchemy URL of the PostgreSQL database ``vaebench``.
 * ``pdflatex``: the path of ``pdflatex`` (with booktabs available).
+* ``chromium``: Debian's Chromium and chromedriver (for Selenium, headless).
 
 Each fixture first checks whether its service already answers (well under a second when it
 does). If not and we are root, it runs ``bash .ci/services.sh <component>`` (which installs the
@@ -195,3 +196,50 @@ def pdflatex() -> str:
     """Path of pdflatex (booktabs available); skips with the reason otherwise."""
     _ensure("latex", _check_latex)
     return shutil.which("pdflatex")  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------------------
+# Chromium (headless, driven by Selenium through Debian's chromedriver)
+# --------------------------------------------------------------------------------------------
+CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromedriver")  # Debian's chromium, chromium-driver
+# Headless on a machine without network: without the last five, Chromium keeps trying to reach
+# Google's services (component updates, sync, QUIC probes) and floods the log with refused
+# connections. A fresh --user-data-dir is added per session (no profile shared between runs).
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--hide-scrollbars")
+
+
+@dataclasses.dataclass(frozen=True)
+class Chromium:
+    """Where the browser and its WebDriver are."""
+
+    binary: str
+    driver: str
+
+
+def _check_chromium() -> Optional[str]:
+    try:
+        import selenium  # noqa: F401, PLC0415  # inside: the test extra; missing, the fixture skips
+    except ImportError:
+        return "selenium is not installed (pip install -e '.[test]')"
+    for path, package in zip(CHROMIUM, ("chromium", "chromium-driver")):
+        if not os.access(path, os.X_OK):
+            return f"{path} not found (Debian: apt-get install {package})"
+        rc, out = _run([path, "--version"], timeout=30)
+        if rc != 0:
+            return f"`{path} --version` fails (exit {rc}): {_tail(out, 5)}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Chromium:
+    """Debian's Chromium and chromedriver, installed by ``.ci/services.sh chromium`` when root.
+    In CI (CI=true, or VAEBENCH_REQUIRE_SERVICES=1) a missing browser fails instead of skipping."""
+    try:
+        _ensure("chromium", _check_chromium)
+    except pytest.skip.Exception as skip:
+        if os.environ.get("CI", "").lower() in ("true", "1"):  # CI must run the browser test
+            pytest.fail(f"CI=true and the browser is unavailable: {skip.msg}", pytrace=False)
+        raise
+    return Chromium(*CHROMIUM)
