@@ -12,9 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from benchmarks import fid_timing, report, suite_throughput
+from benchmarks import report, speed
 from benchmarks import run as bench_run
-from benchmarks.speed import cli as speed_cli
 from sweeps import run as sweeps_run
 from vaes import evaluate, sample
 from vaes import train as vaes_train
@@ -83,7 +82,7 @@ def test_vaes_sample(argv):
     _check(lambda: sample.main(["runs/none", *argv], validate_only=True))
 
 
-RUN_FLAGS = ["--suite", "--list", "--seeds", "--only", "--out", "--device", "--epochs-scale", "--retry-failed",
+RUN_FLAGS = ["--suite", "--list", "--seeds", "--only", "--out", "--device", "--epochs-scale", "--jobs", "--retry-failed",
              "--allow-dirty", "--set", "--tensorboard", "--cluster", "--workers", "--partition", "--gpus-per-worker",
              "--cpus-per-worker", "--time-min", "--mem-gb", "--snapshot", "--junk"]
 
@@ -91,7 +90,7 @@ RUN_FLAGS = ["--suite", "--list", "--seeds", "--only", "--out", "--device", "--e
 @SETTINGS
 @given(_flag_lists(RUN_FLAGS, {"--suite": ["quick", "mnist", "nope"], "--device": ["cpu", "gpu"],
                                "--cluster": ["none", "slurm", "x"], "--set": ["epochs=2", "seed=1", "lr=-1"],
-                               "--out": ["runs/t", "results/t"]}))
+                               "--out": ["runs/t", "results/t"], "--jobs": ["1", "3", "0", "-2", "x"]}))
 def test_benchmarks_run(argv):
     _check(lambda: bench_run.main(argv, validate_only=True))
 
@@ -103,31 +102,17 @@ def test_benchmarks_report(argv):
     _check(lambda: report.main(argv, validate_only=True))
 
 
-SPEED_FLAGS = ["--dataset", "--device", "--epochs", "--rounds", "--batch-size", "--n-train", "--variant",
-               "--synthetic", "--checkpoint-every", "--bf16", "--stage2-epochs", "--stage2-rounds", "--eval-images",
-               "--eval-batch-sizes", "--peak-tflops", "--skip", "--threads", "--seed", "--out", "--junk"]
+SPEED_FLAGS = ["--dataset", "--device", "--parts", "--synthetic", "--n-train", "--epochs", "--rounds", "--batch-size",
+               "--bf16", "--compile", "--stage2-epochs", "--eval-images", "--eval-batch", "--random-inception",
+               "--peak-tflops", "--suite", "--suite-seeds", "--suite-epochs-scale", "--jobs", "--threads", "--out",
+               "--junk"]
 
 
 @SETTINGS
 @given(_flag_lists(SPEED_FLAGS, {"--dataset": ["digits", "cifar10", "npz"], "--out": ["runs/s"],
-                                 "--skip": ["pythae", "x", "eval"], "--variant": ["beta", "nope"]}))
+                                 "--parts": ["train,suite", "x", "eval"], "--jobs": ["0", "2"]}))
 def test_benchmarks_speed(argv):
-    _check(lambda: speed_cli.parse_args(argv) and 0)
-
-
-@SETTINGS
-@given(_flag_lists(["--device", "--n-images", "--batch-sizes", "--size", "--out", "--junk"],
-                   {"--batch-sizes": ["200,500", "0", "a"]}))
-def test_benchmarks_fid_timing(argv):
-    _check(lambda: fid_timing.parse_args(argv) and 0)
-
-
-@SETTINGS
-@given(_flag_lists(["--suite", "--seeds", "--device", "--n-train", "--epochs", "--stage2-epochs", "--processes",
-                    "--modes", "--threads", "--out", "--junk"],
-                   {"--suite": ["cifar10", "nope"], "--modes": ["single,concurrent", "bogus"]}))
-def test_benchmarks_suite_throughput(argv):
-    _check(lambda: suite_throughput.parse_args(argv) and 0)
+    _check(lambda: speed.parse_args(argv) and 0)
 
 
 SWEEP_FLAGS = ["--list", "--study", "--trials", "--workers", "--cluster", "--storage", "--study-name", "--out", "--set",

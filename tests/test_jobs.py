@@ -21,10 +21,9 @@ seeds = 1
 
 [config]
 epochs = {epochs}
-eval_images = 200
+eval_images = 100
 fid = false
-n_train = 400
-cache_dir = "{cache}"
+n_train = 200
 
 [[runs]]
 label = "beta"
@@ -38,9 +37,9 @@ variant = "balanced"
 BROKEN = '[[runs]]\nlabel = "broken"\nvariant = "beta"\nlr = 1e30\n'
 
 
-def _suite(tmp_path, epochs=3, broken=True):
+def _suite(tmp_path, epochs=2, broken=True):
     path = tmp_path / "tiny-jobs.toml"
-    path.write_text(SUITE.format(epochs=epochs, cache=tmp_path / "cache", broken=BROKEN if broken else ""))
+    path.write_text(SUITE.format(epochs=epochs, broken=BROKEN if broken else ""))
     return path
 
 

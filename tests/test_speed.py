@@ -2,6 +2,7 @@
 the trainer's speed options: torch.compile and bf16 autocast must not change the losses."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import shutil
@@ -14,11 +15,14 @@ import pytest
 import torch
 
 from benchmarks import speed
+from vaes.build import resolve
+from vaes.config import TrainConfig
 from vaes.data import load_dataset
-from vaes.train import fit
+from vaes.fit import fit
 from tests.conftest import REPO
 
 TINY = 200  # digits images: two batches of 100
+PYTHAE = importlib.util.find_spec("pythae") is not None  # the bench extra
 
 
 @pytest.fixture(scope="module")
@@ -31,71 +35,64 @@ def _network_tensors(model) -> list[torch.Tensor]:
     return [p.detach().cpu() for p in [*model.encoder.parameters(), *model.decoder.parameters()]]
 
 
+def _cfg(x):
+    return resolve(TrainConfig(dataset="digits"), tuple(x.shape[1:]))
+
+
 def test_three_trainers_train_the_same_network(digits_train, tmp_path):
-    names = ["vaebench", "tutorial"] + (["pythae"] if speed.pythae_available() else [])
+    classes = [speed.Vaebench, speed.Tutorial] + ([speed.Pythae] if PYTHAE else [])
     x = digits_train[:TINY]
-    cfg = speed.bench_config("digits", tuple(x.shape[1:]))
-    trainers = speed.make_trainers(cfg, tuple(x.shape[1:]), x, torch.device("cpu"), tmp_path, names)
-    assert [t.name for t in trainers] == names
-    counts = {t.name: speed.network_parameters(t.model) for t in trainers}
-    assert len(set(counts.values())) == 1 and counts["vaebench"] > 0, counts
+    trainers = [cls(_cfg(x), x, torch.device("cpu"), tmp_path) for cls in classes]
     reference = _network_tensors(trainers[0].model)
     for t in trainers[1:]:  # the same initial weights, tensor by tensor
-        assert all(torch.equal(a, b) for a, b in zip(reference, _network_tensors(t.model), strict=True)), t.name
+        assert all(torch.equal(a, b) for a, b in zip(reference, _network_tensors(t.model), strict=True)), t
     for t in trainers:
         images, loss = t.run(1)
-        assert images == TINY and math.isfinite(loss), (t.name, images, loss)
-    if speed.pythae_available():  # the wrapped encoder is ours, not pythae's default MLP
+        assert images == TINY and math.isfinite(loss), (t, images, loss)
+    if PYTHAE:  # the wrapped encoder is ours, not pythae's default MLP, and pythae trains it
         config = trainers[-1].model.model_config
         assert not config.uses_default_encoder and not config.uses_default_decoder
+        assert not all(torch.equal(a, b) for a, b in zip(reference, _network_tensors(trainers[-1].model)))
 
 
-def test_benchmark_writes_json_and_markdown(tmp_path):
-    skip = "projection" + ("" if speed.pythae_available() else ",pythae")
-    out = tmp_path / "speed"
-    (res,) = speed.main(["--dataset", "digits", "--device", "cpu", "--epochs", "1", "--rounds", "1",
-                         "--n-train", str(TINY), "--stage2-rounds", "1", "--eval-images", "2",
-                         "--eval-batch-sizes", "2", "--profile", "--skip", skip, "--out", str(out)])
+def test_evaluation_without_weights_is_skipped_unless_random_weights_are_asked_for(digits_train, tmp_path):
+    """No silent fallback: without FID weights (conftest points them at a missing file) the part
+    says why; --random-inception SEED times the same network under seeded random weights."""
+    out = tmp_path / "s"
+    common = ["--device", "cpu", "--n-train", str(TINY), "--rounds", "1", "--eval-images", "6", "--eval-batch", "6",
+              "--stage2-epochs", "1", "--out", str(out)]
+    res = speed.main([*common, "--parts", "eval"])
+    assert "--random-inception" in res["eval"]["skipped"] and res["projection"] is None
+    res = speed.main([*common, "--parts", "train,stage2,eval", "--random-inception", "3"])
+    ev = res["eval"]
+    assert ev["inception"].startswith("torchvision inception_v3, random weights (seed 3)")
+    assert ev["fid"] > 0 and ev["kid"] is not None and 0 <= ev["precision"] <= 1 and ev["n_images"] == 6
     on_disk = json.loads((out / "cpu-digits.json").read_text())
-    assert on_disk["trainers"].keys() == res["trainers"].keys()
-    for key in ("device", "torch", "batch_size", "rounds", "epochs_per_round", "dataset", "network", "trainers",
-                "ratios", "targets", "flops", "stage2", "eval", "notes", "load_average", "threads"):
-        assert key in on_disk, key
-    assert on_disk["device"]["type"] == "cpu" and on_disk["device"]["name"]
-    assert on_disk["batch_size"] == 100 and on_disk["rounds"] == 1 and on_disk["dataset"]["n_train"] == TINY
-    names = ["vaebench", "tutorial"] + (["pythae"] if speed.pythae_available() else [])
-    assert list(on_disk["trainers"]) == names
-    for name in names:
-        rec = on_disk["trainers"][name]
-        assert rec["images_per_second"] > 0 and len(rec["images_per_second_rounds"]) == 1
-        assert rec["n_params_network"] == on_disk["network"]["n_params"]
-        assert math.isfinite(rec["loss_rounds"][0]) and rec["peak_memory_bytes"] > 0
-    for name in names[1:]:
-        assert on_disk["ratios"][f"vaebench_over_{name}"] > 0
-        assert on_disk["targets"][f"vaebench_over_{name}"]["target"] == 1.5
-    assert on_disk["flops"]["per_image"] > 0
-    assert on_disk["stage2"]["codes_per_second"] > 0 and on_disk["stage2"]["n_params"] > 0
-    assert on_disk["eval"]["inception"]["feature_dim"] == 2048
-    assert "images_per_second" in on_disk["eval"]["classifier"] or "skipped" in on_disk["eval"]["classifier"]
-    assert on_disk["profile"]["step_ms"] > 0 and "aten::" in (out / "cpu-digits-profile.txt").read_text()
-    md = (out / "cpu-digits.md").read_text()
-    assert md.startswith("# Speed: digits on ") and "| vaebench |" in md and "| tutorial |" in md
+    assert on_disk["train"]["ratios"]["vaebench_over_tutorial"] > 0 and on_disk["train"]["flops_per_image"] > 0
+    assert on_disk["machine"]["tf32"] == {"cudnn_conv": torch.backends.cudnn.allow_tf32,
+                                          "matmul": torch.backends.cuda.matmul.allow_tf32}
+    assert (out / "cpu-digits.md").read_text().startswith("# Speed: digits on ")
+    # seeded: the same weights, the same features
+    fn_a, fn_b = speed.random_inception(3, torch.device("cpu")), speed.random_inception(3, torch.device("cpu"))
+    with torch.inference_mode():
+        imgs = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+        assert torch.equal(fn_a(imgs), fn_b(imgs)) and fn_a(imgs).shape == (2, 2048)
 
 
-def test_synthetic_data_and_projection():
-    train, test, note, synthetic = speed.load_images("cifar10", "/nonexistent", synthetic=True, n_synthetic=10)
-    assert synthetic and "synthetic" in note
-    assert train.dtype == test.dtype == torch.uint8 and tuple(train.shape) == (10, 3, 32, 32)
-    p = speed.project_paper_cifar10(1000.0, 10_000.0, 100.0, "test")
-    assert p["first_stage_hours"] == pytest.approx(700 * 50_000 / 1000 / 3600)
-    assert p["stage2_hours"] == pytest.approx(1400 * 50_000 / 10_000 / 3600)
-    assert p["total_hours"] == pytest.approx(p["first_stage_hours"] + p["stage2_hours"] + p["fid_hours"])
+def test_projection_is_the_paper_protocol_at_the_measured_rates():
+    res = {"train": {"vaebench": {"images_per_second": 1000.0}}, "stage2": {"codes_per_second": 10_000.0},
+           "eval": {"total_seconds": 30.0, "generate_seconds": 10.0, "n_images": 1000}}
+    p = speed.projection(res)
+    assert p["first_stage_seconds"] == pytest.approx(700 * 50_000 / 1000)
+    assert p["stage2_seconds"] == pytest.approx(1400 * 50_000 / 10_000)
+    assert p["eval_seconds"] == pytest.approx(40.0 * 10)
+    assert p["total_minutes"] == pytest.approx((35_000 + 7_000 + 400) / 60)
 
 
 # ---- speed options keep the numbers ------------------------------------------------------------
 
 def _fit_history(x, tmp_path: Path, **options) -> list[float]:
-    cfg = speed.bench_config("digits", tuple(x.shape[1:]))
+    cfg = _cfg(x)
     torch.manual_seed(0)
     model = speed.fresh_model(cfg, tuple(x.shape[1:]), torch.device("cpu"))
     res = fit(model, lambda e: x, epochs=2, lr=cfg.lr, halve_every=0, batch_size=100, seed=0,
@@ -145,22 +142,3 @@ def test_compile_keeps_the_losses():
     losses = json.loads(res.stdout.strip().splitlines()[-1])
     # same noise (fallback_random), fused kernels: measured 1e-7 apart after ten steps
     assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-4)
-
-
-def test_fallback_inception_builds_offline():
-    """Without FID weights (the autouse fixture points them at a missing file) evaluation is timed
-    through torchvision's Inception-v3 with random weights, built without a download, and says so."""
-    fn, what = speed.inception_extractor(torch.device("cpu"))
-    with torch.inference_mode():
-        feats = fn(torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8))
-    assert what.startswith("torchvision inception_v3, random weights") and "does not exist" in what
-    assert tuple(feats.shape) == (2, 2048) and torch.isfinite(feats).all()
-
-
-@pytest.mark.inception
-def test_speed_times_the_real_fid_inception():
-    """Where vaebench's FID weights can be had, evaluation is timed through the FID network itself."""
-    fn, what = speed.inception_extractor(torch.device("cpu"))
-    assert "vaebench's FID weights" in what
-    with torch.inference_mode():
-        assert tuple(fn(torch.randint(0, 256, (1, 3, 8, 8), dtype=torch.uint8)).shape) == (1, 2048)
