@@ -149,10 +149,11 @@ IDENTITY_FIELDS = (
     "two_stage", "stage2_variant", "stage2_epochs", "stage2_width", "stage2_depth",
     "stage2_lr_halve_every", "stage2_latent_dim",
     "bf16", "compile",                                                                        # numerics
+    "bn_eval",  # eval-mode BatchNorm also encodes the second stage's training codes: it changes its weights
 )
 NOT_IDENTITY_FIELDS = (
     # evaluation: re-evaluating with other settings updates a run's metrics, not what it is
-    "eval_images", "fid", "fid_images", "fid_engine", "fid_weights", "fid_reference", "renorm_stats", "bn_eval",
+    "eval_images", "fid", "fid_images", "fid_engine", "fid_weights", "fid_reference", "renorm_stats",
     "stage2_noise",  # unused; both stage-two samplers are always evaluated
     # bookkeeping: where and how a run is written and watched (the checkpointed batch order
     # depends on (seed, epoch) only, so checkpoint_every does not change the weights)
