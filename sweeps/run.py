@@ -81,9 +81,9 @@ def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
     p = build_parser()
     a = p.parse_args(argv)
     if a.list:
-        for name, desc in list_studies().items():
+        for name in list_studies():
             s = get_study(name)
-            print(f"{name:<24} [{s.suite}] {desc}")
+            print(f"{name:<24} [{s.suite}] {s.description}")
         return 0
     if not a.study or a.trials is None:
         missing = " and ".join(n for n, v in (("--study NAME", a.study), ("--trials T", a.trials)) if v is None or v == "")

@@ -27,6 +27,7 @@ import optuna
 
 from benchmarks.suite import list_suites, load_suite
 from vaes.data import get_dataset, list_datasets
+from vaes.registry import Registry
 from vaes.variants.balanced import paper_kl_weight
 
 Objective = Callable[[optuna.Trial, Any], Any]
@@ -65,30 +66,25 @@ class Study:
         return load_suite(self.suite)
 
 
-_STUDIES: dict[str, Study] = {}
+STUDIES: Registry[Study] = Registry("study", hint=" (python -m sweeps.run --list)")
 
 
 def register_study(name: str, *, suite: str, description: str, **kw) -> Callable[[Objective], Objective]:
     """Decorator: register ``objective(trial, ctx)`` as study ``name`` (duplicates raise)."""
     def deco(fn: Objective) -> Objective:
-        if name in _STUDIES:
-            raise ValueError(f"study {name!r} is registered twice (sweeps/studies.py)")
-        _STUDIES[name] = Study(name=name, objective=fn, suite=suite, description=description, **kw)
+        STUDIES.register(name, Study(name=name, objective=fn, suite=suite, description=description, **kw))
         return fn
     return deco
 
 
-def list_studies() -> dict[str, str]:
-    """Name -> description of every registered study."""
-    return {name: s.description for name, s in sorted(_STUDIES.items())}
+def list_studies(pattern: str = "*") -> list[str]:
+    """Sorted names of the registered studies, optionally filtered by a glob pattern."""
+    return STUDIES.list(pattern)
 
 
 def get_study(name: str) -> Study:
-    """The study called ``name``; the error lists the known ones."""
-    if name not in _STUDIES:
-        raise KeyError(f"no study {name!r}; known studies: {', '.join(sorted(_STUDIES))} "
-                       "(python -m sweeps.run --list)")
-    return _STUDIES[name]
+    """The study called ``name``; an unknown name lists the valid ones."""
+    return STUDIES.get(name)
 
 
 # ---- search spaces shared by every variant ----------------------------------------------------
@@ -178,5 +174,5 @@ def _dataset_study(suite: str) -> None:
 # and a data set whose shape is known only after loading (npz) has no paper k to search around
 _SUITES = list_suites()
 for _suite in list_datasets():
-    if _suite in _SUITES and f"balanced_{_suite}" not in _STUDIES and get_dataset(_suite).shape is not None:
+    if _suite in _SUITES and f"balanced_{_suite}" not in STUDIES and get_dataset(_suite).shape is not None:
         _dataset_study(_suite)

@@ -29,8 +29,7 @@ from pathlib import Path
 
 from vaes import cli
 from vaes.records import CorruptRecord, Record
-from vaes.registry import get_variant, variant_options
-from vaes.variants.balanced import paper_kl_weight
+from vaes.registry import get_variant
 
 # the factor on the SSE of the same images relative to [0, 1]: x' = 2x - 1 doubles every error
 RANGES = {"0to1": 1.0, "minus1to1": 4.0}
@@ -132,7 +131,8 @@ def _curve(stage, variant, options, history, shape, latent_dim, steps_per_epoch)
     epochs = [int(h.get("epoch", i + 1)) for i, h in enumerate(history)]
     gammas = [h.get("gamma") for h in history]
     try:
-        opts = variant_options(variant)(**options)
+        cls = get_variant(variant)
+        opts = cls.Options(**options)
     except (KeyError, TypeError, ValueError) as e:
         return BalanceCurve(stage, variant, epochs, None, None, f"options not readable here ({e})")
     unit = "latent units" if stage == 2 else "pixels in [0, 1]"
@@ -142,52 +142,13 @@ def _curve(stage, variant, options, history, shape, latent_dim, steps_per_epoch)
                             "1/2 SSE; the KL weight against the cross-entropy is " + str(getattr(opts, "beta", 1.0)))
     if any(g is None for g in gammas):
         return BalanceCurve(stage, variant, epochs, None, None, "no decoder gamma in the history")
-    rule = _RULES.get(variant)
-    if rule is None:
+    if not hasattr(cls, "kl_weights"):  # each variant says how its KL weight reads (vaes.registry.KLWeights)
         return BalanceCurve(stage, variant, epochs, None, None,
-                            f"no rule for variant {variant!r}: add one to vaes.balance._RULES")
-    k, weights, note = rule(opts, shape, latent_dim, epochs, steps_per_epoch)
+                            f"variant {variant!r} declares no kl_weights classmethod (see vaes.registry.KLWeights)")
+    k, weights, note = cls.kl_weights(opts, shape=shape, latent_dim=latent_dim, epochs=epochs,
+                                      steps_per_epoch=steps_per_epoch)
     beta = [w * float(g) ** 2 for w, g in zip(weights, gammas)]
     return BalanceCurve(stage, variant, epochs, beta, k, f"{note} ({unit})")
-
-
-# Each rule gives (k where constant, the KL weight per epoch, what the number means). The
-# table is the one place that knows each variant's weighting; a new variant adds a line.
-def _learned(opts, shape, d, epochs, steps):
-    return 1.0, [1.0] * len(epochs), "gamma^2, gamma learned (Dai & Wipf 2019)"
-
-
-def _sigma(opts, shape, d, epochs, steps):
-    return 1.0, [1.0] * len(epochs), "gamma^2, gamma^2 = last batch MSE (Rybkin et al. 2021)"
-
-
-def _balanced(opts, shape, d, epochs, steps):
-    k = paper_kl_weight(shape, d) if opts.kl_weight == "paper" else float(opts.kl_weight)
-    return k, [k] * len(epochs), f"k gamma^2 with k = {k:g}, gamma^2 = running MSE (Asperti & Trentin 2020)"
-
-
-def _beta(opts, shape, d, epochs, steps):
-    return opts.beta, [opts.beta] * len(epochs), f"fixed: gamma = 1, beta = {opts.beta:g}"
-
-
-def _free_bits(opts, shape, d, epochs, steps):
-    return 1.0, [1.0] * len(epochs), (f"1 above the clamp only: a latent group whose batch KL is below "
-                                      f"{opts.free_nats:g} nats gets no KL gradient (weight 0 there)")
-
-
-def _annealing(opts, shape, d, epochs, steps):
-    # the variant's own schedule, evaluated at each epoch's last step (its `step` buffer)
-    module = get_variant("kl_annealing")(opts, shape=shape, latent_dim=d)
-    weights = []
-    for e in epochs:
-        module.step.fill_(e * steps)
-        weights.append(float(module.kl_weight()))
-    return None, weights, (f"the warm-up weight w(t) at each epoch's end ({opts.schedule}, final beta "
-                           f"{opts.beta:g}); gamma = 1")
-
-
-_RULES = {"learned_gamma": _learned, "sigma": _sigma, "balanced": _balanced, "beta": _beta,
-          "free_bits": _free_bits, "kl_annealing": _annealing}
 
 
 # ---- the figure ----------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from vaes.records import atomic_path
+from vaes.registry import Registry
 
 
 class DataMissing(FileNotFoundError):
@@ -368,29 +369,23 @@ class DatasetSpec:
     sized: bool = False            # generated at any image_size (recorded in the resolved config)
 
 
-_DATASETS: dict[str, DatasetSpec] = {}
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
 
 
 def register_dataset(spec: DatasetSpec) -> DatasetSpec:
     """Add a data set: its name becomes valid for dataset=, suites, studies, speed and reports.
     Registering a name twice is an error, never a silent overwrite."""
-    if spec.name in _DATASETS:
-        raise ValueError(f"dataset {spec.name!r} is already registered; pick another name")
-    _DATASETS[spec.name] = spec
-    return spec
+    return DATASETS.register(spec.name, spec)
 
 
-def list_datasets() -> list[str]:
-    """Names of the registered data sets, in registration order."""
-    return list(_DATASETS)
+def list_datasets(pattern: str = "*") -> list[str]:
+    """Sorted names of the registered data sets, optionally filtered by a glob pattern."""
+    return DATASETS.list(pattern)
 
 
 def get_dataset(name: str) -> DatasetSpec:
     """The spec registered under ``name``; an unknown name lists the valid ones."""
-    try:
-        return _DATASETS[name]
-    except KeyError:
-        raise ValueError(f"dataset={name!r} is unknown; choose one of: {', '.join(_DATASETS)}") from None
+    return DATASETS.get(name)
 
 
 def _fixed(shape: tuple[int, int, int]) -> Callable[[int | None], tuple[int, int, int]]:

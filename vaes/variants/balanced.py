@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from vaes.losses import gaussian_nll, kl_standard_normal, squared_error
-from vaes.registry import register_variant
+from vaes.registry import KLWeights, register_variant
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +40,10 @@ def paper_kl_weight(shape: tuple[int, ...], latent_dim: int) -> float:
     return (2 * shape[-1] / latent_dim) ** 2 if len(shape) == 3 else 1.0
 
 
+def _k(opts: BalancedOptions, shape: tuple[int, ...], latent_dim: int) -> float:
+    return paper_kl_weight(shape, latent_dim) if opts.kl_weight == "paper" else float(opts.kl_weight)
+
+
 @register_variant("balanced", options=BalancedOptions)
 class Balanced(nn.Module):
     """loss = NLL(gamma) + k * KL with gamma^2 = m, the running MSE (a buffer)."""
@@ -47,7 +51,7 @@ class Balanced(nn.Module):
     def __init__(self, opts: BalancedOptions, *, shape: tuple[int, ...], latent_dim: int):
         super().__init__()
         self.opts = opts
-        self.k = paper_kl_weight(shape, latent_dim) if opts.kl_weight == "paper" else float(opts.kl_weight)
+        self.k = _k(opts, shape, latent_dim)
         self.register_buffer("running_mse", torch.ones(()))   # m starts at 1 (gamma = 1)
 
     def log_gamma(self) -> torch.Tensor:
@@ -71,3 +75,10 @@ class Balanced(nn.Module):
 
     def gamma(self):
         return self.log_gamma().exp()
+
+    @classmethod
+    def kl_weights(cls, opts, *, shape, latent_dim, epochs, steps_per_epoch) -> KLWeights:
+        """k against gamma^2 = the running MSE: an effective beta of k gamma^2 (vaes.balance)."""
+        k = _k(opts, shape, latent_dim)
+        return KLWeights(k, [k] * len(epochs), f"k gamma^2 with k = {k:g}, gamma^2 = running MSE "
+                                               "(Asperti & Trentin 2020)")

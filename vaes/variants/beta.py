@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from vaes.losses import check_likelihood, kl_standard_normal, unit_gamma_recon
-from vaes.registry import register_variant
+from vaes.registry import KLWeights, register_variant
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,3 +41,8 @@ class Beta(nn.Module):
 
     def gamma(self):
         return None if self.opts.likelihood == "bernoulli" else torch.ones(())
+
+    @classmethod
+    def kl_weights(cls, opts, *, shape, latent_dim, epochs, steps_per_epoch) -> KLWeights:
+        """beta itself: gamma is fixed at 1 (vaes.balance)."""
+        return KLWeights(opts.beta, [opts.beta] * len(epochs), f"fixed: gamma = 1, beta = {opts.beta:g}")

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from vaes.losses import check_likelihood, unit_gamma_recon
-from vaes.registry import register_variant
+from vaes.registry import KLWeights, register_variant
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,3 +64,10 @@ class FreeBits(nn.Module):
 
     def gamma(self):
         return None if self.opts.likelihood == "bernoulli" else torch.ones(())
+
+    @classmethod
+    def kl_weights(cls, opts, *, shape, latent_dim, epochs, steps_per_epoch) -> KLWeights:
+        """1 where a group's KL is above the clamp, 0 below it (vaes.balance); gamma = 1."""
+        return KLWeights(1.0, [1.0] * len(epochs), (
+            f"1 above the clamp only: a latent group whose batch KL is below {opts.free_nats:g} nats "
+            "gets no KL gradient (weight 0 there)"))

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from vaes.losses import check_likelihood, kl_standard_normal, unit_gamma_recon
-from vaes.registry import register_variant
+from vaes.registry import KLWeights, register_variant
 
 
 def _is_int(v) -> bool:
@@ -99,3 +99,15 @@ class KLAnnealing(nn.Module):
 
     def gamma(self):
         return None if self.opts.likelihood == "bernoulli" else torch.ones(())
+
+    @classmethod
+    def kl_weights(cls, opts, *, shape, latent_dim, epochs, steps_per_epoch) -> KLWeights:
+        """w(t) of the schedule at each epoch's last step (vaes.balance), from the variant's own
+        ``kl_weight``, so the balance and the loss cannot disagree; gamma = 1."""
+        module = cls(opts, shape=shape, latent_dim=latent_dim)
+        weights = []
+        for e in epochs:
+            module.step.fill_(e * steps_per_epoch)
+            weights.append(float(module.kl_weight()))
+        return KLWeights(None, weights, f"the warm-up weight w(t) at each epoch's end ({opts.schedule}, "
+                                        f"final beta {opts.beta:g}); gamma = 1")

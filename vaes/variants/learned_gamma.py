@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from vaes.losses import gaussian_nll, kl_standard_normal, squared_error
-from vaes.registry import register_variant
+from vaes.registry import KLWeights, register_variant
 
 
 @register_variant("learned_gamma")
@@ -26,3 +26,8 @@ class LearnedGamma(nn.Module):
 
     def gamma(self):
         return self.log_gamma.detach().exp()
+
+    @classmethod
+    def kl_weights(cls, opts, *, shape, latent_dim, epochs, steps_per_epoch) -> KLWeights:
+        """KL weight 1 against the learned gamma: an effective beta of gamma^2 (vaes.balance)."""
+        return KLWeights(1.0, [1.0] * len(epochs), "gamma^2, gamma learned (Dai & Wipf 2019)")

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from vaes.losses import gaussian_nll, kl_standard_normal, softclip, squared_error
-from vaes.registry import register_variant
+from vaes.registry import KLWeights, register_variant
 
 
 @register_variant("sigma")
@@ -39,3 +39,8 @@ class Sigma(nn.Module):
 
     def gamma(self):
         return self.last_log_gamma.exp()
+
+    @classmethod
+    def kl_weights(cls, opts, *, shape, latent_dim, epochs, steps_per_epoch) -> KLWeights:
+        """KL weight 1 against gamma^2 = the batch MSE: an effective beta of gamma^2 (vaes.balance)."""
+        return KLWeights(1.0, [1.0] * len(epochs), "gamma^2, gamma^2 = last batch MSE (Rybkin et al. 2021)")
