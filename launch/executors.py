@@ -19,7 +19,7 @@ import submitit
 import torch
 
 from vaes.records import write_json
-from vaes.trainer import request_stop
+from vaes.fit import request_stop
 
 CLUSTERS = ("slurm", "local", "debug")
 

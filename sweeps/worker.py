@@ -43,7 +43,7 @@ from vaes.build import resolve
 from vaes.config import TrainConfig, run_id, to_dict
 from vaes.records import CorruptCheckpoint, Record, load_torch
 from vaes.run import DataCache, run
-from vaes.trainer import request_stop
+from vaes.fit import request_stop
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)   # what counts towards --trials
 

@@ -6,7 +6,7 @@ import pytest
 from vaes import list_variants
 from vaes.config import TrainConfig, from_dict, parse_overrides, run_id, to_dict
 from vaes.data import list_datasets
-from vaes.train import resolve
+from vaes.build import resolve
 
 
 def test_overrides_set_fields_and_variant_options():

@@ -13,7 +13,8 @@ from vaes.data import load_dataset
 from vaes import inception_weights
 from vaes.evaluate import fid_metrics, generate, reconstruct, reference_key
 from vaes.records import load_torch
-from vaes.train import build_model, build_stage2, resolve, train
+from vaes.build import build_model, build_stage2, resolve
+from vaes.run import run
 from tests.conftest import REPO
 
 
@@ -30,7 +31,7 @@ def two_stage_run(tmp_path_factory):
     cfg = TrainConfig(variant="balanced", dataset="digits", epochs=25, two_stage=True, stage2_epochs=25,
                       stage2_width=256, eval_images=600, fid_images=40, out=str(out),
                       cache_dir=str(tmp_path_factory.mktemp("cache")))
-    rec = train(cfg)
+    rec = run(cfg)
     yield cfg, rec, out
     mp.undo()
 

@@ -13,7 +13,7 @@ from PIL import Image
 from vaes.config import TrainConfig
 from vaes.export import main, model_index, to_yaml
 from vaes.load import RunNotLoadable, load_run
-from vaes.train import train
+from vaes.run import run
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def run_dir(tmp_path_factory):
     cfg = TrainConfig(dataset="digits", variant="balanced", epochs=2, two_stage=True, stage2_epochs=2,
                       stage2_width=64, eval_images=50, fid=False, device="cpu", out=str(out),
                       cache_dir=str(tmp_path_factory.mktemp("cache")))
-    rec = train(cfg, progress=False, evaluate=False)
+    rec = run(cfg, progress=False, evaluate=False)
     torch.set_num_threads(before)
     assert rec.status == "finished", rec.reason
     return out

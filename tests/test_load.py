@@ -20,7 +20,7 @@ from vaes.load import RunNotLoadable, load_run
 from vaes.metrics import heldout_metrics
 from vaes.records import save_torch
 from vaes.sample import main as sample_main
-from vaes.train import train
+from vaes.run import run as train_run
 from tests.conftest import REPO
 
 
@@ -45,7 +45,7 @@ def run_dir(tmp_path_factory, _one_thread) -> Path:
     cfg = TrainConfig(dataset="digits", variant="balanced", epochs=40, two_stage=True, stage2_epochs=5,
                       stage2_width=64, eval_images=100, fid=False, device="cpu", out=str(out),
                       cache_dir=str(tmp_path_factory.mktemp("cache")))
-    rec = train(cfg, progress=False, evaluate=False)
+    rec = train_run(cfg, progress=False, evaluate=False)
     assert rec.status == "finished", rec.reason
     return out
 

@@ -23,7 +23,7 @@ from benchmarks.report import REFERENCE_SOURCE, Table, build_table, main, make_r
 from benchmarks.suite import load_suite
 from vaes.config import TrainConfig
 from vaes.data import load_dataset
-from vaes.train import train
+from vaes.run import run
 
 try:
     from tests.services import pdflatex  # noqa: F401  (fixture)
@@ -39,7 +39,7 @@ def _train(out: Path, data, **kw) -> dict:
     # 300 images, 2 epochs, a narrow second stage, no Inception: seconds per run on a CPU
     cfg = TrainConfig(dataset="digits", epochs=2, n_train=300, device="cpu", stage2_width=64,
                       stage2_epochs=2, eval_images=300, fid=False, out=str(out), **kw)
-    return train(cfg, data=data, progress=False, evaluate=True)
+    return run(cfg, data=data, progress=False, evaluate=True)
 
 
 def _fake(root: Path, label: str, seed: int, *, variant: str = "beta", dataset: str = "digits",

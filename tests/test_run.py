@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import types
+
+import pytest
 
 import vaes.run
 from vaes.config import TrainConfig
@@ -34,13 +37,36 @@ def test_a_failure_after_training_began_is_written_into_the_running_record(tmp_p
     assert "DataMissing" in stored["reason"] and stored["run_id"] == rec.run_id
 
 
-def test_a_failure_beside_a_damaged_record_keeps_the_callers_meta(tmp_path, monkeypatch):
+def test_a_damaged_record_json_keeps_the_callers_meta_in_the_returned_record(tmp_path):
     (tmp_path / "record.json").write_bytes(b'{"run_id": "abc", "st')  # cut short
-
-    def broken_train(cfg, **kw):  # a failure that comes before the trainer reads the record
-        raise RuntimeError("boom")
-
-    monkeypatch.setattr(vaes.run, "train", broken_train)
     rec = run(TrainConfig(dataset="digits", epochs=1, out=str(tmp_path)), meta={"label": "L"})
-    assert rec.status == "failed" and rec.reason.startswith("RuntimeError: boom")
-    assert rec.meta == {"label": "L"} and "record.json" in rec.reason
+    assert rec.status == "failed" and rec.meta == {"label": "L"} and "record.json" in rec.reason
+
+
+class Prune(Exception):
+    """What a caller's hook raises (as optuna.TrialPruned): the caller's, not the run's failure."""
+
+
+def test_what_the_callers_hook_raises_passes_through_with_the_record_as_it_stood(tmp_path):
+    def prune_at_epoch_2(row):
+        if row["epoch"] == 2:
+            raise Prune("epoch 2")
+
+    cfg = TrainConfig(dataset="digits", epochs=4, fid=False, eval_images=100, out=str(tmp_path))
+    with pytest.raises(Prune, match="epoch 2"):
+        run(cfg, progress=False, meta={"label": "L"}, on_epoch=prune_at_epoch_2)
+    stored = json.loads((tmp_path / "record.json").read_text())
+    assert stored["status"] == "running" and stored["label"] == "L" and "traceback" not in stored
+
+
+def test_a_bug_in_the_runs_own_hook_is_a_failed_record_with_its_traceback(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):  # a bug in the run's own code (here: TensorBoard's logger)
+        raise ZeroDivisionError("bug")
+
+    monkeypatch.setattr(vaes.run, "EpochLogger", lambda *a, **k: broken)
+    monkeypatch.setattr(vaes.run, "summary_writer", lambda out: types.SimpleNamespace(close=lambda: None))
+    cfg = TrainConfig(dataset="digits", epochs=2, tensorboard=True, fid=False, eval_images=100, out=str(tmp_path))
+    rec = run(cfg, progress=False, on_epoch=lambda row: None)
+    stored = json.loads((tmp_path / "record.json").read_text())
+    assert rec.status == stored["status"] == "failed" and stored["reason"] == "ZeroDivisionError: bug"
+    assert "ZeroDivisionError" in stored["traceback"]

@@ -11,7 +11,6 @@ from vaes.config import TrainConfig
 from vaes.records import load_torch
 from vaes.run import run
 from vaes.build import build_stage2, resolve
-from vaes.train import train
 from vaes.variants.beta import Beta
 from tests.conftest import REPO
 
@@ -44,9 +43,9 @@ def test_cli_writes_the_promised_record(tmp_path):
 
 def test_rerun_of_a_finished_run_changes_nothing(tmp_path):
     cfg = TrainConfig(variant="beta", dataset="digits", epochs=1, out=str(tmp_path))
-    first = train(cfg)
+    first = run(cfg)
     mtime = (tmp_path / "record.json").stat().st_mtime_ns
-    assert train(cfg) == first and (tmp_path / "record.json").stat().st_mtime_ns == mtime
+    assert run(cfg) == first and (tmp_path / "record.json").stat().st_mtime_ns == mtime
 
 
 def test_sigterm_checkpoints_and_the_rerun_ends_where_an_uninterrupted_run_ends(tmp_path):
@@ -86,7 +85,7 @@ def test_nan_loss_fails_with_a_reason_and_a_record(tmp_path, monkeypatch):
         return terms
 
     monkeypatch.setattr(Beta, "loss", poisoned)
-    rec = train(TrainConfig(variant="beta", dataset="digits", epochs=3, out=str(tmp_path)))
+    rec = run(TrainConfig(variant="beta", dataset="digits", epochs=3, out=str(tmp_path)))
     assert rec.status == "failed" and "non-finite loss at epoch 2" in rec.reason
     assert json.loads((tmp_path / "record.json").read_text())["status"] == "failed"
 
@@ -100,20 +99,20 @@ def test_missing_data_fails_with_a_record_and_exit_1(tmp_path):
 
 def test_corrupt_checkpoint_is_reported_not_crashed(tmp_path):
     (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    rec = train(TrainConfig(dataset="digits", epochs=1, out=str(tmp_path)))
+    rec = run(TrainConfig(dataset="digits", epochs=1, out=str(tmp_path)))
     assert rec.status == "failed" and "delete it to restart" in rec.reason
 
 
 def test_two_stage_trains_the_second_stage(tmp_path):
-    rec = train(TrainConfig(dataset="digits", epochs=2, two_stage=True, stage2_epochs=2,
-                            stage2_width=64, out=str(tmp_path)))
+    rec = run(TrainConfig(dataset="digits", epochs=2, two_stage=True, stage2_epochs=2,
+                          stage2_width=64, out=str(tmp_path)))
     assert rec.status == "finished" and len(rec.stage2["history"]) == 2
     assert load_torch(tmp_path / "model.pt")["stage2"] is not None
 
 
 def test_real_mnist_test_files_train_one_epoch(mnist_root, tmp_path):
-    rec = train(TrainConfig(dataset="mnist", data_root=str(mnist_root), data_split="test_only",
-                            epochs=1, out=str(tmp_path)))
+    rec = run(TrainConfig(dataset="mnist", data_root=str(mnist_root), data_split="test_only",
+                          epochs=1, out=str(tmp_path)))
     assert rec.status == "finished", rec.reason
     assert rec.data["n_train"] == 8000 and rec.metrics["recon_mse"] < 0.2
 
@@ -121,7 +120,7 @@ def test_real_mnist_test_files_train_one_epoch(mnist_root, tmp_path):
 def test_cost_is_in_the_record_and_counted_by_torch(tmp_path):
     cfg = TrainConfig(dataset="digits", epochs=2, two_stage=True, stage2_epochs=1, stage2_width=64,
                       stage2_depth=2, fid=False, eval_images=100, out=str(tmp_path))
-    rec = train(cfg)
+    rec = run(cfg)
     cost = rec.cost
     assert cost["device"] == "cpu" and cost["train_images"] == 2 * 15 * 100  # 1,500 images, batch 100
     assert cost["train_flops"] == cost["flops_per_train_image"] * cost["train_images"] > 0

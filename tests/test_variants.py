@@ -9,7 +9,7 @@ import torch
 
 import vaes
 from vaes.config import TrainConfig
-from vaes.train import build_model, resolve
+from vaes.build import build_model, resolve
 from vaes.variants.balanced import paper_kl_weight
 
 GOLDEN = Path(__file__).parent / "golden" / "losses.json"

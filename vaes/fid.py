@@ -155,11 +155,10 @@ def weights_provenance(path: str | os.PathLike) -> dict:
     return {"source": f"file {path.name}", "sha256": inception_weights.cached_sha256(path)}
 
 
-def _weights_used(engine: str, weights_path, extractor, download: bool) -> dict | None:
-    """Provenance of the weights an FID will use (None for a stand-in extractor)."""
-    if extractor is not None:
-        return None
-    return weights_provenance(resolve_weights(engine, weights_path, download=download))
+def _weights_used(engine: str, weights_path, extractor, download: bool) -> Path | None:
+    """The weights file an FID will use, resolved once for the whole call (None for a stand-in
+    extractor): its provenance goes into the key, the file itself into the network."""
+    return None if extractor is not None else resolve_weights(engine, weights_path, download=download)
 
 
 def _weights_file_in(path: Path, spec: EngineSpec) -> Path:
@@ -247,13 +246,17 @@ def build_feature_fn(engine: str = "torch-fidelity", *, weights_path=None, devic
     ``extractor`` replaces the Inception network by any module of that interface (tests use a
     stand-in); everything else then runs as for real FID.
     """
-    spec = engine_spec(engine)
+    engine_spec(engine)  # an unknown engine is refused, stand-in or not
     if extractor is not None:
         if isinstance(extractor, torch.nn.Module):
             extractor.to(device).eval()
         return extractor
-    weights = resolve_weights(engine, weights_path, download=download)
-    with _downloads_refused(spec):
+    return _inception_features(engine, resolve_weights(engine, weights_path, download=download), device)
+
+
+def _inception_features(engine: str, weights: Path, device) -> FeatureFn:
+    """The engine's Inception with the weights file ``weights``, already resolved."""
+    with _downloads_refused(engine_spec(engine)):
         if engine == "torch-fidelity":
             return _torch_fidelity_features(weights, device)
         return _pytorch_fid_features(weights, device)
@@ -358,11 +361,12 @@ def reference_statistics(images_fn: Callable[[], torch.Tensor], *, key: dict, ca
     cached real images are never even loaded.
     """
     weights = _weights_used(engine, weights_path, extractor, download)
-    full_key = full_reference_key(key, engine, extractor, weights)
+    full_key = full_reference_key(key, engine, extractor, None if weights is None else weights_provenance(weights))
 
     def feature_fn() -> FeatureFn:
-        return build_feature_fn(engine, weights_path=weights_path, device=device,
-                                extractor=extractor, download=download)
+        if weights is None:
+            return build_feature_fn(engine, device=device, extractor=extractor)
+        return _inception_features(engine, weights, device)
 
     return _cached_statistics(images_fn, full_key, cache_dir, feature_fn, device, batch_size)[:2]
 
@@ -429,10 +433,11 @@ def compute_inception_metrics(fakes: dict[str, torch.Tensor], reference_key: dic
     file fails before any real image is loaded. ``progress``: a tqdm bar per set (None: on a
     terminal only).
     """
-    weights = _weights_used(engine, weights_path, extractor, download)
+    weights_file = _weights_used(engine, weights_path, extractor, download)
+    weights = None if weights_file is None else weights_provenance(weights_file)
     full_key = full_reference_key(reference_key, engine, extractor, weights)
-    feature_fn = build_feature_fn(engine, weights_path=weights_path, device=device,
-                                  extractor=extractor, download=download)
+    feature_fn = (build_feature_fn(engine, device=device, extractor=extractor) if weights_file is None
+                  else _inception_features(engine, weights_file, device))
     mu_real, sigma_real, real = _cached_statistics(real_images_fn, full_key, cache_dir, lambda: feature_fn,
                                                    device, batch_size, progress)
     results = {}

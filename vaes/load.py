@@ -9,7 +9,7 @@
 
 A folder that cannot be loaded (no record, an unfinished run, missing or damaged weights, a
 record another vaebench wrote) raises :class:`RunNotLoadable` saying which file and what to do.
-The networks are built by vaes.train's own ``build_model`` / ``build_stage2``, as
+The networks are built by vaes.build's ``build_model`` / ``build_stage2``, as
 vaes.evaluate.evaluate_run does, so a loaded run is the model that was trained and evaluated.
 """
 from __future__ import annotations

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import pickle
@@ -156,8 +157,17 @@ def uncommitted_changes(repo: str | Path | None = None) -> tuple[Path, list[str]
 
 def git_commit(repo: str | Path | None = None) -> str | None:
     """The commit of the code that ran (with '+dirty' for uncommitted changes outside results/
-    and runs/), if in a checkout."""
-    here = Path(repo) if repo is not None else Path(__file__).resolve().parent
+    and runs/), if in a checkout. Without ``repo``, the checkout this file is in, asked once per
+    process: its code is what this process runs, so every run of a suite or a sweep shares it."""
+    return _commit(Path(repo)) if repo is not None else _own_commit()
+
+
+@functools.lru_cache(maxsize=1)
+def _own_commit() -> str | None:
+    return _commit(Path(__file__).resolve().parent)
+
+
+def _commit(here: Path) -> str | None:
     try:
         sha = _git(["rev-parse", "HEAD"], here).strip()
     except (OSError, subprocess.TimeoutExpired):
@@ -202,7 +212,7 @@ class Record:
     history: list | None = None        # one dict per epoch: loss, recon, kl, mse, gamma, lr
     gamma_ratio: float | None = None   # gamma / sqrt(MSE) at the end (1 once the balance holds)
     timings: dict | None = None        # train_seconds, train_images_per_second, eval_seconds
-    cost: dict | None = None           # FLOPs per image and in all (vaes.trainer.train_step_flops)
+    cost: dict | None = None           # FLOPs per image and in all (vaes.metrics.train_step_flops)
     stage2: dict | None = None         # n_params, history, train_seconds, gamma_ratio
     metrics: dict | None = None        # vaes.metrics.heldout_metrics + vaes.evaluate.evaluate_models
     traceback: str | None = None

@@ -1,33 +1,48 @@
-"""Run one config: train (both stages), evaluate, write the record. The one entry point.
+"""One run, start to end: data, models, both stages, evaluation, the record. The one entry point.
+
+    record = run(cfg)   # cfg: a vaes.config.TrainConfig; its out= is the run's folder
 
 The command line (``python -m vaes.train``), the suite runner (``benchmarks``) and the sweep
-worker (``sweeps``) all call :func:`run` and nothing else trains. It never raises for a run's
-own failure: missing data, a NaN loss, running out of memory or a bug in a variant end in a
-record with status ``failed``, its reason and its traceback, and the caller goes on. (The
-speed benchmark, benchmarks/speed/, races the trainer's ``fit`` itself: it times it.) What a
-caller's own ``on_epoch`` hook raises (an Optuna pruning decision, say) is the caller's and
-is raised again, after the record has been written as it stood.
+worker (``sweeps``) all call :func:`run`; the loop itself is vaes/fit.py. Steps, in order:
+the folder's record read once (another run's folder refused, a finished one returned), the
+data loaded, the config resolved once from the data set's protocol, the first stage and the
+second (two_stage) fitted, the weights saved, the run evaluated, the record written.
+
+:func:`run` never raises for a run's own failure: missing data, a NaN loss, running out of
+memory or a bug in a variant end in a record with status ``failed``, its reason (and, for a
+bug, its traceback), caught in one place. What a caller's own ``on_epoch`` hook raises (an
+Optuna pruning decision, say) is the caller's: it passes through, with the record as it
+stood on disk.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Callable
 
-from vaes.build import dataset_shape, resolve
+import torch
+
+from vaes.build import build_model, build_stage2, dataset_shape, pick_device, resolve
 from vaes.config import IDENTITY_FIELDS, NOT_IDENTITY_FIELDS, TrainConfig, run_id, to_dict
-from vaes.data import ImageData, load_dataset
-from vaes.evaluate import evaluate_run
-from vaes.records import CorruptRecord, Record
-from vaes.trainer import train
+from vaes.data import DataMissing, ImageData, load_dataset
+from vaes.evaluate import evaluate_models, evaluate_run
+from vaes.fit import FitResult, StopOnSignals, fit
+from vaes.metrics import gamma_ratio, heldout_metrics, to_float, train_step_flops
+from vaes.model import VAE
+from vaes.networks import count_parameters, eval_mode
+from vaes.records import CorruptCheckpoint, CorruptRecord, Record, save_torch
+from vaes.tensorboard import EpochLogger, summary_writer
 
 # evaluation settings a finished run is evaluated again for when they change (not identity)
 EVAL_FIELDS = tuple(f for f in NOT_IDENTITY_FIELDS[:NOT_IDENTITY_FIELDS.index("stage2_noise")]
                     if f in {f.name for f in dataclasses.fields(TrainConfig)})
+CHECKPOINTS = ("checkpoint.pt", "checkpoint_stage2.pt")
 
 
 class FolderTaken(ValueError):
@@ -35,54 +50,212 @@ class FolderTaken(ValueError):
     command line; nothing was written."""
 
 
-class _HookRaised(Exception):
-    """Carries what the caller's on_epoch hook raised through the trainer, untouched."""
+class _CallerHook:
+    """The caller's ``on_epoch`` hook, remembering what it raised: that is the caller's decision
+    (an Optuna pruning), not the run's failure, so :func:`run` lets it through unrecorded."""
 
+    def __init__(self, hook: Callable[[dict], None]) -> None:
+        self.hook, self.raised = hook, None
+
+    def __call__(self, row: dict) -> None:
+        try:
+            self.hook(row)
+        except Exception as e:
+            self.raised = e
+            raise
+
+
+# ---- the run -------------------------------------------------------------------------------
 
 def run(cfg: TrainConfig, *, data: ImageData | None = None, progress: bool | None = None,
         meta: dict | None = None, on_epoch: Callable[[dict], None] | None = None,
         evaluate: bool = True) -> Record:
     """Train and evaluate ``cfg`` into ``cfg.out``; its record (finished, interrupted or failed).
 
-    A finished record of the same run (:func:`earlier_run`) is returned as it is, evaluated
-    again where the evaluation settings changed; a checkpoint there is resumed; another
-    run's folder is refused with :class:`FolderTaken` (raised, nothing written). ``meta``
-    (a suite's label, a trial's number) is stored in the record. ``evaluate=False`` trains
-    only (benchmarks/suite_throughput.py times training alone).
+    A finished record of the same run is returned as it is, evaluated again where the
+    evaluation settings changed; a checkpoint there is resumed; another run's folder is
+    refused with :class:`FolderTaken` (raised, nothing written). ``data``: the data set, when
+    the caller has it loaded (a suite, a sweep worker). ``meta`` (a suite's label, a trial's
+    number) is stored in the record. ``on_epoch`` is called after each first-stage epoch.
+    ``evaluate=False`` trains only (held-out ELBO and reconstructions, no sample quality).
     """
-    old = earlier_run(cfg)  # raises FolderTaken before anything is written
-    if old is not None and old.ok and evaluate:
-        return _evaluated_again(cfg, old)
-    hook = None
-    if on_epoch is not None:
-        def hook(row: dict) -> None:
-            try:
-                on_epoch(row)
-            except Exception as e:  # the caller's decision, not the run's failure
-                raise _HookRaised() from e
+    path = Path(cfg.out) / "record.json"
     try:
-        return train(cfg, data=data, progress=progress, meta=meta, on_epoch=hook, evaluate=evaluate)
-    except _HookRaised as e:
-        raise e.__cause__ from None
-    except CorruptRecord as e:  # left as it is for the user to look at; the message says what to do
-        return _new_record(cfg, meta).fail(str(e))
+        old = Record.read(path)  # the one read of this run's record
+    except (CorruptRecord, OSError) as e:  # left as it is for the user to look at; the message says what to do
+        return _unwritten(cfg, meta).fail(str(e) if isinstance(e, CorruptRecord) else f"{path} cannot be read: {e}")
+    old = same_run(cfg, old)  # FolderTaken before anything is written
+    if old is not None and old.ok:
+        return _evaluated_again(cfg, old) if evaluate else old
+    record = Record.start(run_id=run_id(cfg), seed=cfg.seed, config=to_dict(cfg), meta=meta)
+    hook = None if on_epoch is None else _CallerHook(on_epoch)
+    try:
+        return _train_and_evaluate(cfg, record, data, progress, hook, evaluate)
     except Exception as e:  # noqa: BLE001 -- one broken run must not stop a suite or a study
-        return _failed(cfg, meta, f"{type(e).__name__}: {e}", traceback.format_exc())
+        if hook is not None and e is hook.raised:
+            raise
+        return _failed(record, path, e)
 
 
-def earlier_run(cfg: TrainConfig) -> Record | None:
-    """The record in ``cfg.out`` when it is of this run (same identity, vaes.config), None when
-    there is none (or a damaged one, which :func:`run` records); :class:`FolderTaken` when a
-    finished, running or interrupted run there (or any with a checkpoint left) is another one.
-    A failed or pruned run without a checkpoint leaves nothing to reuse and is run again."""
+def _train_and_evaluate(cfg: TrainConfig, record: Record, data: ImageData | None, progress: bool | None,
+                        on_epoch: Callable[[dict], None] | None, evaluate: bool) -> Record:
+    """The run's steps, in order; ends the record finished or interrupted and writes it."""
     out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if data is None:
+        data = load_dataset(cfg.dataset, cfg.data_root, download=cfg.download, data_split=cfg.data_split,
+                            image_size=cfg.image_size, jpeg_quality=cfg.jpeg_quality)
+    cfg = resolve(cfg, data.shape)  # the data set's protocol fills the fields left unset: the one resolution
+    train_x = data.train[: cfg.n_train or None]
+    record.config, record.run_id = to_dict(cfg), run_id(cfg)
+    record.data = {"name": data.name, "shape": list(data.shape), "n_train": len(train_x),
+                   "n_heldout": len(data.test), "note": data.note}
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, data.shape).to(device)
+    record.n_params = count_parameters(model)
+    record.device = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    train_x = train_x.to(device)  # the whole set lives on the device
+    flops = train_step_flops(model, to_float(train_x[: cfg.batch_size])) / min(cfg.batch_size, len(train_x))
+    record.write(out / "record.json")  # status "running": a killed run is visible
+    writer = summary_writer(out) if cfg.tensorboard else None
+    with StopOnSignals(), contextlib.closing(writer) if writer is not None else contextlib.nullcontext():
+        res = _stage1(cfg, model, train_x, record, flops, writer, progress, on_epoch)
+        if res.status != "finished":
+            return _end(record, out, res.status, res.reason)
+        stage2 = None
+        if cfg.two_stage:
+            stage2, res = _stage2(cfg, model, train_x, record, writer, progress)
+            if res.status != "finished":
+                return _end(record, out, res.status, "stage 2: " + res.reason)
+    save_torch(out / "model.pt", {"model": model.state_dict(),
+                                  "stage2": None if stage2 is None else stage2.state_dict()})
+    t0 = time.perf_counter()
+    record.metrics = heldout_metrics(model, data.test.to(device), bn_eval=cfg.bn_eval)
+    if evaluate:
+        record.metrics.update(evaluate_models(cfg, model, stage2, data, out))
+    record.timings["eval_seconds"] = time.perf_counter() - t0
+    for name in CHECKPOINTS:
+        (out / name).unlink(missing_ok=True)
+    return _end(record, out, "finished")
+
+
+def _stage1(cfg: TrainConfig, model: VAE, train_x: torch.Tensor, record: Record, flops: float, writer,
+            progress: bool | None, on_epoch: Callable[[dict], None] | None) -> FitResult:
+    """Fit the first stage on the training images (``flops`` per image and step); its history,
+    timings and cost into the record. TensorBoard's curves, when on, come before the caller's hook."""
+    per_epoch = (len(train_x) // cfg.batch_size) * cfg.batch_size
+    hooks = [] if on_epoch is None else [on_epoch]
+    if writer is not None:  # curves and a sample grid about ten times a run
+        hooks.insert(0, EpochLogger(writer, 1, per_epoch, model, grid_every=max(1, cfg.epochs // 10), seed=cfg.seed))
+
+    def each_epoch(row: dict) -> None:
+        for hook in hooks:
+            hook(row)
+    res = fit(model, lambda e: train_x, epochs=cfg.epochs, lr=cfg.lr, halve_every=cfg.lr_halve_every,
+              batch_size=cfg.batch_size, seed=cfg.seed, checkpoint=Path(cfg.out) / "checkpoint.pt",
+              checkpoint_every=cfg.checkpoint_every, bf16=cfg.bf16, compile=cfg.compile,
+              desc=f"{cfg.variant} {cfg.dataset}", progress=progress, on_epoch=each_epoch if hooks else None)
+    record.history = res.history
+    record.gamma_ratio = gamma_ratio(res.history)  # 1 once gamma reaches sqrt(MSE)
+    record.timings = {"train_seconds": res.seconds, "train_images_per_second": res.images / max(res.seconds, 1e-9)}
+    record.cost = {"device": record.device, "flops_per_train_image": flops, "train_images": res.images,
+                   "train_seconds": res.seconds, "train_flops": flops * res.images,
+                   "flop_counter": "torch.utils.flop_counter.FlopCounterMode, loss forward + backward"}
+    return res
+
+
+def _stage2(cfg: TrainConfig, model: VAE, train_x: torch.Tensor, record: Record, writer,
+            progress: bool | None) -> tuple[VAE, FitResult]:
+    """Fit the second stage (:func:`train_stage2`); its history, timings and cost into the record."""
+    per_epoch = (len(train_x) // cfg.batch_size) * cfg.batch_size
+    log = None if writer is None else EpochLogger(writer, 2, per_epoch)
+    stage2, res = train_stage2(cfg, model, train_x, Path(cfg.out), progress, on_epoch=log)
+    record.stage2 = {"n_params": count_parameters(stage2), "history": res.history,
+                     "train_seconds": res.seconds, "gamma_ratio": gamma_ratio(res.history)}
+    codes = torch.zeros(cfg.batch_size, cfg.latent_dim, device=train_x.device)  # FLOPs do not depend on values
+    flops = train_step_flops(stage2, codes) / cfg.batch_size
+    record.cost.update(flops_per_train_code_stage2=flops, train_codes_stage2=res.images,
+                       train_seconds_stage2=res.seconds, train_flops_stage2=flops * res.images)
+    return stage2, res
+
+
+def train_stage2(cfg: TrainConfig, model: VAE, train_x: torch.Tensor, out: Path,
+                 progress: bool | None = None, on_epoch: Callable[[dict], None] | None = None) -> tuple[VAE, FitResult]:
+    """Fit the second-stage VAE on z ~ q(z|x) of the trained first stage, re-sampled every epoch
+    (Dai & Wipf 2019, as Asperti & Trentin); ``out`` holds its checkpoint."""
+    mu, logvar = encode_all(model, train_x, bn_eval=cfg.bn_eval)
+    std = torch.exp(0.5 * logvar)
+    torch.manual_seed(cfg.seed + 1)
+    stage2 = build_stage2(cfg).to(mu.device)
+
+    def latents(epoch: int) -> torch.Tensor:
+        g = torch.Generator(device=mu.device).manual_seed(cfg.seed * 7919 + epoch)
+        return mu + std * torch.randn(mu.shape, generator=g, device=mu.device)
+
+    res = fit(stage2, latents, epochs=cfg.stage2_epochs, lr=cfg.lr, halve_every=cfg.stage2_lr_halve_every,
+              batch_size=cfg.batch_size, seed=cfg.seed + 1, checkpoint=out / "checkpoint_stage2.pt",
+              checkpoint_every=cfg.checkpoint_every, bf16=cfg.bf16, compile=cfg.compile,
+              desc=f"stage 2 {cfg.stage2_variant}", progress=progress, to_input=lambda z: z, on_epoch=on_epoch)
+    return stage2, res
+
+
+@torch.no_grad()
+def encode_all(model: VAE, images: torch.Tensor, batch_size: int = 1000, *,
+               bn_eval: str = "debiased") -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior means and log-variances of uint8 images, in eval mode with ``bn_eval``
+    BatchNorm statistics (the second stage learns the codes evaluation will decode)."""
+    with eval_mode(model, bn_eval):
+        parts = [model.encode(to_float(images[i:i + batch_size])) for i in range(0, len(images), batch_size)]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+# ---- ends: finished, interrupted, failed ------------------------------------------------------
+
+def _end(record: Record, out: Path, status: str, reason: str | None = None) -> Record:
+    """The record ended as ``status`` (fit's: finished, interrupted or failed), written."""
+    if status == "finished":
+        record.finish()
+    elif status == "interrupted":
+        record.interrupt(reason)
+    else:
+        record.fail(reason)
+    return record.write(out / "record.json")
+
+
+def _failed(record: Record, path: Path, e: Exception) -> Record:
+    """The run's record as it stood, failed with what ``e`` says (a traceback for what is no
+    known failure: a bug), written if it can be; if not (a full disk, a folder that cannot be
+    made), returned unwritten with why in its reason, so that the caller still learns it."""
+    if isinstance(e, (DataMissing, CorruptCheckpoint)):
+        record.fail(f"{type(e).__name__}: {e}")
+    elif isinstance(e, torch.OutOfMemoryError):
+        record.fail(f"out of memory: {str(e)[:300]}; lower batch_size or use a larger device")
+    else:
+        record.fail(f"{type(e).__name__}: {e}", traceback.format_exc())
     try:
-        rec = Record.read(out / "record.json")
-    except (CorruptRecord, OSError):
-        return None
+        return record.write(path)
+    except OSError as err:
+        record.reason += f" (and the record could not be written to {path}: {err})"
+        return record
+
+
+def _unwritten(cfg: TrainConfig, meta: dict | None) -> Record:
+    """A record of ``cfg`` that is not on disk (beside a damaged record.json, which is kept)."""
+    return Record(run_id=run_id(cfg), seed=cfg.seed, config=to_dict(cfg), meta=dict(meta or {}))
+
+
+# ---- a run folder's identity and what a finished run is asked again ------------------------
+
+def same_run(cfg: TrainConfig, rec: Record | None) -> Record | None:
+    """``rec`` (the record in ``cfg.out``) when it is of this run (same identity, vaes.config) or
+    leaves nothing to reuse, None when there is none; :class:`FolderTaken` when a finished,
+    running or interrupted run there (or any with a checkpoint left) is another one. A failed
+    or pruned run without a checkpoint leaves nothing to reuse and is run again."""
     if rec is None:
         return None
-    resumable = any((out / f).is_file() for f in ("checkpoint.pt", "checkpoint_stage2.pt"))
+    out = Path(cfg.out)
+    resumable = any((out / f).is_file() for f in CHECKPOINTS)
     if rec.status in ("failed", "pruned") and not resumable:
         return rec
     diff = identity_diff(cfg, rec)
@@ -97,24 +270,35 @@ def earlier_run(cfg: TrainConfig) -> Record | None:
         f"that folder to train this run there.")
 
 
+def earlier_run(cfg: TrainConfig) -> Record | None:
+    """:func:`same_run` of the record in ``cfg.out`` (None for none, or a damaged one, which
+    :func:`run` records): a suite checks its folders with it before any run starts."""
+    try:
+        rec = Record.read(Path(cfg.out) / "record.json")
+    except (CorruptRecord, OSError):
+        return None
+    return same_run(cfg, rec)
+
+
 def identity_diff(cfg: TrainConfig, rec: Record) -> list[str]:
     """The identity fields in which ``cfg`` differs from the run of ``rec`` ([] = the same run).
-    ``cfg`` is compared resolved and unresolved (a record is resolved once its data loaded); a
+    ``cfg`` is compared as given, then resolved (a record is resolved once its data loaded); a
     record from before the identity rule (its run_id the old hash) is compared field by field."""
+    if rec.run_id == run_id(cfg):  # the usual case: nothing to resolve
+        return []
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    candidates = {run_id(cfg): cfg}
+    candidates = [cfg]
     shape = (rec.data or {}).get("shape")
     try:
         shape = tuple(shape) if shape else dataset_shape(cfg)
         if shape:
-            resolved = resolve(cfg, shape)
-            candidates[run_id(resolved)] = resolved
+            candidates.append(resolve(cfg, shape))
     except (ValueError, KeyError, TypeError):  # no shape known without loading: compare unresolved
         pass
-    if rec.run_id in candidates:
+    if rec.run_id == run_id(candidates[-1]):
         return []
     # a record holds the resolved config once its data loaded (rec.data), else the one it was given
-    mine = to_dict(list(candidates.values())[-1 if rec.data else 0])
+    mine = to_dict(candidates[-1 if rec.data else 0])
 
     def stored(k: str):
         f = fields[k]
@@ -152,32 +336,7 @@ def _evaluated_again(cfg: TrainConfig, rec: Record) -> Record:
         return rec
 
 
-def _new_record(cfg: TrainConfig, meta: dict | None) -> Record:
-    """A record of ``cfg`` that is not on disk (for a run that failed before or beside its own)."""
-    return Record(run_id=run_id(cfg), seed=cfg.seed, config=to_dict(cfg), meta=dict(meta or {}))
-
-
-def _failed(cfg: TrainConfig, meta: dict | None, reason: str, trace: str) -> Record:
-    """The run's record as it stood (or a new one), failed with ``reason``, written if it can be;
-    if not (a full disk, a folder that cannot be made, a damaged record.json that is kept), it
-    is returned unwritten with why in its reason, so that the caller still learns what happened."""
-    path = Path(cfg.out) / "record.json"
-    fresh = _new_record(cfg, meta)
-    try:
-        rec = Record.read(path) or fresh
-    except CorruptRecord as e:  # a damaged record.json is left for the user to look at, never overwritten
-        return fresh.fail(f"{reason} (and {e})", trace)
-    except OSError as e:  # unreadable (permissions, a folder under that name): nothing to keep, nothing to write
-        return fresh.fail(f"{reason} (and {path} cannot be read: {e})", trace)
-    rec.run_id, rec.seed = run_id(cfg), cfg.seed
-    rec.meta = {**rec.meta, **(meta or {})}
-    rec.fail(reason, trace)
-    try:
-        return rec.write(path)
-    except OSError as e:
-        rec.reason = f"{reason} (and the record could not be written to {path}: {e})"
-        return rec
-
+# ---- for callers of many runs ---------------------------------------------------------------
 
 class DataCache:
     """Data sets loaded once for many runs (a suite, a sweep worker), by what decides the images:

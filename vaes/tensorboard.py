@@ -34,7 +34,7 @@ def summary_writer(log_dir: Path):
 
 
 class EpochLogger:
-    """An ``on_epoch`` hook for :func:`vaes.trainer.fit` writing one stage's curves."""
+    """An ``on_epoch`` hook for :func:`vaes.fit.fit` writing one stage's curves."""
 
     def __init__(self, writer, stage: int, images_per_epoch: int, model=None, grid_every: int = 0,
                  n_grid: int = 64, seed: int = 0):

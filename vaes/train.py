@@ -4,8 +4,8 @@
 
 writes ``out/record.json``. Running the same command again resumes from the checkpoint
 (written every ``checkpoint_every`` epochs and on SIGTERM / SIGUSR1, which SLURM sends
-before a time limit or preemption), or returns the finished record untouched. The trainer
-itself is vaes/trainer.py; this module also re-exports its API (``from vaes.train import fit``).
+before a time limit or preemption), or returns the finished record untouched. The run
+itself is vaes/run.py (``vaes.run.run(cfg)`` from Python), its loop vaes/fit.py.
 An ``out`` that holds another run (another variant, data, seed, ... : vaes.config.identity)
 is refused, and nothing is written there.
 """
@@ -15,12 +15,10 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from vaes.build import build_model, build_stage2, dataset_shape, pick_device, resolve  # noqa: F401  (API)
 from vaes.cli import EXIT_STATUSES, refuse
 from vaes.config import field_help, parse_overrides
 from vaes.registry import list_variants, variant_options
 from vaes.run import FolderTaken, run
-from vaes.trainer import (FitResult, encode_all, fit, request_stop, train, train_stage2)  # noqa: F401  (API)
 
 
 def _help() -> str:
