@@ -7,7 +7,7 @@ import torch
 from benchmarks.frames import load_records
 from benchmarks.report import build_table
 from vaes.config import TrainConfig
-from vaes.data import (_DATASETS, SHAPE_FACTORS, DataMissing, DatasetSpec, ImageData, Protocol, load_dataset,
+from vaes.data import (DATASETS, SHAPE_FACTORS, DataMissing, DatasetSpec, ImageData, Protocol, load_dataset,
                        load_digits_data, register_dataset, render_shapes)
 from vaes.run import run
 
@@ -105,8 +105,8 @@ def test_a_new_data_set_is_one_registration(tmp_path):
     spec = DatasetSpec("digits_mirrored", load_mirrored, Protocol(
         epochs=2, lr=1e-3, lr_halve_every=0, stage2_epochs=2), "mirrored digits (8x8)",
         lambda size: (1, 8, 8), train_size=1500)
-    register_dataset(spec)
-    try:
+    with DATASETS.temporary():
+        register_dataset(spec)
         with pytest.raises(ValueError, match="already registered"):
             register_dataset(spec)
         rec = run(TrainConfig(dataset="digits_mirrored", fid=False, eval_images=100, out=str(tmp_path / "run")))
@@ -114,5 +114,4 @@ def test_a_new_data_set_is_one_registration(tmp_path):
         assert rec.config["epochs"] == 2 and rec.data["shape"] == [1, 8, 8]  # the protocol's, the spec's
         caption = " ".join(build_table(load_records(tmp_path)).caption)
         assert "mirrored digits (8x8)" in caption
-    finally:
-        _DATASETS.pop("digits_mirrored")
+    assert "digits_mirrored" not in DATASETS
