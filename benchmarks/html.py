@@ -100,10 +100,23 @@ def _panels(hist: pd.DataFrame) -> tuple[Panel, ...]:
     return tuple(panels)
 
 
+def _curves(rec) -> list | str:
+    """The record's effective-beta curves (vaes.balance), or why they cannot be computed from it:
+    a record that lacks what the conversion needs (a hand-made one without latent_dim, say)
+    must not cost the suite its report."""
+    try:
+        return effective_beta(rec)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+        return f"not computable from this record ({type(e).__name__}: {e})"
+
+
 def _balance(run_dir: Path) -> tuple[str, ...]:
     """One sentence per stage: the effective beta's first and last value, or why there is none."""
+    curves = _curves(read_record(run_dir / "record.json"))
+    if isinstance(curves, str):
+        return (f"effective beta {curves}",)
     out = []
-    for c in effective_beta(read_record(run_dir / "record.json")):
+    for c in curves:
         stage = "second stage" if c.stage == 2 else "first stage"
         if c.beta:
             out.append(f"{stage} ({c.variant}): beta {_fmt(c.beta[0])} at epoch {c.epochs[0]} → "
@@ -162,6 +175,7 @@ def write_html(df: pd.DataFrame, hist: pd.DataFrame, out_dir: str | Path, table:
     order = label_order(df, suite)
     views = run_views(df, hist, out, order)
     records = [read_record(Path(d) / "record.json") for d in df["run_dir"]]
+    records = [r for r in records if not isinstance(_curves(r), str)]  # each run's section says why
     plot_effective_beta(records, out / "effective_beta.png",
                         [f"{record_label(r)} s{r.seed}" for r in records])
     figures = [(quote(name), title) for name, title in FIGURES if (out / name).is_file()]

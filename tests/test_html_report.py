@@ -18,6 +18,7 @@ import markupsafe
 import pytest
 
 from benchmarks.frames import load_histories, load_records
+from benchmarks.html import _balance
 from benchmarks.report import make_report
 from benchmarks.table import build_table
 from tests.services import CHROMIUM_FLAGS, REPO, chromium  # noqa: F401  (the browser fixture)
@@ -167,3 +168,16 @@ def test_report_in_chromium(report, chromium):  # noqa: F811  (the fixture impor
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
     assert shot.stat().st_size > 10_000
+
+
+def test_a_record_without_what_the_balance_needs_keeps_the_report(report):
+    out, _ = report
+    run = next(d for d in (out / "runs").iterdir() if d.name.startswith("balanced-"))
+    broken = out / "broken"
+    shutil.copytree(run, broken)
+    data = json.loads((broken / "record.json").read_text())
+    data["config"]["batch_size"] = "a hundred"  # steps per epoch cannot be formed from it
+    (broken / "record.json").write_text(json.dumps(data))
+    (sentence,) = _balance(broken)
+    assert sentence.startswith("effective beta not computable from this record (ValueError")
+    assert "beta " in _balance(run)[0] and "→" in _balance(run)[0]  # the intact record has its curve
