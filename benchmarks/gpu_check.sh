@@ -3,7 +3,7 @@
 #
 #   benchmarks/gpu_check.sh OUT [--tiny] [--wheels DIR]
 #
-# 1. set-up: what the machine lacks (torch-fidelity, pythae and their small dependencies),
+# 1. set-up: what the machine lacks (submitit, torch-fidelity, pythae and small dependencies),
 #    pip-installed offline from --wheels DIR, $VAEBENCH_WHEELS, wheels/ or shared/wheels/
 #    (cp312 wheels that travel with the tree; docs/speed.md says how to make the folder);
 # 2. python -m benchmarks.speed on synthetic CIFAR-10 (ResNet, batch 100): vaebench vs the
@@ -58,7 +58,7 @@ step() {  # step NAME LIMIT_S COMMAND...: under timeout, its output in files/NAM
 
 # ---- set-up ----------------------------------------------------------------------------------
 if [ -z "$WHEELS" ]; then for d in wheels shared/wheels; do [ -d "$d" ] && WHEELS=$d && break; done; fi
-for pkg in torch_fidelity pythae; do
+for pkg in submitit torch_fidelity pythae; do
   if "$PY" -c "import $pkg" 2>/dev/null; then echo "$pkg: already there"
   elif [ -n "$WHEELS" ]; then
     timeout 120 "$PY" -m pip install -q --no-index --find-links "$WHEELS" "${pkg//_/-}" || echo "$pkg: not installed"
@@ -84,9 +84,9 @@ variant = "beta"
 label = "balanced"
 variant = "balanced"
 EOF
-  COMMON=(--dataset digits --device cpu --n-train 200 --rounds 1 --out "$F/speed")
-  MAIN=(--parts train,stage2,eval --stage2-epochs 1 --eval-images 8 --eval-batch 8 --random-inception 0)
-  SUITE=(--parts suite --suite "$F/tiny.toml" --suite-seeds 1 --suite-set n_train=200 --jobs 2)
+  COMMON=(--dataset digits --device cpu --n-train 100 --rounds 1 --out "$F/speed")
+  MAIN=(--parts train,stage2,eval --stage2-epochs 1 --eval-images 4 --eval-batch 4 --random-inception 0)
+  SUITE=(--parts suite --suite "$F/tiny.toml" --suite-seeds 1 --suite-set n_train=100 eval_images=20 --jobs 2)
   L_MAIN=60; L_FAST=40; L_SUITE=60; L_TESTS=60
 else
   COMMON=(--dataset cifar10 --synthetic --device cuda --n-train 10000 --rounds 3 --out "$F/speed")

@@ -59,14 +59,14 @@ def test_evaluation_without_weights_is_skipped_unless_random_weights_are_asked_f
     """No silent fallback: without FID weights (conftest points them at a missing file) the part
     says why; --random-inception SEED times the same network under seeded random weights."""
     out = tmp_path / "s"
-    common = ["--device", "cpu", "--n-train", str(TINY), "--rounds", "1", "--eval-images", "6", "--eval-batch", "6",
+    common = ["--device", "cpu", "--n-train", str(TINY), "--rounds", "1", "--eval-images", "4", "--eval-batch", "4",
               "--stage2-epochs", "1", "--out", str(out)]
     res = speed.main([*common, "--parts", "eval"])
     assert "--random-inception" in res["eval"]["skipped"] and res["projection"] is None
     res = speed.main([*common, "--parts", "train,stage2,eval", "--random-inception", "3"])
     ev = res["eval"]
     assert ev["inception"].startswith("torchvision inception_v3, random weights (seed 3)")
-    assert ev["fid"] > 0 and ev["kid"] is not None and 0 <= ev["precision"] <= 1 and ev["n_images"] == 6
+    assert ev["fid"] > 0 and ev["kid"] is not None and 0 <= ev["precision"] <= 1 and ev["n_images"] == 4
     on_disk = json.loads((out / "cpu-digits.json").read_text())
     assert on_disk["train"]["ratios"]["vaebench_over_tutorial"] > 0 and on_disk["train"]["flops_per_image"] > 0
     assert on_disk["machine"]["tf32"] == {"cudnn_conv": torch.backends.cudnn.allow_tf32,
