@@ -143,9 +143,7 @@ def test_register_variant_sets_name_and_options():
         assert get_variant("test_only_variant") is V and V.name == "test_only_variant"
         assert variant_options("test_only_variant") is Opts
         with pytest.raises(ValueError, match="already registered"):
-            @register_variant("beta")
-            class Again:  # noqa: F841
-                pass
+            register_variant("beta")(type("Again", (), {}))
         with pytest.raises(TypeError, match="must be a dataclass"):
             register_variant("x", options=dict)
     assert "test_only_variant" not in list_variants()

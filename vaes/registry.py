@@ -52,6 +52,7 @@ class Registry(Generic[T]):
         return obj
 
     def get(self, name: str) -> T:
+        """The object registered under ``name``; else :class:`UnknownName`, listing the names."""
         try:
             return self._entries[name]
         except (KeyError, TypeError):  # TypeError: an unhashable name (a list from a TOML file)
@@ -73,6 +74,8 @@ class Registry(Generic[T]):
     def temporary(self, name: str | None = None, obj: T | None = None) -> Iterator[Registry[T]]:
         """For tests: registers ``name -> obj`` (when given) for the ``with`` block; whatever is
         registered or removed inside the block, by any means, is undone when it ends."""
+        if (name is None) != (obj is None):
+            raise TypeError(f"temporary() takes a name and an object together, or neither; got {name!r}, {obj!r}")
         saved = dict(self._entries)
         try:
             if name is not None:
