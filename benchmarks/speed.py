@@ -264,7 +264,7 @@ def projection(res: dict) -> dict | None:
     """The paper's CIFAR-10 protocol at the measured rates (meaningful for the cifar10 network)."""
     ips = res.get("train", {}).get("vaebench", {}).get("images_per_second")
     cps = (res.get("stage2") or {}).get("codes_per_second")
-    if not ips or not cps:
+    if not ips or not cps or res.get("dataset") != "cifar10":  # the paper's network only
         return None
     ev = res.get("eval") or {}
     fid_s = ev["total_seconds"] + ev["generate_seconds"] if "total_seconds" in ev else 0.0
@@ -305,7 +305,7 @@ def markdown(res: dict) -> str:
              f"{res['batch_size']}, bf16 {res['bf16']}, compile {res['compile']}.", ""]
     if tr:
         lines += ["| trainer | images/s (median) | vaebench over it |", "|---|---:|---:|"]
-        lines += [f"| {n} | {tr[n]['images_per_second']:,.0f} | {tr['ratios'].get(f'vaebench_over_{n}', 0):.2f} |"
+        lines += [f"| {n} | {tr[n]['images_per_second']:,.0f} | {format(tr['ratios'][f'vaebench_over_{n}'], '.2f') if n != 'vaebench' else '-'} |"
                   for n in ("vaebench", "tutorial", "pythae") if n in tr]
         lines += ["", f"FLOPs per image {tr['flops_per_image']:.3g}; {tr['achieved_tflops']:.3g} TFLOP/s"
                       f"{'; ' + format(tr['fraction_of_peak'], '.3f') + ' of peak' if tr['fraction_of_peak'] else ''}."]
@@ -315,8 +315,8 @@ def markdown(res: dict) -> str:
     lines.append("" if not ev else f"Evaluation: skipped ({ev['skipped']})." if "skipped" in ev else
                  f"Evaluation ({ev['inception']}), {ev['n_images']:,} vs {ev['n_images']:,} images: generate "
                  f"{ev['generate_seconds']:.1f} s, features {ev['features_seconds']:.1f} s, FID {ev['fid_seconds']:.2f} s, "
-                 f"KID {ev['kid_seconds']:.2f} s, precision/recall {ev['prc_seconds']:.2f} s; peak "
-                 f"{ev['peak_memory_mib'] or 0:,.0f} MiB (0: not measured on the CPU).")
+                 f"KID {ev['kid_seconds']:.2f} s, precision/recall {ev['prc_seconds']:.2f} s"
+                 + (f"; peak {ev['peak_memory_mib']:,.0f} MiB." if ev["peak_memory_mib"] else "."))
     if res.get("projection"):
         lines.append(f"Projected paper protocol ({res['projection']['protocol']}): {res['projection']['total_minutes']:,.1f} min.")
     if res.get("suite"):

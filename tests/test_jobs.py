@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from benchmarks import run as bench_run
 from benchmarks.run import run_suite
 from benchmarks.suite import expand, load_suite
@@ -80,7 +82,8 @@ def test_jobs_is_checked_and_refused_with_a_cluster(tmp_path, capsys):
     assert "--workers" in capsys.readouterr().err
 
 
-def test_sigterm_stops_every_run_and_the_same_command_resumes(tmp_path):
+@pytest.mark.slow  # about a minute on a busy 2-core machine: three processes start torch
+def test_sigterm_stops_every_run_at_a_checkpoint(tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "benchmarks.run", "--suite", str(_suite(tmp_path, epochs=300, broken=False)),
            "--out", str(out), "--jobs", "2"]

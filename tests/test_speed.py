@@ -80,13 +80,14 @@ def test_evaluation_without_weights_is_skipped_unless_random_weights_are_asked_f
 
 
 def test_projection_is_the_paper_protocol_at_the_measured_rates():
-    res = {"train": {"vaebench": {"images_per_second": 1000.0}}, "stage2": {"codes_per_second": 10_000.0},
+    res = {"dataset": "cifar10", "train": {"vaebench": {"images_per_second": 1000.0}}, "stage2": {"codes_per_second": 10_000.0},
            "eval": {"total_seconds": 30.0, "generate_seconds": 10.0, "n_images": 1000}}
     p = speed.projection(res)
     assert p["first_stage_seconds"] == pytest.approx(700 * 50_000 / 1000)
     assert p["stage2_seconds"] == pytest.approx(1400 * 50_000 / 10_000)
     assert p["eval_seconds"] == pytest.approx(40.0 * 10)
     assert p["total_minutes"] == pytest.approx((35_000 + 7_000 + 400) / 60)
+    assert speed.projection({**res, "dataset": "digits"}) is None  # another network: no projection
 
 
 # ---- speed options keep the numbers ------------------------------------------------------------
