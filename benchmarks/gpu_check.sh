@@ -87,7 +87,7 @@ EOF
   COMMON=(--dataset digits --device cpu --n-train 100 --rounds 1 --out "$F/speed")
   MAIN=(--parts train,stage2,eval --stage2-epochs 1 --eval-images 4 --eval-batch 4 --random-inception 0)
   SUITE=(--parts suite --suite "$F/tiny.toml" --suite-seeds 1 --suite-set n_train=100 eval_images=20 --jobs 2)
-  L_MAIN=60; L_FAST=40; L_SUITE=60; L_TESTS=60
+  L_MAIN=240; L_FAST=240; L_SUITE=240; L_TESTS=240  # a busy 2-core CPU: seconds when idle
 else
   COMMON=(--dataset cifar10 --synthetic --device cuda --n-train 10000 --rounds 3 --out "$F/speed")
   MAIN=(--parts train,pythae,stage2,eval --stage2-epochs 4 --eval-images 10000 --eval-batch 500 --random-inception 0)
