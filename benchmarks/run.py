@@ -38,8 +38,8 @@ def run_suite(suite: dict, jobs: list[Job], out: Path, *, retry_failed: bool = F
               progress: bool | None = None, report: bool = True, parallel: int = 1) -> list[Record]:
     """Run the pending jobs, one after another or up to ``parallel`` at once (each in its own
     process), with a progress line and an ETA; the report at the end unless stopped by a signal."""
-    todo = [j for j in jobs if job_status(out, j) != "finished"
-            and (retry_failed or job_status(out, j) != "failed")]
+    status = {j.folder: job_status(out, j) for j in jobs}  # each record read once here, once by its run
+    todo = [j for j in jobs if status[j.folder] != "finished" and (retry_failed or status[j.folder] != "failed")]
     done = len(jobs) - len(todo)
     print(f"suite {suite['name']}: {len(jobs)} runs, {done} already done, {len(todo)} to run -> {out}"
           + (f", {parallel} at once" if parallel > 1 and len(todo) > 1 else ""), flush=True)

@@ -9,7 +9,6 @@ import dataclasses
 
 import torch
 
-import vaes.variants  # noqa: F401  (registers the variants)
 from vaes.config import TrainConfig, variant_opts
 from vaes.data import get_dataset
 from vaes.model import VAE
