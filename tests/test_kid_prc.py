@@ -12,7 +12,7 @@ from torch_fidelity.metric_kid import kid_features_to_metric
 
 from tests.conftest import REPO, digit_images, noisy
 from tests.test_fid import StandIn
-from vaes import feature_metrics, fid
+from vaes import feature_metrics, fid, fid_weights
 from vaes.config import TrainConfig
 from vaes.data import load_dataset
 from vaes.evaluate import classifier_metrics, fid_metrics
@@ -136,7 +136,7 @@ def test_classifier_metrics_give_cfd_ckid_cprc_for_every_set(tmp_path):
 
 @pytest.mark.inception
 def test_inception_score_is_refused_by_name_with_the_package_weights():
-    with pytest.raises(fid.InceptionScoreUnavailable, match=r"inception_score.*classifier layer is zero.*"
+    with pytest.raises(fid_weights.InceptionScoreUnavailable, match=r"inception_score.*classifier layer is zero.*"
                        r"weights-inception-2015-12-05-6726825d\.pth"):
         fid.inception_score(digit_images(10))
 

