@@ -23,19 +23,10 @@ import pandas as pd
 from benchmarks.figures import label_palette, plot_curves, plot_metrics, plot_samples, plot_tradeoff
 from benchmarks.frames import load_histories, load_records
 from benchmarks.html import write_html
-from benchmarks.render import render_latex, render_markdown, tex_escape  # noqa: F401  (API)
+from benchmarks.render import render_latex, render_markdown
 from benchmarks.suite import load_suite
 from vaes.cli import dirty_refusal, parser
-from benchmarks.table import (  # noqa: F401  (API)
-    BIASED_BELOW,
-    REFERENCE_SOURCE,
-    Cell,
-    Column,
-    Row,
-    Table,
-    build_table,
-    label_order,
-)
+from benchmarks.table import build_table, label_order
 
 # ----------------------------------------------------------------------------- the report
 

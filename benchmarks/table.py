@@ -1,10 +1,9 @@
 """The table model of a suite's report: one row per label (mean +- the half-width of a 95%
 confidence interval over its finished seeds), a '<label> (2-stage)' row per two-stage label,
 failed labels marked, Dai & Wipf's published FIDs where they apply; bold on the best mean of a
-column; the caption and notes (with the difference the seeds can detect). Renderers
-(benchmarks/render.py) turn a :class:`Table` into LaTeX and Markdown. Over 400 lines because
-the caption and notes (protocols, biased small-sample FID, missing reasons, references) are
-part of the model, so that both renderers say the same.
+column; the caption and notes (with the difference the seeds can detect; their sentences are
+benchmarks/caption.py). Renderers (benchmarks/render.py) turn a :class:`Table` into LaTeX and
+Markdown.
 
 Table rows are labels (a record's ``label``, else its variant). A two-stage label's second row
 gives the second stage's sample quality (as Dai & Wipf 2019, Table 1, list the 2-stage VAE as a
@@ -17,20 +16,20 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-from benchmarks.columns import (BIASED_BELOW, QUALITY_SETS, Column, check_sets, fid_biased,
-                                metric_sentences, quality_columns, stage2_set)
-from benchmarks.stats import ALPHA, LEVEL, POWER, ci_half_width, detectable_difference, pooled_std
+from benchmarks.caption import (display_name, protocol_sentence, reasons_note, setup_sentence,
+                                statistics_sentence)
+from benchmarks.columns import QUALITY_SETS, Column, check_sets, metric_sentences, quality_columns, stage2_set
+from benchmarks.stats import ALPHA, POWER, ci_half_width, detectable_difference, pooled_std
 from benchmarks import ledger
-from vaes.data import get_dataset
 from vaes.metrics import CONVERGED_RATIO
 
 # Published FIDs live in the ledger (benchmarks/ledger.toml, with their papers and protocols);
-# each data set's display name in the data-set registry (vaes/data.py).
+# each data set's display name in the data-set registry (vaes/data.py, via benchmarks/caption.py).
 REFERENCE_SOURCE = "Published (benchmarks/ledger.toml)"  # the heading of the published rows
 SIG = 3            # significant digits of a table entry
 REASON_CHARS = 240  # a failure reason longer than this is cut in table.tex (table.md has it whole)
@@ -118,95 +117,6 @@ def _col(df: pd.DataFrame, name: str) -> pd.Series:
     return df[name] if name in df else pd.Series(np.nan, index=df.index)
 
 
-def _seeds_text(seeds) -> str:
-    seeds = sorted(int(s) for s in seeds if pd.notna(s))
-    return ", ".join(map(str, seeds)) if seeds else "none"
-
-
-def _reasons_note(label: str, runs: pd.DataFrame, n_total: int) -> str:
-    """'label: 2 of 3 runs failed (seeds 0, 2: reason)' with identical reasons grouped."""
-    parts = []
-    # one line per reason: a traceback's newlines would break the Markdown list and the LaTeX notes
-    reasons = runs["reason"].fillna("no reason recorded").map(lambda r: " ".join(str(r).split()))
-    for (status, reason), g in runs.groupby([runs["status"], reasons], sort=True):
-        parts.append(f"{status}, seed{'s' if len(g) > 1 else ''} {_seeds_text(g['seed'])}: {reason}")
-    return f"{label}: {len(runs)} of {n_total} runs not finished ({'; '.join(parts)})"
-
-
-def _setup_sentence(df: pd.DataFrame, image_sets: list[str]) -> tuple[str, list[str]]:
-    """How FID was computed (engine and version, images, resize, weights) for the caption, and
-    the reasons it is missing for some runs (for a footnote and the log, not the caption)."""
-    fin = df[df["status"] == "finished"]
-    setups, missing, biased = set(), set(), False
-    for k in image_sets:
-        m = f"fid_{k}"
-        if m not in fin:
-            continue
-        for _, r in fin.iterrows():
-            if pd.notna(r[m]):
-                real = f" vs {_int_text(r.get(f'{m}_reference_n'))} real"
-                split = r.get(f"{m}_reference_split")
-                real += f" ({split} split)" if isinstance(split, str) else ""
-                weights = r.get(f"{m}_weights_source")
-                setups.add(f"{r.get(f'{m}_engine')} {r.get(f'{m}_engine_version')}, "
-                           f"{_int_text(r.get(f'{m}_n_images'))} generated{real} images, "
-                           f"resized {r.get(f'{m}_resize')}".replace(" vs nan real", "")
-                           + (f", Inception weights {weights}" if isinstance(weights, str) else ""))
-                biased = fid_biased(df)
-            elif isinstance(r.get(f"{m}_missing"), str):
-                missing.add(r[f"{m}_missing"])
-    missing = sorted(missing)
-    if setups:
-        # more than one setup in a table is worth seeing: the numbers are then not comparable
-        return ("FID: " + "; ".join(sorted(setups)) + "."
-                + (f" FID on fewer than {BIASED_BELOW:,} real images is biased (upward, by the rank-deficient "
-                   "2048-d covariance): compare it within this table only, never with published FIDs."
-                   if biased else "")
-                + (" FID is missing for some runs (‡)." if missing else "")), missing
-    if missing:
-        return "FID unavailable (‡).", missing
-    return "FID not computed (the records hold none).", missing
-
-
-def _int_text(v) -> str:
-    try:
-        return str(int(float(v)))
-    except (TypeError, ValueError):
-        return "nan"
-
-
-def _one(df: pd.DataFrame, col: str) -> Any:
-    """The single value of ``col`` over finished runs, a 'a-b' range, or None."""
-    fin = df[df["status"] == "finished"]
-    vals = sorted({v for v in (fin if len(fin) else df)[col].dropna().tolist()})
-    # a column with a missing value is float: print 6 epochs, not 6.0
-    vals = [int(v) if isinstance(v, float) and v.is_integer() else v for v in vals]
-    if not vals:
-        return None
-    return vals[0] if len(vals) == 1 else f"{vals[0]}-{vals[-1]}"
-
-
-def _protocol_sentence(df: pd.DataFrame) -> str:
-    epochs, lr, halve, batch = (_one(df, c) for c in ("epochs", "lr", "lr_halve_every", "batch_size"))
-    s = f"Adam, {epochs} epochs, lr {lr}"
-    if halve not in (None, 0):
-        s += f" halved every {halve} epochs"
-    s += f", batch {batch}"
-    if df["two_stage"].any():
-        s += f"; second stage {_one(df[df['two_stage']], 'stage2_epochs')} epochs"
-    n_train, n_held = _one(df, "n_train"), _one(df, "n_heldout")
-    if n_train is not None:
-        s += f"; {n_train} training and {n_held} held-out images"
-    return s + "."
-
-
-def _display_name(dataset: str) -> str:
-    try:
-        return get_dataset(dataset).display_name
-    except ValueError:  # records of a data set this version does not know
-        return dataset
-
-
 def _published(df: pd.DataFrame, suite: dict, dataset: str,
                sample_kind: str) -> tuple[list[tuple[ledger.Entry, str]], str | None]:
     """The ledger's figures for the suite's data set ``dataset`` (even when the runs' images are
@@ -251,7 +161,7 @@ def build_table(df: pd.DataFrame, suite: dict | None = None, sets: str | None = 
         # the suite pointed at other images (--set dataset=npz data_root=...): its protocol, their
         # data; the published rows stay (of the suite's data set), and their verdicts say so
         suite.update(description=(suite.get("description") or "").rstrip(".")
-                     + f"; its protocol run on {_display_name(dataset)} instead of {_display_name(suite['dataset'])}",
+                     + f"; its protocol run on {display_name(dataset)} instead of {display_name(suite['dataset'])}",
                      dataset=dataset)
     sets = check_sets(sets or suite.get("quality_sets", "vaebench"))
     shown = QUALITY_SETS[sets]
@@ -276,19 +186,19 @@ def build_table(df: pd.DataFrame, suite: dict | None = None, sets: str | None = 
     for entry, text in published:  # a note per row: its source and its verdict
         m = marker()
         notes.append((m, f"{entry.name} ({entry.source.table.split(' (')[0]}, arXiv {entry.source.arxiv}; "
-                         f"{_display_name(entry.dataset)}): {text}"))
+                         f"{display_name(entry.dataset)}): {text}"))
         rows.append(Row(entry.name, "reference", {"samples_fid": Cell(entry.value)}, notes=[m]))
 
     name = suite.get("name") or "suite"
-    setup, fid_missing = _setup_sentence(df, [*shown.values(), *{s for s, _ in stage2_sets.values()}])
+    setup, fid_missing = setup_sentence(df, [*shown.values(), *{s for s, _ in stage2_sets.values()}])
     for reason in fid_missing:  # the report's log says it in full; the table keeps a footnote
         print(f"report: FID missing: {reason}", file=sys.stderr)
     seeds = sorted(df["seed"].dropna().unique())  # what ran (a suite's seed count can be overridden)
     caption = [
-        f"{_display_name(dataset)}, suite {name}"
+        f"{display_name(dataset)}, suite {name}"
         + (f": {suite['description'].rstrip('.')}" if suite.get("description") else "") + ".",
-        _statistics_sentence(seeds),
-        _protocol_sentence(df),
+        statistics_sentence(seeds),
+        protocol_sentence(df),
         setup,
         *metric_sentences(df, columns, sets, {f"{l} (2-stage)": v for l, v in stage2_sets.items()}),
     ]
@@ -306,7 +216,7 @@ def build_table(df: pd.DataFrame, suite: dict | None = None, sets: str | None = 
         general.append(("‡", "FID missing for some runs: " + "; ".join(fid_missing)))
     if any("†" in c.unit for c in columns):
         general.append(("†", "CFD (Fréchet) and CKID (kernel distance) are NOT FID or KID: they use the "
-                             f"features of a small classifier trained on {_display_name(dataset)} itself, "
+                             f"features of a small classifier trained on {display_name(dataset)} itself, "
                              "comparable only within this table, never with published FIDs."))
     if published:
         general.append(("", f"{REFERENCE_SOURCE}: FIDs as printed in their papers, not bolded; the "
@@ -316,18 +226,6 @@ def build_table(df: pd.DataFrame, suite: dict | None = None, sets: str | None = 
     if ref_note:
         general.append(("", ref_note))
     return Table(str(name), columns, rows, caption, general + notes, len(df))
-
-
-def _statistics_sentence(seeds: list) -> str:
-    """What a cell's ± is and what bold means."""
-    text = _seeds_text(seeds)
-    if len(seeds) < 2:
-        return (f"One seed ({text}), so no interval over seeds (KID: ± its std over subsets); "
-                "bold: the best mean of a column (↓ lower, ↑ higher is better).")
-    return (f"Mean ± the half-width of its {LEVEL:.0%} confidence interval over the finished runs of "
-            f"seeds {text} (Student t, n − 1 degrees of freedom; a row with one finished seed has no "
-            "interval, or KID's std over subsets); bold: the best mean of a column and nothing else "
-            "(↓ lower, ↑ higher is better), whether or not the intervals overlap.")
 
 
 def _detectable_note(rows: list[Row], columns: list[Column]) -> str | None:
@@ -378,7 +276,7 @@ def _label_rows(runs: pd.DataFrame, label: str, columns: list[Column], shown: di
     params = _fixed(_stat(runs["n_params"]))
     if fin.empty:
         m = marker()
-        notes.append((m, _reasons_note(label, unfinished, len(runs))))
+        notes.append((m, reasons_note(label, unfinished, len(runs))))
         status = "failed" if (unfinished["status"] == "failed").any() else \
             "/".join(sorted(unfinished["status"].unique()))
         return [Row(label, "incomplete", {"params": params}, status=status, notes=[m])]
@@ -387,7 +285,7 @@ def _label_rows(runs: pd.DataFrame, label: str, columns: list[Column], shown: di
                              "train_tflop": _fixed(_stat(_col(fin, "train_flops") / 1e12))})
     if not unfinished.empty:
         m = marker()
-        notes.append((m, _reasons_note(label, unfinished, len(runs)) + "; the row averages the finished seeds"))
+        notes.append((m, reasons_note(label, unfinished, len(runs)) + "; the row averages the finished seeds"))
         row.notes.append(m)
     _flag_unconverged(row, fin, "gamma_ratio", "first stage", notes, marker)
     if stage2 is None or not fin["two_stage"].any():
@@ -458,7 +356,11 @@ def _bold_best(rows: list[Row], columns: list[Column]) -> None:
         if len(cells) < 2:
             continue  # a lone value is not 'best' of anything
         pick = min if col.better == "lower" else max
-        shown = lambda x: _number(x * 10.0**col.shift, col.integer, "plain")  # noqa: E731
         top = pick(cells, key=lambda c: c.mean)
-        for c in cells:
-            c.bold = shown(c.mean) == shown(top.mean)
+        for c in cells:  # ties as printed are ties
+            c.bold = _shown(c.mean, col) == _shown(top.mean, col)
+
+
+def _shown(x: float, col: Column) -> str:
+    """``x`` as its column prints it."""
+    return _number(x * 10.0**col.shift, col.integer, "plain")

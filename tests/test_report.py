@@ -19,7 +19,9 @@ from scipy import stats
 
 from benchmarks.frames import load_histories, load_records
 from tests.conftest import REPO
-from benchmarks.report import REFERENCE_SOURCE, Table, build_table, main, make_report, render_latex
+from benchmarks.render import render_latex
+from benchmarks.report import main, make_report
+from benchmarks.table import REFERENCE_SOURCE, Table, build_table
 from benchmarks.suite import load_suite
 from vaes.config import TrainConfig
 from vaes.data import load_dataset
