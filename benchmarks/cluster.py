@@ -18,7 +18,7 @@ from launch.executors import ClusterOptions, PreemptionGuard, make_executor, may
 
 
 class SuiteTask(submitit.helpers.Checkpointable):
-    """One array task of a suite: ``benchmarks.run.run_job`` of one job (resumes its checkpoint)."""
+    """One array task of a suite: ``benchmarks.suite.run_job`` of one job (resumes its checkpoint)."""
 
     def __init__(self, out: str, suite_name: str, threads: int | None = None):
         self.out, self.suite_name, self.threads = out, suite_name, threads

@@ -3,9 +3,9 @@ interval of a mean, the spread pooled over a table's rows, and the smallest diff
 two rows that their seeds can detect.
 
 Why not a test per cell: with 2-3 seeds a t-test has 1-4 degrees of freedom and almost no
-power, so "not significantly worse" bolded noisy rows far from the best (issue 18). The table
-bolds only the best mean, prints each mean with its interval, and states the detectable
-difference, so a reader can tell which gaps mean something.
+power, so a rule "bold every row not significantly worse than the best" bolds noisy rows far
+from the best. The table bolds only the best mean, prints each mean with its interval, and
+states the detectable difference, so a reader can tell which gaps mean something.
 """
 from __future__ import annotations
 

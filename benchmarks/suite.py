@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-import sys
+import tomllib  # Python 3.11+ (requires-python in pyproject.toml)
 from pathlib import Path
 
 from vaes.build import dataset_shape, resolve
@@ -17,11 +17,6 @@ from vaes.data import get_dataset, load_dataset
 from vaes.config import TrainConfig, run_id
 from vaes import run as one_run
 from vaes.records import Record
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 SUITES_DIR = Path(__file__).parent / "suites"
 

@@ -68,7 +68,10 @@ def trial_counts(study: optuna.Study) -> dict:
     return {**n, "errors": count_errors(study), "finished": n["complete"] + n["pruned"]}
 
 
-def run_study(name: str, *, trials: int, workers: int = 1, opts: ClusterOptions = ClusterOptions(),  # noqa: B008 (frozen)
+DEFAULT_OPTIONS = ClusterOptions()  # frozen, so one instance is a safe default
+
+
+def run_study(name: str, *, trials: int, workers: int = 1, opts: ClusterOptions = DEFAULT_OPTIONS,
               out: str | Path | None = None, storage: str | None = None, study_name: str | None = None,
               overrides: dict | None = None, device: str = "auto", heartbeat: int = 60,
               grace: int | None = None, max_failed: int | None = None, max_retry: int | None = 3,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ast
 import graphlib
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -122,3 +124,59 @@ def test_imports_inside_functions_say_why():
             silent += [f"{path.relative_to(REPO)}:{n}: {text.strip()}"
                        for n, text in _function_level_imports(path) if not _says_why(lines, n)]
     assert not silent, "imports inside functions without a reason beside them:\n" + "\n".join(silent)
+
+
+# ---- size limits (issue 20): a module a reader takes in at once, a function that fits a screen or two
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 100
+MAX_NOQA = 5  # suppressions in the product; each says why on its line
+
+
+def test_product_modules_and_functions_stay_short():
+    long_modules, long_functions = [], []
+    for name, path in modules().items():
+        text = path.read_text()
+        n = len(text.splitlines())
+        if n > MAX_MODULE_LINES:
+            long_modules.append(f"{path.relative_to(REPO)}: {n} lines")
+        for node in ast.walk(ast.parse(text, filename=str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                span = node.end_lineno - (node.decorator_list[0].lineno if node.decorator_list else node.lineno) + 1
+                if span > MAX_FUNCTION_LINES:
+                    long_functions.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}: {span} lines")
+    assert len(modules()) > 20  # the walk sees the project
+    assert not long_modules, f"modules over {MAX_MODULE_LINES} lines (split them):\n" + "\n".join(long_modules)
+    assert not long_functions, f"functions over {MAX_FUNCTION_LINES} lines:\n" + "\n".join(long_functions)
+
+
+def test_few_noqa_suppressions_each_with_its_reason():
+    found = [(path, n, line) for path in modules().values()
+             for n, line in enumerate(path.read_text().splitlines(), 1) if "noqa" in line]
+    assert len(found) <= MAX_NOQA, (f"{len(found)} noqa suppressions in the product (at most {MAX_NOQA}):\n"
+                                    + "\n".join(f"{p.relative_to(REPO)}:{n}" for p, n, _ in found))
+    # the reason: words after the code(s), e.g. "# noqa: BLE001 -- one broken run must not stop a suite"
+    bare = [f"{p.relative_to(REPO)}:{n}" for p, n, line in found
+            if not re.search(r"noqa(: [A-Z]+[0-9]+(, ?[A-Z]+[0-9]+)*)?\W+\w+\W+\w+", line.split("#", 1)[-1])]
+    assert not bare, "noqa without its reason on the line:\n" + "\n".join(bare)
+
+
+def _lower_bound(spec: str) -> tuple[int, ...]:
+    """(3, 11) from '>=3.11'."""
+    m = re.fullmatch(r"\s*>=\s*(\d+(?:\.\d+)*)\s*", spec)
+    assert m, f"requires-python {spec!r}: expected a '>=X.Y' lower bound"
+    return tuple(int(x) for x in m.group(1).split("."))
+
+
+def test_tomllib_imports_agree_with_requires_python():
+    """tomllib is in the standard library from Python 3.11: the lowest Python pyproject.toml admits
+    must have it, and no fallback to tomli (not a dependency) may hide a gap."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    users = [p for p in (*modules().values(), *(REPO / "tests").rglob("*.py"))
+             if re.search(r"^\s*import tomllib\b", p.read_text(), re.M)]
+    assert users, "nothing imports tomllib: this test checks nothing (update it)"
+    assert _lower_bound(project["requires-python"]) >= (3, 11), \
+        f"{', '.join(str(p.relative_to(REPO)) for p in users)} import tomllib, which Python < 3.11 lacks"
+    fallbacks = [str(p.relative_to(REPO)) for p in (*modules().values(), *(REPO / "tests").rglob("*.py"))
+                 if re.search(r"^\s*(import tomli\b|from tomli\b)", p.read_text(), re.M)]
+    assert not fallbacks and not any(d.startswith("tomli") for d in project["dependencies"]), \
+        f"a tomli fallback for a Python that requires-python excludes: {fallbacks}"

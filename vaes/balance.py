@@ -156,7 +156,7 @@ def _curve(stage, variant, options, history, shape, latent_dim, steps_per_epoch)
 def plot_effective_beta(records: list[Record | dict], out: str | Path, labels: list[str] | None = None) -> Path:
     """Draw every record's effective-beta curves (log scale; stage 2 dashed) into the PNG ``out``."""
     # matplotlib costs half a second at import; the conversions and the CLI do not need it
-    from matplotlib.figure import Figure  # noqa: E402  (no pyplot: no global state, no GUI backend)
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
     if labels is not None and len(labels) != len(records):
         raise ValueError(f"labels has {len(labels)} entries for {len(records)} records; give one per record")
     fig = Figure(figsize=(6.4, 4.0), layout="constrained")

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaes.frechet import cache_file, cached, check_images, describe, feature_statistics, frechet_distance
-from vaes.records import CACHE_ENV, cache_root, load_torch, save_torch  # noqa: F401  (CACHE_ENV: API)
+from vaes.records import cache_root, load_torch, save_torch
 
 log = logging.getLogger(__name__)
 

@@ -191,8 +191,8 @@ def push_refusal(repo_id: str) -> str | None:
     """Why ``--push repo_id`` cannot work here, found without any connection; None if it may."""
     try:
         # optional extra: only --push needs it, and the export itself must work without it
-        import huggingface_hub  # noqa: E402
-        from huggingface_hub.utils import HFValidationError, validate_repo_id  # noqa: E402
+        import huggingface_hub  # the hub extra
+        from huggingface_hub.utils import HFValidationError, validate_repo_id  # the hub extra
     except ImportError:
         return ("--push needs huggingface_hub, which is not installed: pip install 'vaebench[hub]' "
                 "(or pip install huggingface_hub), or export without --push")
@@ -214,7 +214,7 @@ def push_refusal(repo_id: str) -> str | None:
 def push(out: Path, repo_id: str) -> str:
     """Upload the export to the Hub model repository ``repo_id`` (created if new); its URL."""
     # optional extra, checked by push_refusal before anything was written
-    from huggingface_hub import HfApi  # noqa: E402
+    from huggingface_hub import HfApi  # the hub extra
     api = HfApi()
     api.create_repo(repo_id, exist_ok=True)
     return str(api.upload_folder(folder_path=str(out), repo_id=repo_id, commit_message="vaebench export"))

