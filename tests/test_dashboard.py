@@ -15,7 +15,6 @@ import pytest
 
 from sweeps.storage import make_storage
 from tests.conftest import log_tail
-from tests.services import postgres_url  # noqa: F401  (the PostgreSQL fixture)
 
 START_S = 60  # it answers in about 2 s here; a loaded 2-core machine can take much longer
 pytestmark = pytest.mark.skipif(shutil.which("optuna-dashboard") is None,
@@ -77,7 +76,7 @@ def test_dashboard_over_a_journal_file(tmp_path):
     dashboard_sees(journal, "dash-journal", 3, tmp_path / "dashboard.log")
 
 
-def test_dashboard_over_postgresql(postgres_url, tmp_path):  # noqa: F811
+def test_dashboard_over_postgresql(postgres_url, tmp_path):  # postgres_url: tests/services.py, via conftest
     name = f"dash-{uuid.uuid4().hex[:8]}"
     small_study(postgres_url, name, 2)
     try:

@@ -27,11 +27,6 @@ from vaes.config import TrainConfig
 from vaes.data import load_dataset
 from vaes.run import run
 
-try:
-    from tests.services import pdflatex  # noqa: F401  (fixture)
-except ImportError:  # tests/ itself on sys.path
-    from services import pdflatex  # type: ignore[no-redef]  # noqa: F401
-
 FIGURES = ("curves.png", "metrics.png", "tradeoff.png", "samples.png")
 
 

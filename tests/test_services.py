@@ -18,11 +18,6 @@ import submitit
 
 from tests.conftest import wait_until
 
-try:
-    from tests.services import pdflatex, postgres_url, slurm_cluster  # noqa: F401
-except ImportError:  # tests/ itself on sys.path (pytest's default rootdir-less import)
-    from services import pdflatex, postgres_url, slurm_cluster  # type: ignore[no-redef]  # noqa: F401
-
 pytestmark = pytest.mark.slurm
 
 

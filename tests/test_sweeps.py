@@ -27,7 +27,6 @@ from sweeps.run import main
 from sweeps.storage import StorageError, make_storage, redact
 from sweeps.studies import get_study, list_studies, register_study
 from tests.conftest import REPO, log_tail, wait_until
-from tests.services import postgres_url, slurm_cluster  # noqa: F401
 
 PG_SECRET = "vaebench:vaebench@"  # user:password@ of the test database: must never be written
 
