@@ -7,6 +7,7 @@ import tomllib
 import pytest
 import torch
 
+import vaes.run as one_run  # the module, to watch its evaluate_run
 from benchmarks.suite import SUITES_DIR, expand, load_suite
 from vaes.build import resolve
 from vaes.config import RETIRED_KEYS, TrainConfig, from_dict, to_dict
@@ -74,3 +75,15 @@ def test_the_line_before_inception_counts_the_images():
     assert line.startswith("evaluating: Inception features of 2 image sets of 50 images and 40 held-out")
     assert "(140 in all)" in line and "min on 2 CPU cores" in line
     assert "min" not in _inception_estimate(fakes, torch.zeros(40, 1, 8, 8), torch.device("meta"))
+
+
+def test_the_same_command_again_does_not_evaluate_again_and_a_new_count_does(tmp_path, monkeypatch):
+    cfg = TrainConfig(dataset="digits", epochs=1, fid=False, out=str(tmp_path / "run"))
+    first = one_run.run(cfg, progress=False)
+    assert first.status == "finished" and first.config["eval_images"] == get_dataset("digits").protocol.eval_images
+    calls = []
+    monkeypatch.setattr(one_run, "evaluate_run", lambda out, changed: calls.append(changed) or first)
+    one_run.run(cfg, progress=False)  # unset counts: the record's resolved ones stand
+    assert calls == []
+    one_run.run(cfg.replace(eval_images=100), progress=False)
+    assert calls == [["eval_images=100", "fid_images=100"]]

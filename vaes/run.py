@@ -321,8 +321,13 @@ def _evaluated_again(cfg: TrainConfig, rec: Record) -> Record:
     record as it was and says so on stderr: the trained run is still finished."""
     def text(v) -> str:
         return "none" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
-    changed = [f"{k}={text(getattr(cfg, k))}" for k in EVAL_FIELDS
-               if k in rec.config and rec.config[k] != getattr(cfg, k)]
+    wanted = {k: getattr(cfg, k) for k in EVAL_FIELDS}
+    # unset image counts are the data set's protocol, which the record holds resolved; a set
+    # eval_images takes FID's count along, as vaes.build.resolve does
+    if wanted["fid_images"] is None and wanted["eval_images"] is not None:
+        wanted["fid_images"] = wanted["eval_images"]
+    changed = [f"{k}={text(v)}" for k, v in wanted.items()
+               if not (v is None and k in ("eval_images", "fid_images")) and k in rec.config and rec.config[k] != v]
     if not changed:
         return rec
     try:
