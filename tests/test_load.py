@@ -193,7 +193,7 @@ def test_cli_writes_a_grid_png(run_dir, tmp_path):
 def test_cli_usage_and_errors(run_dir, tmp_path, capsys):
     assert sample_main(["--help"]) == 0 and "python -m vaes.sample RUN_DIR" in capsys.readouterr().out
     for argv, match in [([str(tmp_path)], "no record.json"),
-                        ([str(run_dir), "stage=9", f"out={tmp_path / 'g.png'}"], "stage must be"),
+                        ([str(run_dir), "stage=9", f"out={tmp_path / 'g.png'}"], "stage=9: choose 1"),
                         ([str(run_dir), "n=ten"], "n='ten': expected int"),
                         ([str(run_dir), "colour=red"], "unknown key 'colour'"),
                         ([str(run_dir), "out=grid.jpg"], "ending in .png")]:
