@@ -149,6 +149,18 @@ def _values(df: pd.DataFrame, cols: list[str]) -> str | None:
     return ", ".join(map(str, vals)) if len(vals) else None
 
 
+def _kid_setup(df: pd.DataFrame, metric: str, sets: list[str]) -> str:
+    """'100 subsets of 25 of the 50 images' for each distinct (subsets, size, count) that ``metric``
+    (kid or ckid) recorded for ``sets`` in finished runs; '' if none."""
+    fin = df[df["status"] == "finished"]
+    found = set()
+    for s in sets:
+        cols = [f"{metric}_{s}_{f}" for f in ("subsets", "subset_size", "n_images")]
+        if all(c in fin for c in cols):
+            found |= {tuple(int(v) for v in row) for row in fin[cols].dropna().itertuples(index=False)}
+    return "; ".join(f"{k} subsets of {size} of the {n} images" for k, size, n in sorted(found))
+
+
 _SAMPLERS = {
     "stage2_ancestral": "z = decoder2(u) + gamma_z eps (stage2_ancestral), Dai & Wipf's sampler for their "
                         "learned-gamma second stage",
@@ -202,13 +214,14 @@ def metric_sentences(df: pd.DataFrame, columns: list[Column], sets: str,
         out.append("KID leads sample quality: FID on so few images is dominated by its bias; the FID "
                    "beside it is shown for reference only.")
     if keys & {"samples_kid", "recon_kid", "samples_ckid"}:
-        size = _values(df, [f"{m}_{s}_subset_size" for m in ("kid", "ckid") for s in used])
-        count = _values(df, [f"{m}_{s}_subsets" for m in ("kid", "ckid") for s in used])
-        n = _values(df, [f"{m}_{s}_n_images" for m in ("kid", "ckid") for s in used])
-        out.append(f"KID (Binkowski et al. 2018, torch-fidelity's kid_features_to_metric): the mean over "
-                   f"{count or '?'} subsets of {size or '?'} of the {n or '?'} images of a set, unbiased at "
-                   "small image counts; for one seed ± is its std over the subsets, over seeds the seeds' "
-                   "interval.")
+        # Inception's KID and the classifier's CKID run on different image counts (FID's and the
+        # classifier's): each says its own subsets, never one list mixing the two
+        setups = [f"{label}: {setup}" for label, metric in (("KID", "kid"), ("CKID†", "ckid"))
+                  if (setup := _kid_setup(df, metric, used))]
+        out.append("KID (Binkowski et al. 2018, torch-fidelity's kid_features_to_metric): the mean over "
+                   f"random subsets of a set's images ({'; '.join(setups) or 'subsets not recorded'}), "
+                   "unbiased at small image counts; for one seed ± is its std over the subsets, over seeds "
+                   "the seeds' interval.")
     if keys & {"samples_prc_precision", "samples_prc_recall"}:
         k = _values(df, [f"prc_{s}_k" for s in used]) or "3"
         n = _values(df, [f"prc_{s}_n_images" for s in used])

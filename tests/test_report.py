@@ -14,9 +14,11 @@ import subprocess
 from pathlib import Path
 
 import matplotlib.image as mpimg
+import pandas as pd
 import pytest
 from scipy import stats
 
+from benchmarks import columns
 from benchmarks.frames import load_histories, load_records
 from tests.conftest import REPO
 from benchmarks.render import render_latex
@@ -419,7 +421,7 @@ def test_new_metrics_columns_and_caption(new_suite, tmp_path):
     assert rows["learned_gamma"].cells["recon_kid"].mean == pytest.approx(1.0 + SETS.index("recon") / 100 + 0.0005)
     assert not _beaten(table)
     caption = " ".join(table.caption)
-    for text in ("100 subsets of 50 of the 100 images", "k = 3", "within this table only", "K = 100",
+    for text in ("KID: 100 subsets of 50 of the 100 images", "CKID†: 100 subsets of 50 of the 100 images", "k = 3", "within this table only", "K = 100",
                  "quality 75", "heldout:standard split", "decoding the posterior mean",
                  "learned_gamma (2-stage): z = decoder2(u) + gamma_z eps", "balanced (2-stage): z = decoder2(u) (stage2)",
                  "runs.csv holds every recorded metric", "KID leads sample quality"):
@@ -449,3 +451,16 @@ def test_renormalised_sets_option(new_suite, tmp_path, capsys):
         build_table(df, {"name": "new"}, "original")
     assert main(["--suite", "new", "--runs", str(new_suite), "--out", str(tmp_path / "o"), "--sets", "renorm"]) == 0
     assert "renormalised image sets" in (tmp_path / "o" / "table.md").read_text()
+
+
+def test_kid_caption_keeps_each_metrics_own_subsets_apart():
+    # Inception's KID runs on FID's count, the classifier's CKID on eval_images: one list mixing
+    # the two ("subsets of 148, 25 of the 2000, 297, 50 images") told a reader nothing
+    df = pd.DataFrame({"status": ["finished", "finished", "failed"],
+                       "kid_samples_subsets": [100, 100, 100], "kid_samples_subset_size": [25, 25, 7],
+                       "kid_samples_n_images": [50, 50, 14],
+                       "ckid_samples_subsets": [100, 100, None], "ckid_samples_subset_size": [1000, 1000, None],
+                       "ckid_samples_n_images": [2000, 2000, None]})
+    assert columns._kid_setup(df, "kid", ["samples"]) == "100 subsets of 25 of the 50 images"
+    assert columns._kid_setup(df, "ckid", ["samples"]) == "100 subsets of 1000 of the 2000 images"
+    assert columns._kid_setup(df, "kid", ["stage2"]) == ""
