@@ -174,7 +174,7 @@ def _stage2_sentence(stage2_rows: dict[str, tuple[str, str | None]], sets: str) 
     """Which sampler each '(2-stage)' row shows, and why."""
     if not stage2_rows:
         return None
-    parts = []
+    rows_by_why: dict[str, list[str]] = {}  # one clause per sampler, naming its rows (not one per row)
     for name, (image_set, variant) in stage2_rows.items():
         why = _SAMPLERS[image_set]
         if sets == "vaebench" and variant not in ("learned_gamma", "balanced"):
@@ -182,7 +182,8 @@ def _stage2_sentence(stage2_rows: dict[str, tuple[str, str | None]], sets: str) 
                    "published two-stage model, so vaebench's default mean sampler")
         elif sets == "vaebench" and image_set != stage2_set(variant, sets):
             why += " (its records predate stage2_ancestral)"
-        parts.append(f"{name}: {why}")
+        rows_by_why.setdefault(why, []).append(name)
+    parts = [f"{', '.join(names)}: {why}" for why, names in rows_by_why.items()]
     return ("'(2-stage)' rows show the sampler of the published model their second stage belongs to: "
             + "; ".join(parts) + ".")
 

@@ -464,3 +464,11 @@ def test_kid_caption_keeps_each_metrics_own_subsets_apart():
     assert columns._kid_setup(df, "kid", ["samples"]) == "100 subsets of 25 of the 50 images"
     assert columns._kid_setup(df, "ckid", ["samples"]) == "100 subsets of 1000 of the 2000 images"
     assert columns._kid_setup(df, "kid", ["stage2"]) == ""
+
+
+def test_two_stage_rows_sharing_a_sampler_share_one_clause():
+    rows = {"beta (2-stage)": ("stage2", "balanced"), "sigma (2-stage)": ("stage2", "balanced"),
+            "learned_gamma (2-stage)": ("stage2_ancestral", "learned_gamma")}
+    text = columns._stage2_sentence(rows, "vaebench")
+    assert "beta (2-stage), sigma (2-stage): z = decoder2(u) (stage2)" in text
+    assert text.count("z = decoder2(u) (stage2)") == 1 and "learned_gamma (2-stage): z = decoder2(u) + gamma_z eps" in text
