@@ -32,6 +32,7 @@ from vaes.frechet import feature_statistics, frechet_distance_to_features
 from vaes.metrics import train_step_flops
 from vaes.networks import count_parameters
 from vaes.records import git_commit
+from vaes.registry import Registry
 from vaes.fit import fit
 from vaes.run import train_stage2
 
@@ -40,6 +41,7 @@ PAPER = get_dataset("cifar10").protocol  # 700 + 1,400 epochs (Asperti & Trentin
 PAPER_IMAGES, PAPER_FID_IMAGES = get_dataset("cifar10").train_size, 10_000
 PEAK_TFLOPS = 989.0  # H100/H200 SXM dense bf16, NVIDIA's data sheets (1,979 is with 2:4 sparsity)
 REPO = Path(__file__).resolve().parents[1]
+TRAINERS: Registry[type] = Registry("speed trainer")  # part train's loops: (cfg, x, device, workdir), .run(epochs)
 
 
 def timed(device: torch.device, fn):
@@ -90,6 +92,7 @@ def fresh_model(cfg: TrainConfig, shape, device: torch.device):
         return build_model(cfg, shape).to(device)
 
 
+@TRAINERS.register("vaebench")
 class Vaebench:
     """vaebench's ``fit`` as ``vaes.run.run`` calls it (uint8 images on the device, a checkpoint per call)."""
 
@@ -106,6 +109,7 @@ class Vaebench:
         return res.images, res.history[-1]["loss"]
 
 
+@TRAINERS.register("tutorial")
 class Tutorial:
     """The PyTorch tutorials' loop on the same model, loss and optimizer."""
 
@@ -129,6 +133,7 @@ class Tutorial:
         return images, total / len(self.loader)
 
 
+@TRAINERS.register("pythae")
 class Pythae:
     """pythae's BaseTrainer on its VAE holding our encoder and decoder; a round is ``train_step`` per epoch."""
 
@@ -193,8 +198,8 @@ def race(trainers: dict, epochs: int, rounds: int, device: torch.device) -> dict
 
 
 def part_train(args, cfg, x, device, work: Path) -> tuple[dict, object]:
-    names = {"vaebench": Vaebench, "tutorial": Tutorial} | ({"pythae": Pythae} if "pythae" in args.parts else {})
-    trainers = {n: cls(cfg, x, device, work) for n, cls in names.items()}
+    names = ["vaebench", "tutorial"] + (["pythae"] if "pythae" in args.parts else [])  # vaebench first: the ratios' numerator
+    trainers = {n: TRAINERS.get(n)(cfg, x, device, work) for n in names}
     res = race(trainers, args.epochs, args.rounds, device)
     res["flops_per_image"] = train_step_flops(trainers["vaebench"].model, x[:100].to(device).float() / 255) / len(x[:100])
     res["achieved_tflops"] = res["flops_per_image"] * res["vaebench"]["images_per_second"] / 1e12
@@ -228,17 +233,14 @@ def inception_scores(fake: torch.Tensor, real: torch.Tensor, fn, device, batch: 
     ``fn``, each step timed (as vaes.fid computes them: float64 features, float32 for KID/PRC)."""
     (f_fake, f_real), t_feat = timed(device, lambda: (extract_features(fake, fn, device=device, batch_size=batch),
                                                       extract_features(real, fn, device=device, batch_size=batch)))
-    t0 = time.perf_counter()
-    fid = frechet_distance_to_features(f_fake, *feature_statistics(f_real))  # as vaes.fid: no sqrtm for N <= 2048
-    t1 = time.perf_counter()
+    # as vaes.fid: no sqrtm for N <= 2048
+    fid, t_fid = timed(device, lambda: frechet_distance_to_features(f_fake, *feature_statistics(f_real)))
     a, b = f_fake.astype(np.float32), f_real.astype(np.float32)
-    kid = feature_metrics.kid(a, b)
-    t2 = time.perf_counter()
-    prc = feature_metrics.precision_recall(a, b)
-    t3 = time.perf_counter()
+    kid, t_kid = timed(device, lambda: feature_metrics.kid(a, b))
+    prc, t_prc = timed(device, lambda: feature_metrics.precision_recall(a, b))
     return {"fid": fid, "kid": kid["value"], "kid_std": kid["std"], "precision": prc["precision"],
-            "recall": prc["recall"], "features_seconds": t_feat, "fid_seconds": t1 - t0, "kid_seconds": t2 - t1,
-            "prc_seconds": t3 - t2, "total_seconds": t_feat + t3 - t0,
+            "recall": prc["recall"], "features_seconds": t_feat, "fid_seconds": t_fid, "kid_seconds": t_kid,
+            "prc_seconds": t_prc, "total_seconds": t_feat + t_fid + t_kid + t_prc,
             "inception_images_per_second": (len(fake) + len(real)) / t_feat}
 
 
@@ -288,10 +290,9 @@ def part_suite(args, device: torch.device, work: Path) -> dict:
     for name, extra in (("single", ["--only", args.suite_slowest, "--seeds", "1", "--jobs", "1"]),
                         ("concurrent", ["--seeds", str(args.suite_seeds), "--jobs", str(args.jobs)])):
         cmd = base + extra + ["--out", str(work / name)]
-        t0 = time.perf_counter()
-        p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        p, dt = timed(device, lambda: subprocess.run(cmd, cwd=REPO, capture_output=True, text=True))
         records = [json.loads(f.read_text()) for f in (work / name / "runs").glob("*/record.json")]
-        res[name] = {"wall_seconds": time.perf_counter() - t0, "exit": p.returncode, "runs": len(records),
+        res[name] = {"wall_seconds": dt, "exit": p.returncode, "runs": len(records),
                      "finished": sum(r["status"] == "finished" for r in records), "tail": p.stdout[-400:] + p.stderr[-400:]}
     res["concurrent_over_single"] = res["concurrent"]["wall_seconds"] / res["single"]["wall_seconds"]
     return res
@@ -356,8 +357,7 @@ def parse_args(argv=None):
     p.add_argument("--out", default="results/speed")
     p.add_argument("--allow-dirty", action="store_true", help="write into results/ from a tree with uncommitted changes")
     args = p.parse_args(argv)
-    dirty = dirty_refusal(args.out, args.allow_dirty)
-    if dirty:
+    if dirty := dirty_refusal(args.out, args.allow_dirty):
         p.error(dirty)
     return args
 

@@ -1,12 +1,14 @@
-"""One registry mechanism (vaes.registry.Registry) behind variants, data sets and sweep studies:
-duplicates raise, an unknown name is one error listing the names, glob patterns, temporary
-registration for tests; and every variant answers the balance's question itself."""
+"""One registry mechanism (vaes.registry.Registry) behind variants, data sets, sweep studies and
+the speed benchmark's trainers: duplicates raise, an unknown name is one error listing the
+names, glob patterns, temporary registration for tests; and every variant answers the
+balance's question itself."""
 import dataclasses
 from pathlib import Path
 
 import pytest
 
 import vaes
+from benchmarks.speed import TRAINERS
 from sweeps.studies import STUDIES, Study, get_study, list_studies, register_study
 from vaes.data import DATASETS, DatasetSpec, Protocol, get_dataset, list_datasets, register_dataset
 from vaes.registry import (VARIANTS, KLWeights, Registry, UnknownName, get_variant, list_variants,
@@ -36,11 +38,19 @@ def _study():
     return Study(name="test_only", objective=lambda trial, ctx: 0.0, suite="quick", description="test")
 
 
-# the three instances, each with its public functions and an entry it does not hold
+def _trainer():
+    class T:  # the speed race's interface: T(cfg, x, device, workdir).run(epochs) -> (images, loss)
+        def __init__(self, cfg, x, device, workdir):
+            pass
+    return T
+
+
+# the four instances, each with its public functions and an entry it does not hold
 INSTANCES = {
     "variants": (VARIANTS, get_variant, list_variants, _variant),
     "datasets": (DATASETS, get_dataset, list_datasets, _dataset),
     "studies": (STUDIES, get_study, list_studies, _study),
+    "speed trainers": (TRAINERS, TRAINERS.get, TRAINERS.list, _trainer),
 }
 
 
