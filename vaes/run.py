@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import json
 import sys
 import time
 import traceback
@@ -279,8 +277,8 @@ def earlier_run(cfg: TrainConfig) -> Record | None:
 
 def identity_diff(cfg: TrainConfig, rec: Record) -> list[str]:
     """The identity fields in which ``cfg`` differs from the run of ``rec`` ([] = the same run).
-    ``cfg`` is compared as given, then resolved (a record is resolved once its data loaded); a
-    record from before the identity rule (its run_id the old hash) is compared field by field."""
+    ``cfg`` is compared as given, then resolved (a record is resolved once its data loaded), then
+    field by field."""
     if rec.run_id == run_id(cfg):  # the usual case: nothing to resolve
         return []
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
@@ -302,17 +300,9 @@ def identity_diff(cfg: TrainConfig, rec: Record) -> list[str]:
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         return rec.config.get(k, default)
     diff = [k for k in IDENTITY_FIELDS if k in mine and stored(k) != mine[k]]
-    if rec.run_id != _legacy_run_id(rec.config):
-        diff = diff or ["the content of data_root"]  # only the data file's hash is left to differ
-    return diff
-
-
-def _legacy_run_id(config: dict) -> str:
-    """run_id as vaebench computed it before the identity rule (all fields but where and how
-    a run is watched), so that such records are compared field by field, not refused."""
-    d = {k: v for k, v in config.items()
-         if k not in ("out", "device", "cache_dir", "data_root", "download", "tensorboard")}
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+    # every field agrees and the ids do not: the data file's content differs (its hash is part of
+    # the id), or the record's id was hashed by an older vaebench from other fields
+    return diff or ["the content of data_root (or the record's run id is from an older vaebench)"]
 
 
 def _evaluated_again(cfg: TrainConfig, rec: Record) -> Record:
