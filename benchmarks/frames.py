@@ -1,10 +1,14 @@
 """Run records (``record.json``, a :class:`vaes.records.Record`) as pandas frames.
 
-Tables and figures are pure functions of these frames (benchmarks/table.py, render.py,
-figures.py). A folder is searched recursively for files named exactly ``record.json``, so a
-suite's layout (``OUT/runs/<folder>/record.json``) or a single run folder both work. The
-records are flattened by ``pandas.json_normalize``; what is written here is only which path
-of the JSON each run column comes from, and the few columns derived from several fields.
+:func:`read_runs` reads every record under a folder once and returns them with both frames,
+one row per run (:func:`records_frame`) and the per-epoch histories (:func:`histories_frame`),
+as a :class:`Runs`: what benchmarks.report.write_report and the HTML page use.
+:func:`load_records` and :func:`load_histories` give one frame each. Tables and figures are
+pure functions of these frames (benchmarks/table.py, render.py, figures.py). A folder is
+searched recursively for files named exactly ``record.json``, so a suite's layout
+(``OUT/runs/<folder>/record.json``) or a single run folder both work. The records are
+flattened by ``pandas.json_normalize``; what is written here is only which path of the JSON
+each run column comes from, and the few columns derived from several fields.
 
 Records evolve: every field that is not needed to name a run (label, config) may be absent
 (a run still 'running' has no metrics; quality metrics such as ``fid_samples`` or
@@ -12,6 +16,7 @@ Records evolve: every field that is not needed to name a run (label, config) may
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -149,7 +154,7 @@ def _n_train(rec: Record) -> int | None:
 def records_frame(records: list[Record], run_dirs: list[str | Path]) -> pd.DataFrame:
     """One row per record (see :func:`load_records`), in the order given."""
     lean = []
-    for r in records:  # the per-epoch histories are load_histories'; they would only be flattened away
+    for r in records:  # the per-epoch histories are histories_frame's; they would only be flattened away
         obj = r.to_json()
         obj.pop("history", None)
         obj.pop("metrics", None)
@@ -182,6 +187,45 @@ def records_frame(records: list[Record], run_dirs: list[str | Path]) -> pd.DataF
     return pd.concat([df.reset_index(drop=True), metrics], axis=1)
 
 
+@dataclasses.dataclass(frozen=True)
+class Runs:
+    """The records under a folder, each read once (in path order, ``dirs`` their run folders),
+    with the frame of :func:`load_records` and the history of :func:`load_histories`. A test
+    may pass ``dataclasses.replace(runs, frame=...)``: the records are looked up by run_dir."""
+
+    records: list[Record]
+    dirs: list[Path]
+    frame: pd.DataFrame
+    history: pd.DataFrame
+
+    def record(self, run_dir: str | Path) -> Record:
+        """The record of the run in ``run_dir`` (a frame's run_dir column), without reading it again."""
+        found = {Path(d).resolve(): r for d, r in zip(self.dirs, self.records)}
+        try:
+            return found[Path(run_dir).resolve()]
+        except KeyError:
+            raise KeyError(f"no record of {run_dir} among the runs read") from None
+
+
+def _read_all(folder: str | Path) -> tuple[list[Record], list[Path]]:
+    """Every record under ``folder``, each read once, and its run folder."""
+    paths = find_records(folder)
+    return [read_record(p) for p in paths], [p.parent for p in paths]
+
+
+def read_runs(folder: str | Path) -> Runs:
+    """Every record under ``folder`` (recursively), read once, with both frames."""
+    records, dirs = _read_all(folder)
+    return Runs(records, dirs, _sorted_frame(records, dirs), histories_frame(records))
+
+
+def _sorted_frame(records: list[Record], dirs: list[Path]) -> pd.DataFrame:
+    """:func:`records_frame` with nullable integer seeds, sorted by label and seed."""
+    df = records_frame(records, dirs)
+    df["seed"] = df["seed"].astype("Int64")
+    return df.sort_values(["label", "seed"], kind="stable").reset_index(drop=True)
+
+
 def load_records(folder: str | Path) -> pd.DataFrame:
     """One row per run under ``folder`` (every ``record.json``, recursively).
 
@@ -195,10 +239,7 @@ def load_records(folder: str | Path) -> pd.DataFrame:
     ``fid_samples_n_images``, ``fid_samples_resize``, ``fid_samples_reference_n``,
     ``fid_samples_missing``...
     """
-    paths = find_records(folder)
-    df = records_frame([read_record(p) for p in paths], [p.parent for p in paths])
-    df["seed"] = df["seed"].astype("Int64")
-    return df.sort_values(["label", "seed"], kind="stable").reset_index(drop=True)
+    return _sorted_frame(*_read_all(folder))
 
 
 HISTORY_COLUMNS = ("label", "seed", "run_id", "status", "stage", "epoch") + HISTORY_TERMS
@@ -211,9 +252,13 @@ def load_histories(folder: str | Path) -> pd.DataFrame:
     two-stage run), epoch, loss, recon, kl, mse, gamma, lr. Absent terms are NaN (gamma of a
     Bernoulli decoder, for instance); runs without a history contribute no rows.
     """
+    return histories_frame(_read_all(folder)[0])
+
+
+def histories_frame(records: list[Record]) -> pd.DataFrame:
+    """The per-epoch curves of ``records`` (see :func:`load_histories`)."""
     parts = []
-    for path in find_records(folder):
-        rec = read_record(path)
+    for rec in records:
         base = {"label": record_label(rec), "seed": rec.seed, "run_id": rec.run_id, "status": rec.status}
         for stage, history in ((1, rec.history), (2, (rec.stage2 or {}).get("history"))):
             if history:

@@ -22,7 +22,7 @@ from urllib.parse import quote
 import jinja2
 import pandas as pd
 
-from benchmarks.frames import read_record, record_label
+from benchmarks.frames import Runs, record_label
 from benchmarks.render import _cell_text, _headers
 from benchmarks.table import Table, label_order
 from vaes.balance import effective_beta, plot_effective_beta
@@ -110,9 +110,9 @@ def _curves(rec) -> list | str:
         return f"not computable from this record ({type(e).__name__}: {e})"
 
 
-def _balance(run_dir: Path) -> tuple[str, ...]:
-    """One sentence per stage: the effective beta's first and last value, or why there is none."""
-    curves = _curves(read_record(run_dir / "record.json"))
+def _balance(rec) -> tuple[str, ...]:
+    """One sentence per stage of a record: the effective beta's first and last value, or why there is none."""
+    curves = _curves(rec)
     if isinstance(curves, str):
         return (f"effective beta {curves}",)
     out = []
@@ -126,8 +126,9 @@ def _balance(run_dir: Path) -> tuple[str, ...]:
     return tuple(out)
 
 
-def run_views(df: pd.DataFrame, hist: pd.DataFrame, out: Path, order: list[str]) -> list[RunView]:
-    """Every run of ``df`` (label order, then seed) as the page shows it."""
+def run_views(runs: Runs, out: Path, order: list[str]) -> list[RunView]:
+    """Every run of ``runs.frame`` (label order, then seed) as the page shows it."""
+    df, hist = runs.frame, runs.history
     views = []
     rank = {label: i for i, label in enumerate(order)}
     for _, r in df.sort_values(["label", "seed"], key=lambda s: s.map(rank) if s.name == "label" else s).iterrows():
@@ -141,7 +142,7 @@ def run_views(df: pd.DataFrame, hist: pd.DataFrame, out: Path, order: list[str])
             record=_link(run_dir / "record.json", out),
             grids=tuple((_link(run_dir / f, out), caption) for f, caption in GRIDS if (run_dir / f).is_file()),
             panels=_panels(mine) if len(mine) else (),
-            balance=_balance(run_dir)))
+            balance=_balance(runs.record(run_dir))))
     return views
 
 
@@ -167,14 +168,14 @@ def environment() -> jinja2.Environment:
                               trim_blocks=True, lstrip_blocks=True)
 
 
-def write_html(df: pd.DataFrame, hist: pd.DataFrame, out_dir: str | Path, table: Table,
-               suite: dict | None = None) -> dict[str, Path]:
+def write_html(runs: Runs, out_dir: str | Path, table: Table, suite: dict | None = None) -> dict[str, Path]:
     """Write effective_beta.png and report.html into ``out_dir`` (where benchmarks.report has
-    written the other figures); returns {file name: path}."""
+    written the other figures) from the runs of ``runs.frame``, whose records ``runs`` already
+    holds (none is read again); returns {file name: path}."""
     out = Path(out_dir)
-    order = label_order(df, suite)
-    views = run_views(df, hist, out, order)
-    records = [read_record(Path(d) / "record.json") for d in df["run_dir"]]
+    order = label_order(runs.frame, suite)
+    views = run_views(runs, out, order)
+    records = [runs.record(d) for d in runs.frame["run_dir"]]
     records = [r for r in records if not isinstance(_curves(r), str)]  # each run's section says why
     plot_effective_beta(records, out / "effective_beta.png",
                         [f"{record_label(r)} s{r.seed}" for r in records])

@@ -1,5 +1,4 @@
-"""Tables (LaTeX, Markdown) and figures from run records: pure functions of the frames of
-benchmarks/frames.py, plus the CLI
+"""Tables (LaTeX, Markdown), figures and an HTML page from run records, plus the CLI
 
     python -m benchmarks.report --suite NAME [--runs DIR] [--out DIR]
 
@@ -8,9 +7,12 @@ which reads every record.json under DIR (default runs/NAME/runs) and writes into
 tradeoff.png, samples.png, effective_beta.png and report.html (benchmarks/html.py). NAME is a suite of benchmarks/suites (or a .toml path): its
 description, data set, ``reference`` flag and the order of its [[runs]] shape the table.
 
-The report is three modules: the table model (benchmarks/table.py), its renderers
-(benchmarks/render.py) and the figures (benchmarks/figures.py); this one writes them into a
-folder. Their public names are re-exported here.
+One function writes a report, :func:`write_report` (the CLI and :func:`report_or_say`, which
+the suite runner, cluster array tasks and sweeps call, both use it): it reads every record once
+(benchmarks/frames.py read_runs) and writes the table model (benchmarks/table.py, its columns
+from the one list of metrics in benchmarks/columns.py) through its renderers
+(benchmarks/render.py), the figures (benchmarks/figures.py) and the page (benchmarks/html.py)
+into one folder.
 """
 from __future__ import annotations
 
@@ -18,10 +20,8 @@ import os
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 from benchmarks.figures import label_palette, plot_curves, plot_metrics, plot_samples, plot_tradeoff
-from benchmarks.frames import load_histories, load_records
+from benchmarks.frames import Runs, read_runs
 from benchmarks.html import write_html
 from benchmarks.render import render_latex, render_markdown
 from benchmarks.suite import load_suite
@@ -30,18 +30,21 @@ from benchmarks.table import build_table, label_order
 
 # ----------------------------------------------------------------------------- the report
 
-def make_report(df: pd.DataFrame, hist: pd.DataFrame, out_dir: str | Path,
-                suite: dict | None = None, sets: str | None = None) -> dict[str, Path]:
-    """Write runs.csv, table.tex, table.md, the five figures and report.html into ``out_dir``.
+def write_report(runs: str | Path | Runs, out: str | Path, suite: dict | None = None,
+                 sets: str | None = None) -> dict[str, Path]:
+    """Write runs.csv, table.tex, table.md, the five figures and report.html into ``out``.
 
-    ``df`` and ``hist`` come from :func:`benchmarks.frames.load_records` and
-    :func:`~benchmarks.frames.load_histories`; ``suite`` (the dict of
+    ``runs`` is a folder searched recursively for record.json files, or the
+    :class:`~benchmarks.frames.Runs` of :func:`~benchmarks.frames.read_runs` (a test may change
+    its frame); either way each record is read once. ``suite`` (the dict of
     benchmarks.suite.load_suite, or any dict with some of name, dataset, description,
     reference, runs, quality_sets) feeds the caption and orders the rows; ``sets`` ('vaebench'
     or 'renorm', default the suite's quality_sets, else 'vaebench') picks the image sets of the
     quality columns (:func:`benchmarks.table.build_table`). Returns {file name: path}.
     """
-    out = Path(out_dir)
+    runs = runs if isinstance(runs, Runs) else read_runs(runs)
+    df, hist = runs.frame, runs.history
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table = build_table(df, suite, sets)
     written = {}
@@ -63,15 +66,8 @@ def make_report(df: pd.DataFrame, hist: pd.DataFrame, out_dir: str | Path,
         written[name] = out / name
     plot_samples(df, out / "samples.png", order)
     written["samples.png"] = out / "samples.png"
-    written.update(write_html(df, hist, out, table, suite))  # last: it links the figures above
+    written.update(write_html(runs, out, table, suite))  # last: it links the figures above
     return written
-
-
-def report_folder(runs_dir: str | Path, out_dir: str | Path, suite: dict | None = None,
-                  sets: str | None = None) -> list[Path]:
-    """Read every record under ``runs_dir`` and write the report into ``out_dir`` (see
-    :func:`make_report`); returns the files written. What benchmarks.run calls after a suite."""
-    return list(make_report(load_records(runs_dir), load_histories(runs_dir), out_dir, suite, sets).values())
 
 
 def _suite_meta(name: str) -> dict:
@@ -85,18 +81,15 @@ def _suite_meta(name: str) -> dict:
 
 
 def report_or_say(suite: dict, out: Path) -> None:
-    """:func:`make_suite_report`, where a report that cannot be made (no finished run, a damaged
+    """The report of whatever has finished under OUT/runs, written into OUT (:func:`write_report`)
+    and its files named in one line; a report that cannot be made (no finished run, a damaged
     record) is said in one line and never raised: the runs themselves are done and recorded."""
     try:
-        make_suite_report(suite, out)
+        paths = write_report(out / "runs", out, suite)
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"report skipped: {type(e).__name__}: {e}", flush=True)
-
-
-def make_suite_report(suite: dict, out: Path) -> None:
-    """Tables and figures of whatever has finished under OUT/runs."""
-    paths = report_folder(out / "runs", out, suite)
-    print("report: " + ", ".join(str(p) for p in paths))
+        return
+    print("report: " + ", ".join(str(p) for p in paths.values()))
 
 
 def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
@@ -115,7 +108,7 @@ def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
         name = suite["name"]
         runs = Path(a.runs or Path("runs") / name / "runs")
         out = Path(a.out or Path("runs") / name)
-        for path in report_folder(runs, out, suite, a.sets):
+        for path in write_report(runs, out, suite, a.sets).values():
             print(path)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -17,9 +17,9 @@ from urllib.parse import unquote
 import markupsafe
 import pytest
 
-from benchmarks.frames import load_histories, load_records
+from benchmarks.frames import load_records, read_record
 from benchmarks.html import _balance
-from benchmarks.report import make_report
+from benchmarks.report import write_report
 from benchmarks.table import build_table
 from tests.services import CHROMIUM_FLAGS, REPO, chromium  # noqa: F401  (the browser fixture)
 
@@ -44,9 +44,8 @@ def report(tmp_path_factory) -> tuple[Path, list[str]]:
     data = json.loads(rec.read_text())
     data["label"] = ODD_LABEL
     rec.write_text(json.dumps(data))
-    df = load_records(out / "runs")
-    make_report(df, load_histories(out / "runs"), out, {"name": "shapes <subset>"})
-    return out, sorted(df["label"].unique())
+    write_report(out / "runs", out, {"name": "shapes <subset>"})
+    return out, sorted(load_records(out / "runs")["label"].unique())
 
 
 class _Page(HTMLParser):
@@ -178,6 +177,7 @@ def test_a_record_without_what_the_balance_needs_keeps_the_report(report):
     data = json.loads((broken / "record.json").read_text())
     data["config"]["batch_size"] = "a hundred"  # steps per epoch cannot be formed from it
     (broken / "record.json").write_text(json.dumps(data))
-    (sentence,) = _balance(broken)
+    (sentence,) = _balance(read_record(broken / "record.json"))
     assert sentence.startswith("effective beta not computable from this record (ValueError")
-    assert "beta " in _balance(run)[0] and "→" in _balance(run)[0]  # the intact record has its curve
+    intact = _balance(read_record(run / "record.json"))[0]
+    assert "beta " in intact and "→" in intact  # the intact record has its curve

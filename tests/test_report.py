@@ -19,14 +19,15 @@ import pytest
 from scipy import stats
 
 from benchmarks import columns
-from benchmarks.frames import load_histories, load_records
+from benchmarks.frames import load_histories, load_records, read_runs
 from tests.conftest import REPO
 from benchmarks.render import render_latex
-from benchmarks.report import main, make_report
+from benchmarks.report import main, write_report
 from benchmarks.table import REFERENCE_SOURCE, Table, build_table
 from benchmarks.suite import load_suite
 from vaes.config import TrainConfig
 from vaes.data import load_dataset
+from vaes.records import Record
 from vaes.run import run
 
 FIGURES = ("curves.png", "metrics.png", "tradeoff.png", "samples.png")
@@ -173,8 +174,7 @@ def test_empty_folder_is_a_clear_error(tmp_path):
 # ----------------------------------------------------------------------------- tables
 
 def test_report_of_real_runs(real_suite, tmp_path):
-    written = make_report(load_records(real_suite), load_histories(real_suite), tmp_path,
-                          {"name": "tiny_digits", "dataset": "digits"})
+    written = write_report(real_suite, tmp_path, {"name": "tiny_digits", "dataset": "digits"})
     rows = _rows(written["table.tex"].read_text())
     assert list(rows) == ["balanced", r"balanced (2-stage)", "beta"]  # one row per label (+ 2-stage)
     # the trainer's records may or may not carry quality metrics yet: either way a cell is filled
@@ -185,6 +185,32 @@ def test_report_of_real_runs(real_suite, tmp_path):
         img = mpimg.imread(png)
         assert img.ndim == 3 and min(img.shape[:2]) > 100 and img.std() > 0.01, name
     assert (tmp_path / "runs.csv").read_text().count("\n") == 4
+
+
+def test_write_report_reads_each_record_once(real_suite, tmp_path, monkeypatch):
+    read = Record.read.__func__
+    paths = []
+
+    def counting(cls, path):  # a spy on our own reader: every record.json read, by whom it may be
+        paths.append(Path(path).resolve())
+        return read(cls, path)
+
+    monkeypatch.setattr(Record, "read", classmethod(counting))
+    written = write_report(real_suite, tmp_path, {"name": "tiny_digits"})
+    records = sorted(p.resolve() for p in Path(real_suite).rglob("record.json"))
+    assert len(records) == 3 and "report.html" in written
+    assert sorted(paths) == records  # each record read once: the frames, the curves and the page share it
+
+
+def test_write_report_takes_runs_with_a_changed_frame(cfd_suite, tmp_path):
+    runs = read_runs(cfd_suite)
+    assert len(runs.records) == len(runs.dirs) == len(runs.frame) and set(runs.history["run_id"]) <= set(runs.frame["run_id"])
+    assert "crashed_run" in write_report(runs, tmp_path / "all", {"name": "t"})["table.md"].read_text()
+    frame = runs.frame[runs.frame["label"] != "crashed_run"]  # a test's own selection of the runs
+    written = write_report(dataclasses.replace(runs, frame=frame), tmp_path / "some", {"name": "t"})
+    assert "crashed_run" not in written["table.md"].read_text() and "| low_mse " in written["table.md"].read_text()
+    page = written["report.html"].read_text()  # the page's records found by run_dir
+    assert "crashed_run" not in page and page.count('id="run-') == len(frame)
 
 
 def test_bold_follows_direction_and_cfd_is_not_fid(cfd_suite):
@@ -215,7 +241,7 @@ def test_bold_follows_direction_and_cfd_is_not_fid(cfd_suite):
 
 def test_fid_where_present_dash_where_missing_and_reference_rows(fid_suite, tmp_path):
     df = load_records(fid_suite)
-    written = make_report(df, load_histories(fid_suite), tmp_path, {"name": "mnist_fid"})
+    written = write_report(fid_suite, tmp_path, {"name": "mnist_fid"})
     tex = written["table.tex"].read_text()
     head, rows = _header(tex), _rows(tex)
     col = {}
@@ -242,7 +268,7 @@ def test_fid_where_present_dash_where_missing_and_reference_rows(fid_suite, tmp_
 
 
 def test_markdown_marks_failed_and_missing(cfd_suite, tmp_path):
-    written = make_report(load_records(cfd_suite), load_histories(cfd_suite), tmp_path)
+    written = write_report(cfd_suite, tmp_path)
     md = written["table.md"].read_text()
     assert re.search(r"\| crashed_run \[\w\] \| 211k \| \*\*failed\*\* \|", md)
     assert "x_1 & 50% {'loss': nan}" in md  # the whole reason, unescaped
@@ -426,7 +452,7 @@ def test_new_metrics_columns_and_caption(new_suite, tmp_path):
                  "learned_gamma (2-stage): z = decoder2(u) + gamma_z eps", "balanced (2-stage): z = decoder2(u) (stage2)",
                  "runs.csv holds every recorded metric", "KID leads sample quality"):
         assert text in caption, text
-    written = make_report(df, load_histories(new_suite), tmp_path, {"name": "new"})
+    written = write_report(new_suite, tmp_path, {"name": "new"})
     csv = written["runs.csv"].read_text().splitlines()[0]
     assert all(c in csv for c in ("cprc_samples_recall", "kid_recon_sample", "prc_recon_precision", "iw_k"))
     tex = written["table.tex"].read_text()
