@@ -7,6 +7,10 @@ stage2 (z = decoder2(u), Asperti & Trentin), stage2_ancestral (z = decoder2(u) +
 Dai & Wipf), recon (decode the posterior mean), recon_sample (decode one z ~ q(z|x)) and the
 original code's renormalised samples_renorm, stage2_renorm, recon_renorm.
 
+METRICS is the one list of the report's metrics, in display order: the table's columns
+(:func:`quality_columns`) and the panels of metrics.png (benchmarks/figures.py) both come from
+it, so adding a metric to the report is one :class:`Metric` here (and the record key).
+
 Width: a table keeps one column per question a reader asks of it (how good are samples, how
 good are reconstructions, how tight is the likelihood bound); everything else a record holds
 is in runs.csv, and the caption says so.
@@ -76,6 +80,70 @@ class Column:
         return (self.source or self.key).format(set=image_set)
 
 
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    """One metric of the report: its table column and its panel in metrics.png.
+
+    ``key`` is a record metric (a frame column), or with ``per_set`` a family whose frame
+    columns are ``{key}_{SET}{field}`` for each image set (kid_samples, prc_recon_precision).
+    ``short`` heads the table column (for a per-set metric, the line under 'Samples' / 'Recon.'),
+    ``unit`` is its second header line; ``title`` is the figure panel's (a per-set one gets
+    ': samples ↓' and the like added); '' leaves the metric out of the figure. ``table``: shown
+    'always', only where 'recorded' by some finished run, or never (None); per-set metrics are
+    shown where recorded. ``spread``: a one-run std column ``{key}_{SET}_std`` (KID's over
+    subsets); ``recon``: also a reconstruction column (the lead Inception distance and CFD only).
+    """
+
+    key: str
+    short: str
+    title: str
+    better: str | None = None  # 'lower', 'higher' or None (never bolded, no arrow)
+    unit: str = ""
+    per_set: bool = False
+    field: str = ""        # per-set field after the set: prc_SET_precision
+    spread: bool = False
+    recon: bool = False
+    integer: bool = False  # counts (active units): no decimals when the mean is whole
+    table: str | None = "always"
+
+    def column(self, image_set: str) -> str:
+        """The frame column of a per-set metric for ``image_set`` (the key of any other)."""
+        return f"{self.key}_{image_set}{self.field}" if self.per_set else self.key
+
+
+# The report's metrics in display order. KID and FID swap where FID leads (lead_with_kid); the
+# FID's short name says 'biased FID' where it is biased (fid_biased). The classifier's distances
+# are never called FID or KID.
+METRICS = (
+    Metric("kid", "KID", "KID", "lower", per_set=True, spread=True, recon=True),
+    Metric("fid", "FID", "FID", "lower", per_set=True, recon=True),
+    Metric("prc", "Prec.", "precision", "higher", per_set=True, field="_precision"),
+    Metric("prc", "Rec.", "recall", "higher", per_set=True, field="_recall"),
+    Metric("cfd", "CFD†", "CFD (classifier, not FID)", "lower", per_set=True, recon=True),
+    Metric("ckid", "CKID†", "CKID (classifier, not KID)", "lower", per_set=True, spread=True),
+    Metric("recon_mse", "MSE", "reconstruction MSE ↓", "lower"),
+    Metric("psnr", "PSNR", "PSNR (dB) ↑", "higher", "dB"),
+    Metric("neg_elbo", "−ELBO", "−ELBO (nats)", "lower", "nats", table="recorded"),
+    Metric("iw_nll", "NLL_K", "IW bound NLL_K (nats)", "lower", "nats", table="recorded"),
+    Metric("iw_bpd", "NLL_K", "IW bound (bits/dim)", "lower", "bpd", table="recorded"),
+    Metric("kl", "KL", "KL (nats)", unit="nats"),
+    Metric("active_units", "AU", "active units", integer=True),
+    Metric("gamma", "", "γ (final)", table=None),
+    # training FLOPs (FlopCounterMode) in TFLOP, from train_flops; both stages on 2-stage rows
+    Metric("train_tflop", "Cost", "", unit="TFLOP"),
+)
+LEADS = ("kid", "fid")  # the Inception distances, the lead one first (lead_with_kid)
+
+
+def metrics_in_order(df: pd.DataFrame) -> list[Metric]:
+    """METRICS with the lead Inception distance of ``df`` first: KID where it leads, else FID."""
+    metrics = list(METRICS)
+    if not lead_with_kid(df):
+        i, j = (next(i for i, m in enumerate(metrics) if m.key == key) for key in LEADS)
+        metrics[i], metrics[j] = metrics[j], metrics[i]
+    return metrics
+
+
 def _has(fin: pd.DataFrame, cols: list[str]) -> bool:
     cols = [c for c in cols if c in fin]
     return bool(cols) and bool(np.isfinite(fin[cols].apply(pd.to_numeric, errors="coerce")).to_numpy().any())
@@ -101,44 +169,44 @@ def fid_biased(df: pd.DataFrame) -> bool:
                for c in fin.columns if c.startswith("fid_") and c.endswith("_reference_n"))
 
 
+def _column(m: Metric, role: str | None = None, short: str | None = None) -> Column:
+    """The table column of ``m``; a per-set one for the image set of ``role`` (samples / recon)."""
+    if not m.per_set:
+        return Column(m.key, m.short, m.unit, m.better, integer=m.integer)
+    return Column(f"{role}_{m.key}{m.field}", "Samples" if role == "samples" else "Recon.", short or m.short,
+                  m.better, source=m.column("{set}"), role=role, spread=f"{m.key}_{{set}}_std" if m.spread else "")
+
+
 def quality_columns(df: pd.DataFrame, sample_sets: list[str], recon_set: str) -> list[Column]:
-    """Params, the sample-quality columns, the reconstruction columns, the reconstruction error
-    and likelihood bounds, KL, AU and cost: each quality column only where some finished run of
-    the shown sets has a value (a table of old records gains no empty columns).
+    """Params, then the columns of METRICS: the sample-quality columns, the reconstruction
+    columns, the reconstruction error and likelihood bounds, KL, AU and cost; each quality column
+    only where some finished run of the shown sets has a value (a table of old records gains no
+    empty columns), and an FID column of dashes where there is no sample (reconstruction)
+    distance at all (the caption says why).
 
     Samples: the lead distance (KID on the CPU suites, else FID), the other one, precision and
     recall, the classifier's CFD and CKID (†). Reconstructions: the lead distance and CFD.
     """
     fin = df[df["status"] == "finished"]
-    kid_first = lead_with_kid(df)
-    fid_unit = "biased FID" if fid_biased(df) else "FID"
-    inception = [("kid", "KID"), ("fid", fid_unit)] if kid_first else [("fid", fid_unit), ("kid", "KID")]
-    sample_specs = inception + [("prc", "Prec."), ("prc", "Rec."), ("cfd", "CFD†"), ("ckid", "CKID†")]
-    cols = [Column("params", "Params")]
-    for family, unit in sample_specs:
-        field = {"Prec.": "_precision", "Rec.": "_recall"}.get(unit, "")
-        col = Column(f"samples_{family}{field}", "Samples", unit, "higher" if field else "lower",
-                     source=f"{family}_{{set}}{field}", role="samples",
-                     spread=f"{family}_{{set}}_std" if family in ("kid", "ckid") else "")
-        if _has(fin, [col.column(s) for s in sample_sets]):
-            cols.append(col)
-    if len(cols) == 1:  # no sample distance at all: an FID column of dashes, the caption says why
-        cols.append(Column("samples_fid", "Samples", "FID", "lower", source="fid_{set}", role="samples"))
-    recon = []
-    for family, unit in [inception[0], ("cfd", "CFD†")]:
-        col = Column(f"recon_{family}", "Recon.", unit, "lower", source=f"{family}_{{set}}", role="recon",
-                     spread=f"{family}_{{set}}_std" if family == "kid" else "")
-        if _has(fin, [col.column(recon_set)]):
-            recon.append(col)
-    cols += recon or [Column("recon_fid", "Recon.", "FID", "lower", source="fid_{set}", role="recon")]
-    cols += [Column("recon_mse", "MSE", "", "lower"), Column("psnr", "PSNR", "dB", "higher")]
-    cols += [c for c in (Column("neg_elbo", "−ELBO", "nats", "lower"), Column("iw_nll", "NLL_K", "nats", "lower"),
-                         Column("iw_bpd", "NLL_K", "bpd", "lower")) if _has(fin, [c.key])]
-    return cols + [
-        Column("kl", "KL", "nats"),
-        Column("active_units", "AU", integer=True),
-        Column("train_tflop", "Cost", "TFLOP"),  # training FLOPs (FlopCounterMode), both stages on 2-stage rows
-    ]
+    metrics = metrics_in_order(df)
+    lead = next(m.key for m in metrics if m.key in LEADS)
+    fid_short = "biased FID" if fid_biased(df) else "FID"
+    samples, recon, rest = [], [], []
+    for m in metrics:
+        short = fid_short if m.key == "fid" else m.short
+        if m.per_set:
+            col = _column(m, "samples", short)
+            if _has(fin, [col.column(s) for s in sample_sets]):
+                samples.append(col)
+            col = _column(m, "recon", short)
+            # reconstructions: the lead Inception distance (not the other) and CFD
+            if m.recon and (m.key == lead or m.key not in LEADS) and _has(fin, [col.column(recon_set)]):
+                recon.append(col)
+        elif m.table == "always" or m.table == "recorded" and _has(fin, [m.key]):
+            rest.append(_column(m))
+    fid = next(m for m in METRICS if m.key == "fid")
+    return [Column("params", "Params"), *(samples or [_column(fid, "samples", "FID")]),
+            *(recon or [_column(fid, "recon", "FID")]), *rest]
 
 
 def _values(df: pd.DataFrame, cols: list[str]) -> str | None:

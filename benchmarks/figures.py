@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from vaes.metrics import CONVERGED_RATIO
-from benchmarks.columns import lead_with_kid
+from benchmarks.columns import lead_with_kid, metrics_in_order
 from benchmarks.table import label_order
 
 # ----------------------------------------------------------------------------- figures
@@ -100,23 +100,23 @@ def plot_curves(hist: pd.DataFrame, path: str | Path, palette: dict | None = Non
     fig.savefig(path, bbox_inches="tight")
 
 
+ARROWS = {"lower": "↓", "higher": "↑"}
+IMAGE_SETS = (("samples", "samples"), ("stage2", "2-stage samples"), ("recon", "reconstructions"))
+
+
 def _metric_specs(df: pd.DataFrame) -> list[tuple[str, str]]:
-    """(column, title) of the metrics the finished runs hold, sample quality first."""
+    """(column, title) of the metrics the finished runs hold, in the order of METRICS
+    (benchmarks/columns.py; sample quality first, the lead Inception distance first of all):
+    a per-set metric once per image set of IMAGE_SETS."""
     fin = df[df["status"] == "finished"]
     specs = []
-    # KID first where it leads (FID on few images is mostly bias); the Inception versions, then
-    # the classifier's (never called FID or KID)
-    kinds = [("kid", "KID", "↓"), ("fid", "FID", "↓"), ("prc", "precision", "↑"), ("prc", "recall", "↑"),
-             ("cfd", "CFD (classifier, not FID)", "↓"), ("ckid", "CKID (classifier, not KID)", "↓")]
-    if not lead_with_kid(df):
-        kinds[:2] = kinds[1::-1]
-    for kind, name, arrow in kinds:
-        field = f"_{name}" if kind == "prc" else ""
-        for k, what in (("samples", "samples"), ("stage2", "2-stage samples"), ("recon", "reconstructions")):
-            specs.append((f"{kind}_{k}{field}", f"{name}: {what} {arrow}"))
-    specs += [("recon_mse", "reconstruction MSE ↓"), ("psnr", "PSNR (dB) ↑"), ("kl", "KL (nats)"),
-              ("neg_elbo", "−ELBO (nats)"), ("iw_nll", "IW bound NLL_K (nats)"), ("iw_bpd", "IW bound (bits/dim)"),
-              ("active_units", "active units"), ("gamma", "γ (final)")]
+    for m in metrics_in_order(df):
+        if not m.title:
+            continue
+        if m.per_set:
+            specs += [(m.column(s), f"{m.title}: {what} {ARROWS[m.better]}") for s, what in IMAGE_SETS]
+        else:
+            specs.append((m.key, m.title))
     return [(c, t) for c, t in specs
             if c in fin and np.isfinite(pd.to_numeric(fin[c], errors="coerce")).any()]
 

@@ -149,6 +149,42 @@ def build_table(df: pd.DataFrame, suite: dict | None = None, sets: str | None = 
     'vaebench' or 'renorm' (the original code's renormalised sets).
     """
     suite = dict(suite or {})
+    dataset, ref_dataset = _dataset(df, suite)
+    sets = check_sets(sets or suite.get("quality_sets", "vaebench"))
+    shown = QUALITY_SETS[sets]
+    stage2_sets = {label: _stage2_set(df[(df["label"] == label) & (df["status"] == "finished")], sets)
+                   for label in df.loc[df["two_stage"].astype(bool), "label"].unique()}
+    columns = quality_columns(df, [shown["samples"], *{s for s, _ in stage2_sets.values()}], shown["recon"])
+    notes: list[tuple[str, str]] = []
+
+    def marker() -> str:
+        return "abcdefghijklmnopqrstuvwxyz"[len([n for n in notes if n[0]]) % 26]
+
+    rows: list[Row] = []
+    for label in label_order(df, suite):
+        rows += _label_rows(df[df["label"] == label], str(label), columns, shown,
+                            stage2_sets.get(label), notes, marker)
+    columns = [_with_shift(c, rows) for c in columns]
+    _bold_best(rows, columns)
+    # the published FIDs are FIDs: they go beside a real sample FID only
+    sample_kind = "FID" if any(c.key == "samples_fid" for c in columns) else "CFD"
+    published, ref_note = _published(df, suite, ref_dataset, sample_kind)
+    for entry, text in published:  # a note per row: its source and its verdict
+        m = marker()
+        notes.append((m, f"{entry.name} ({entry.source.table.split(' (')[0]}, arXiv {entry.source.arxiv}; "
+                         f"{display_name(entry.dataset)}): {text}"))
+        rows.append(Row(entry.name, "reference", {"samples_fid": Cell(entry.value)}, notes=[m]))
+
+    name = suite.get("name") or "suite"
+    caption, fid_missing = _caption(df, suite, str(name), dataset, columns, sets, stage2_sets)
+    general = _general_notes(rows, columns, dataset, fid_missing, bool(published), ref_note)
+    return Table(str(name), columns, rows, caption, general + notes, len(df))
+
+
+def _dataset(df: pd.DataFrame, suite: dict) -> tuple[str, str]:
+    """The one data set of the runs, and the data set of the published figures (the suite's);
+    where the suite pointed at other images (--set dataset=npz data_root=...), ``suite``'s
+    description and dataset are changed in place to say so: its protocol, their data."""
     if df.empty:
         raise ValueError("no runs to tabulate")
     datasets = sorted(df["dataset"].unique())
@@ -158,38 +194,17 @@ def build_table(df: pd.DataFrame, suite: dict | None = None, sets: str | None = 
     dataset = datasets[0]
     ref_dataset = suite.get("dataset") or dataset  # published figures are the suite's data set's
     if suite.get("dataset") not in (None, dataset):
-        # the suite pointed at other images (--set dataset=npz data_root=...): its protocol, their
-        # data; the published rows stay (of the suite's data set), and their verdicts say so
+        # the published rows stay (of the suite's data set), and their verdicts say so
         suite.update(description=(suite.get("description") or "").rstrip(".")
                      + f"; its protocol run on {display_name(dataset)} instead of {display_name(suite['dataset'])}",
                      dataset=dataset)
-    sets = check_sets(sets or suite.get("quality_sets", "vaebench"))
+    return dataset, ref_dataset
+
+
+def _caption(df: pd.DataFrame, suite: dict, name: str, dataset: str, columns: list[Column], sets: str,
+             stage2_sets: dict[str, tuple[str, str | None]]) -> tuple[list[str], list[str]]:
+    """The caption's sentences, and why FID is missing for some runs (each said on stderr too)."""
     shown = QUALITY_SETS[sets]
-    stage2_sets = {label: _stage2_set(df[(df["label"] == label) & (df["status"] == "finished")], sets)
-                   for label in df.loc[df["two_stage"].astype(bool), "label"].unique()}
-    columns = quality_columns(df, [shown["samples"], *{s for s, _ in stage2_sets.values()}], shown["recon"])
-    # the published FIDs are FIDs: they go beside a real sample FID only
-    sample_kind = "FID" if any(c.key == "samples_fid" for c in columns) else "CFD"
-    rows: list[Row] = []
-    notes: list[tuple[str, str]] = []
-
-    def marker() -> str:
-        return "abcdefghijklmnopqrstuvwxyz"[len([n for n in notes if n[0]]) % 26]
-
-    for label in label_order(df, suite):
-        rows += _label_rows(df[df["label"] == label], str(label), columns, shown,
-                            stage2_sets.get(label), notes, marker)
-
-    columns = [_with_shift(c, rows) for c in columns]
-    _bold_best(rows, columns)
-    published, ref_note = _published(df, suite, ref_dataset, sample_kind)
-    for entry, text in published:  # a note per row: its source and its verdict
-        m = marker()
-        notes.append((m, f"{entry.name} ({entry.source.table.split(' (')[0]}, arXiv {entry.source.arxiv}; "
-                         f"{display_name(entry.dataset)}): {text}"))
-        rows.append(Row(entry.name, "reference", {"samples_fid": Cell(entry.value)}, notes=[m]))
-
-    name = suite.get("name") or "suite"
     setup, fid_missing = setup_sentence(df, [*shown.values(), *{s for s, _ in stage2_sets.values()}])
     for reason in fid_missing:  # the report's log says it in full; the table keeps a footnote
         print(f"report: FID missing: {reason}", file=sys.stderr)
@@ -202,6 +217,13 @@ def build_table(df: pd.DataFrame, suite: dict | None = None, sets: str | None = 
         setup,
         *metric_sentences(df, columns, sets, {f"{l} (2-stage)": v for l, v in stage2_sets.items()}),
     ]
+    return caption, fid_missing
+
+
+def _general_notes(rows: list[Row], columns: list[Column], dataset: str, fid_missing: list[str],
+                   published: bool, ref_note: str | None) -> list[tuple[str, str]]:
+    """The notes under the table that no row marks: the columns, the detectable difference, FID
+    missing (‡), the classifier's distances (†), the published rows."""
     general = [
         ("", "Samples: quality of generated images (first-stage prior; on '(2-stage)' rows, of the "
              "second-stage VAE, whose parameters are added to Params). MSE: per-pixel reconstruction "
@@ -225,7 +247,7 @@ def build_table(df: pd.DataFrame, suite: dict | None = None, sets: str | None = 
                             "('comparable': no difference known to both sides) or names the differences."))
     if ref_note:
         general.append(("", ref_note))
-    return Table(str(name), columns, rows, caption, general + notes, len(df))
+    return general
 
 
 def _detectable_note(rows: list[Row], columns: list[Column]) -> str | None:
