@@ -102,12 +102,21 @@ def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
     p.add_argument("--sets", choices=("vaebench", "renorm"),
                    help="image sets of the quality columns: vaebench's own, or the original code's "
                         "renormalised *_renorm sets (default: the suite's quality_sets, else vaebench)")
+    p.add_argument("--allow-dirty", action="store_true",
+                   help="write into results/ from a tree with uncommitted changes")
     a = p.parse_args(argv)
     try:
         suite = _suite_meta(a.suite)
         name = suite["name"]
         runs = Path(a.runs or Path("runs") / name / "runs")
         out = Path(a.out or Path("runs") / name)
+        if not runs.is_dir():
+            raise FileNotFoundError(f"--runs {runs} is no folder; give the folder a suite wrote "
+                                    f"(OUT/runs of python -m benchmarks.run --suite {name} --out OUT)")
+        if dirty := dirty_refusal(out, a.allow_dirty):
+            raise ValueError(dirty)
+        if validate_only:
+            return 0
         for path in write_report(runs, out, suite, a.sets).values():
             print(path)
     except (FileNotFoundError, ValueError) as e:
