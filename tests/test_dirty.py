@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -53,3 +54,30 @@ def test_code_changes_make_it_dirty_and_refuse_results(repo):
 def test_outside_a_checkout_nothing_is_refused(tmp_path):
     assert uncommitted_changes(tmp_path) is None
     assert dirty_refusal(tmp_path / "results", allow_dirty=False, repo=tmp_path) is None
+
+
+@pytest.fixture(scope="module")
+def dirty_clone(tmp_path_factory):
+    """A clone of this checkout with one uncommitted code change; its commands run from it."""
+    root = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True,
+                          cwd=__file__.rsplit("/", 2)[0])
+    if root.returncode:
+        pytest.skip("the tests do not run from a git checkout")
+    clone = tmp_path_factory.mktemp("dirty") / "vaebench"
+    subprocess.run(["git", "clone", "-q", "--depth", "1", f"file://{root.stdout.strip()}", str(clone)], check=True)
+    with open(clone / "vaes" / "__init__.py", "a") as f:
+        f.write("# an uncommitted change\n")
+    return clone
+
+
+@pytest.mark.parametrize("argv", [
+    ["benchmarks.report", "--suite", "quick", "--runs", "results/quick/runs", "--out", "results/quick"],
+    ["benchmarks.run", "--suite", "quick", "--out", "results/quick"],
+    ["benchmarks.speed", "--out", "results/speed"],
+])
+def test_every_command_writing_results_refuses_a_dirty_tree(dirty_clone, argv):
+    before = {p: p.read_bytes() for p in (dirty_clone / "results").rglob("*") if p.is_file()}
+    p = subprocess.run([sys.executable, "-m", *argv], cwd=dirty_clone, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2, p.stderr
+    assert "vaes/__init__.py" in p.stderr and "--allow-dirty" in p.stderr
+    assert {q: q.read_bytes() for q in (dirty_clone / "results").rglob("*") if q.is_file()} == before
