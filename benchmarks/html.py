@@ -177,8 +177,7 @@ def write_html(runs: Runs, out_dir: str | Path, table: Table, suite: dict | None
     views = run_views(runs, out, order)
     records = [runs.record(d) for d in runs.frame["run_dir"]]
     records = [r for r in records if not isinstance(_curves(r), str)]  # each run's section says why
-    plot_effective_beta(records, out / "effective_beta.png",
-                        [f"{record_label(r)} s{r.seed}" for r in records])
+    plot_effective_beta(records, out / "effective_beta.png", [record_label(r) for r in records])
     figures = [(quote(name), title) for name, title in FIGURES if (out / name).is_file()]
     html = environment().get_template(TEMPLATE).render(
         title=f"vaebench: {table.name}", table=table, view=table_view(table), figures=figures,

@@ -1,6 +1,7 @@
 """The balance in every convention (vaes.balance): the conversions pinned on PyTorch-VAE's
 kld_weight, a run's effective beta from its history, the figure and the command line."""
 import math
+import warnings
 
 import pytest
 from PIL import Image
@@ -85,6 +86,18 @@ def test_plot_effective_beta(tmp_path):
         assert im.width > 100 and im.height > 100
     with pytest.raises(ValueError, match="labels"):
         plot_effective_beta(recs, tmp_path / "b.png", labels=["one"])
+
+
+def test_plot_effective_beta_keeps_its_axes_with_many_seeds(tmp_path):
+    # a suite's worth: 6 labels x 3 seeds, each with a second stage (36 curves); the legend is one
+    # entry per label plus the two stages, beside the axes, and the axes keep their height
+    recs = [_record(v, {}, [1.0, 0.5, 0.2], stage2_gammas=[0.9, 0.3]) for v in ("balanced", "learned_gamma") * 9]
+    labels = [f"row{i % 6}" for i in range(len(recs))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns when the axes collapse under a legend
+        out = plot_effective_beta(recs, tmp_path / "many.png", labels=labels)
+    with Image.open(out) as im:
+        assert im.width > 100 and im.height > 100
 
 
 def test_cli_prints_every_convention(capsys):

@@ -154,26 +154,35 @@ def _curve(stage, variant, options, history, shape, latent_dim, steps_per_epoch)
 # ---- the figure ----------------------------------------------------------------------------------
 
 def plot_effective_beta(records: list[Record | dict], out: str | Path, labels: list[str] | None = None) -> Path:
-    """Draw every record's effective-beta curves (log scale; stage 2 dashed) into the PNG ``out``."""
+    """Draw every record's effective-beta curves (log scale; stage 2 dashed) into the PNG ``out``.
+
+    ``labels`` (one per record; default the record's label, else its variant) name the rows:
+    records of one label (its seeds) share a colour and one legend entry, so a suite of many
+    seeds keeps a legend of a few lines beside the axes."""
     # matplotlib costs half a second at import; the conversions and the CLI do not need it
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+    from matplotlib.lines import Line2D
     if labels is not None and len(labels) != len(records):
         raise ValueError(f"labels has {len(labels)} entries for {len(records)} records; give one per record")
-    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    fig = Figure(figsize=(7.2, 4.0), layout="constrained")
     ax = fig.add_subplot()
-    drawn = 0
+    colors: dict[str, str] = {}  # label -> colour, in the order first drawn
+    stages = set()
     for i, rec in enumerate(records):
         rec = rec if isinstance(rec, Record) else Record.from_json(rec)
-        label = labels[i] if labels else (rec.meta.get("label") or f"{rec.config['variant']} s{rec.seed}")
+        label = labels[i] if labels else str(rec.meta.get("label") or rec.config["variant"])
         for c in effective_beta(rec):
             if c.beta and all(b > 0 for b in c.beta):
-                ax.plot(c.epochs, c.beta, "--" if c.stage == 2 else "-",
-                        label=label + (" (stage 2)" if c.stage == 2 else ""))
-                drawn += 1
+                color = colors.setdefault(label, f"C{len(colors) % 10}")
+                ax.plot(c.epochs, c.beta, "--" if c.stage == 2 else "-", color=color, lw=1.2, alpha=0.8)
+                stages.add(c.stage)
     ax.set_yscale("log")
     ax.set(xlabel="epoch", ylabel="effective beta = k gamma^2 (vs 1/2 SSE)")
-    if drawn:
-        ax.legend(fontsize="small")
+    if colors:
+        handles = [Line2D([], [], color=c, label=name) for name, c in colors.items()]
+        if 2 in stages:
+            handles += [Line2D([], [], color="0.3", ls=ls, label=f"stage {s}") for s, ls in ((1, "-"), (2, "--"))]
+        fig.legend(handles=handles, loc="outside right upper", fontsize="small", frameon=False)
     else:
         ax.text(0.5, 0.5, "no run with a Gaussian decoder variance", ha="center", transform=ax.transAxes)
     out = Path(out)
