@@ -1,5 +1,5 @@
 """Evaluation defaults that fit the data (issue 20): image counts come from the data set's
-protocol, suites that set them keep theirs, and records of earlier versions still load."""
+protocol, suites that set them keep theirs, and a record with a removed key is refused by name."""
 from __future__ import annotations
 
 import tomllib
@@ -10,8 +10,10 @@ import torch
 import vaes.run as one_run  # the module, to watch its evaluate_run
 from benchmarks.suite import SUITES_DIR, expand, load_suite
 from vaes.build import resolve
-from vaes.config import RETIRED_KEYS, TrainConfig, from_dict, to_dict
+from vaes.config import TrainConfig, from_dict, to_dict
 from vaes.data import get_dataset, list_datasets
+from vaes.load import RunNotLoadable, load_run
+from vaes.records import Record
 from vaes.evaluate import _inception_estimate
 
 SHAPE = (1, 28, 28)  # for npz, whose shape is known only after loading
@@ -61,12 +63,16 @@ def test_counts_refused_below_one():
             TrainConfig(**{name: 0})
 
 
-def test_a_record_with_the_retired_stage2_noise_loads_as_the_same_config():
+def test_a_record_with_a_removed_key_is_refused_by_name(tmp_path):
+    # stage2_noise chose nothing and was removed: records written before carry it, and are
+    # refused with the key and the version named, never loaded under a guess
     cfg = resolve(TrainConfig(dataset="digits"))
-    old = {**to_dict(cfg), "stage2_noise": True}  # as records written before it was removed
-    assert "stage2_noise" in RETIRED_KEYS and from_dict(old) == cfg
-    with pytest.raises(TypeError, match="no_such_field"):  # any other unknown key is still refused
-        from_dict({**to_dict(cfg), "no_such_field": 1})
+    with pytest.raises(TypeError, match="stage2_noise"):
+        from_dict({**to_dict(cfg), "stage2_noise": True})
+    Record(run_id="old", seed=0, config={**to_dict(cfg), "stage2_noise": True}, status="finished").write(
+        tmp_path / "record.json")
+    with pytest.raises(RunNotLoadable, match="stage2_noise"):
+        load_run(tmp_path)
 
 
 def test_the_line_before_inception_counts_the_images():

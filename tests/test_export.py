@@ -1,8 +1,10 @@
 """python -m vaes.export: a finished two-stage run as a Hugging Face model-card folder that
 vaes.load_run loads back to the same models, and a push that refuses offline before any connection."""
 import json
+import os
 import shutil
 import socket
+import subprocess
 import sys
 
 import pytest
@@ -123,6 +125,18 @@ def test_push_refuses_offline_or_without_token_before_any_connection(env, run_di
     err = capsys.readouterr().err
     assert ("HF_HUB_OFFLINE" if env else "token") in err and "--push" in err
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))  # nothing half-written
+
+
+def test_push_refusal_in_a_fresh_process(run_dir, tmp_path):
+    # huggingface_hub loads its submodules lazily: in a process where nothing imported
+    # huggingface_hub.constants before, the refusal must still be a message, not a traceback
+    pytest.importorskip("huggingface_hub")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env |= {"HF_HOME": str(tmp_path / "hf"), "HF_TOKEN_PATH": str(tmp_path / "hf" / "token")}
+    p = subprocess.run([sys.executable, "-m", "vaes.export", str(run_dir), str(tmp_path / "out"), "--push", "someone/vae"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 2 and "token" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_push_without_huggingface_hub_says_how_to_install(run_dir, tmp_path, monkeypatch, no_network, capsys):

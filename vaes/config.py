@@ -129,16 +129,9 @@ def to_dict(cfg: TrainConfig) -> dict[str, Any]:
     return d
 
 
-# Keys that earlier versions wrote into records and that never changed a result: dropped when a
-# record is read, so its runs load and compare as they are. stage2_noise chose nothing (both
-# second-stage samplers are evaluated, as *_stage2 and *_stage2_ancestral) and was no part of
-# the run id; records written before December 2026 carry it.
-RETIRED_KEYS = ("stage2_noise",)
-
-
 def from_dict(d: dict[str, Any]) -> TrainConfig:
-    """Inverse of :func:`to_dict` (unknown keys are an error, but for :data:`RETIRED_KEYS`)."""
-    return TrainConfig(**{k: v for k, v in d.items() if k not in RETIRED_KEYS})
+    """Inverse of :func:`to_dict`; an unknown key is an error (vaes.load names the version)."""
+    return TrainConfig(**d)
 
 
 # ---- a run's identity (issue 19): the one rule for finding earlier work -------------------

@@ -192,6 +192,7 @@ def push_refusal(repo_id: str) -> str | None:
     try:
         # optional extra: only --push needs it, and the export itself must work without it
         import huggingface_hub  # the hub extra
+        import huggingface_hub.constants  # the hub extra; a lazy package: its submodule by name
         from huggingface_hub.utils import HFValidationError, validate_repo_id  # the hub extra
     except ImportError:
         return ("--push needs huggingface_hub, which is not installed: pip install 'vaebench[hub]' "

@@ -26,7 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file as load_safetensors
 
 from vaes.build import build_model, build_stage2, dataset_shape, pick_device
-from vaes.config import RETIRED_KEYS, TrainConfig, from_dict
+from vaes.config import TrainConfig, from_dict
 from vaes.data import DataMissing, load_dataset
 from vaes.evaluate import generate, reconstruct
 from vaes.model import VAE
@@ -298,11 +298,11 @@ def _use_the_old_version(record: Record) -> str:
 def _config(run_dir: Path, record: Record) -> TrainConfig:
     """The record's TrainConfig. Records store no format number, so the config's keys are the
     compatibility check: a key TrainConfig lacks was written by a newer or other vaebench
-    (a missing key is an older record and takes its default; a retired key is dropped)."""
+    (a missing key is an older record and takes its default)."""
     path = run_dir / "record.json"
     config = record.config
     known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(config) - known - set(RETIRED_KEYS))
+    unknown = sorted(set(config) - known)
     if unknown:
         raise RunNotLoadable(
             f"{path} comes from an incompatible vaebench version: its config has key(s) "
