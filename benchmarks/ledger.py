@@ -288,16 +288,17 @@ def matching_run(df: pd.DataFrame, entry: Entry) -> pd.Series | None:
     return fin.iloc[0]
 
 
-def verdicts_for(df: pd.DataFrame, dataset: str) -> list[tuple[Entry, str]]:
+def verdicts_for(df: pd.DataFrame, dataset: str, records: dict | None = None) -> list[tuple[Entry, str]]:
     """The ledger's figures for ``dataset`` with each one's verdict against its matching run of
-    ``df`` (read from the run's record.json), or a sentence saying there is none."""
+    ``df`` (its record: from ``records``, run_dir -> JSON, else read from its record.json), or a
+    sentence saying there is none."""
     out = []
     for entry in rows_for(dataset):
         run = matching_run(df, entry)
         if run is None:
             out.append((entry, f"no finished {entry.ours} run here to compare with"))
             continue
-        record = json.loads((Path(run["run_dir"]) / "record.json").read_text())
+        record = (records or {}).get(str(run["run_dir"])) or json.loads((Path(run["run_dir"]) / "record.json").read_text())
         out.append((entry, f"vs {run['label']}{' (2-stage)' if entry.stage == 'two-stage' else ''}: "
                            + verdict(entry, record)))
     return out

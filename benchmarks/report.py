@@ -16,6 +16,7 @@ into one folder.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -26,12 +27,24 @@ from benchmarks.html import write_html
 from benchmarks.render import render_latex, render_markdown
 from benchmarks.suite import load_suite
 from vaes.cli import dirty_refusal, parser
-from benchmarks.table import build_table, label_order
+from benchmarks.table import Table, build_table, label_order
 
 # ----------------------------------------------------------------------------- the report
 
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """What :func:`write_report` wrote: {file name: path}, and the table it rendered."""
+
+    files: dict[str, Path]
+    table: Table
+
+    def published_lines(self) -> list[str]:
+        """One line per published figure beside the table: its FID and comparability verdict."""
+        return [f"published: {name}: FID {value:g}; {verdict}" for name, value, verdict in self.table.published]
+
+
 def write_report(runs: str | Path | Runs, out: str | Path, suite: dict | None = None,
-                 sets: str | None = None) -> dict[str, Path]:
+                 sets: str | None = None) -> Report:
     """Write runs.csv, table.tex, table.md, the five figures and report.html into ``out``.
 
     ``runs`` is a folder searched recursively for record.json files, or the
@@ -40,13 +53,13 @@ def write_report(runs: str | Path | Runs, out: str | Path, suite: dict | None = 
     benchmarks.suite.load_suite, or any dict with some of name, dataset, description,
     reference, runs, quality_sets) feeds the caption and orders the rows; ``sets`` ('vaebench'
     or 'renorm', default the suite's quality_sets, else 'vaebench') picks the image sets of the
-    quality columns (:func:`benchmarks.table.build_table`). Returns {file name: path}.
+    quality columns (:func:`benchmarks.table.build_table`).
     """
     runs = runs if isinstance(runs, Runs) else read_runs(runs)
     df, hist = runs.frame, runs.history
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    table = build_table(df, suite, sets)
+    table = build_table(df, suite, sets, {str(d): runs.record(d).to_json() for d in df["run_dir"]})
     written = {}
 
     def put(name: str, text: str) -> None:
@@ -67,7 +80,7 @@ def write_report(runs: str | Path | Runs, out: str | Path, suite: dict | None = 
     plot_samples(df, out / "samples.png", order)
     written["samples.png"] = out / "samples.png"
     written.update(write_html(runs, out, table, suite))  # last: it links the figures above
-    return written
+    return Report(written, table)
 
 
 def _suite_meta(name: str) -> dict:
@@ -85,11 +98,13 @@ def report_or_say(suite: dict, out: Path) -> None:
     and its files named in one line; a report that cannot be made (no finished run, a damaged
     record) is said in one line and never raised: the runs themselves are done and recorded."""
     try:
-        paths = write_report(out / "runs", out, suite)
+        report = write_report(out / "runs", out, suite)
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"report skipped: {type(e).__name__}: {e}", flush=True)
         return
-    print("report: " + ", ".join(str(p) for p in paths.values()))
+    print("report: " + ", ".join(str(p) for p in report.files.values()))
+    for line in report.published_lines():
+        print(line)
 
 
 def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
@@ -117,8 +132,9 @@ def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
             raise ValueError(dirty)
         if validate_only:
             return 0
-        for path in write_report(runs, out, suite, a.sets).values():
-            print(path)
+        report = write_report(runs, out, suite, a.sets)
+        for line in [*map(str, report.files.values()), *report.published_lines()]:
+            print(line)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -75,6 +75,7 @@ class Table:
     caption: list[str]
     notes: list[tuple[str, str]]  # (marker, text); marker '' for general notes
     n_records: int
+    published: list[tuple[str, float, str]] = dataclasses.field(default_factory=list)  # (row, FID, verdict)
 
 
 def label_order(df: pd.DataFrame, suite: dict | None = None) -> list[str]:
@@ -117,8 +118,8 @@ def _col(df: pd.DataFrame, name: str) -> pd.Series:
     return df[name] if name in df else pd.Series(np.nan, index=df.index)
 
 
-def _published(df: pd.DataFrame, suite: dict, dataset: str,
-               sample_kind: str) -> tuple[list[tuple[ledger.Entry, str]], str | None]:
+def _published(df: pd.DataFrame, suite: dict, dataset: str, sample_kind: str,
+               records: dict | None = None) -> tuple[list[tuple[ledger.Entry, str]], str | None]:
     """The ledger's figures for the suite's data set ``dataset`` (even when the runs' images are
     another data set: the verdicts then say so), each with its verdict against the matching
     run's record; and a note when they are left out on purpose."""
@@ -133,20 +134,22 @@ def _published(df: pd.DataFrame, suite: dict, dataset: str,
     if published and sample_kind != "FID":
         return [], ("Published FIDs (benchmarks/ledger.toml) are not listed: these runs have no FID, "
                     "and a classifier distance is not comparable with them." if flag else None)
-    return ledger.verdicts_for(df, dataset), None
+    return ledger.verdicts_for(df, dataset, records), None
 
 
-def build_table(df: pd.DataFrame, suite: dict | None = None, sets: str | None = None) -> Table:
+def build_table(df: pd.DataFrame, suite: dict | None = None, sets: str | None = None,
+                records: dict | None = None) -> Table:
     """The comparison table of a suite's runs (``df`` from :func:`load_records`).
 
     One row per label (mean +- the 95% interval's half-width over its finished seeds), one
     '<label> (2-stage)' row per two-stage label (the published sampler of its second stage), one
     row marked failed / interrupted for a label without a finished seed, and Dai & Wipf's
-    reported FIDs when the suite asks for them (``reference: true``) or its data set is one of
+    reported FIDs (the ledger's, each with its verdict, also in ``Table.published``) when the suite asks for them (``reference: true``) or its data set is one of
     theirs and the sample metric is a real FID. Bold marks the best mean of each column that has
     a direction (lower KID, FID, CFD, MSE; higher PSNR, precision, recall). ``sets`` (else the
     suite's ``quality_sets``, else 'vaebench') picks the image sets of the quality columns:
-    'vaebench' or 'renorm' (the original code's renormalised sets).
+    'vaebench' or 'renorm' (the original code's renormalised sets). ``records`` (run_dir ->
+    the record's JSON) spares the ledger's verdicts a second read of each record.json.
     """
     suite = dict(suite or {})
     dataset, ref_dataset = _dataset(df, suite)
@@ -168,7 +171,7 @@ def build_table(df: pd.DataFrame, suite: dict | None = None, sets: str | None = 
     _bold_best(rows, columns)
     # the published FIDs are FIDs: they go beside a real sample FID only
     sample_kind = "FID" if any(c.key == "samples_fid" for c in columns) else "CFD"
-    published, ref_note = _published(df, suite, ref_dataset, sample_kind)
+    published, ref_note = _published(df, suite, ref_dataset, sample_kind, records)
     for entry, text in published:  # a note per row: its source and its verdict
         m = marker()
         notes.append((m, f"{entry.name} ({entry.source.table.split(' (')[0]}, arXiv {entry.source.arxiv}; "
@@ -178,7 +181,8 @@ def build_table(df: pd.DataFrame, suite: dict | None = None, sets: str | None = 
     name = suite.get("name") or "suite"
     caption, fid_missing = _caption(df, suite, str(name), dataset, columns, sets, stage2_sets)
     general = _general_notes(rows, columns, dataset, fid_missing, bool(published), ref_note)
-    return Table(str(name), columns, rows, caption, general + notes, len(df))
+    return Table(str(name), columns, rows, caption, general + notes, len(df),
+                 [(entry.name, entry.value, text) for entry, text in published])
 
 
 def _dataset(df: pd.DataFrame, suite: dict) -> tuple[str, str]:
@@ -368,7 +372,8 @@ def _number(x: float, integer: bool, style: str) -> str:
 
 def _bold_best(rows: list[Row], columns: list[Column]) -> None:
     """Mark the best measured mean of each directed column, and nothing else: ties on the printed
-    value are all bold; intervals do not widen it (with 2-3 seeds a test cannot call two rows tied)."""
+    value are all bold, unless every row ties (then none is best); intervals do not widen it (with
+    2-3 seeds a test cannot call two rows tied)."""
     for col in columns:
         if col.better is None:
             continue
@@ -379,8 +384,9 @@ def _bold_best(rows: list[Row], columns: list[Column]) -> None:
             continue  # a lone value is not 'best' of anything
         pick = min if col.better == "lower" else max
         top = pick(cells, key=lambda c: c.mean)
-        for c in cells:  # ties as printed are ties
-            c.bold = _shown(c.mean, col) == _shown(top.mean, col)
+        best = [_shown(c.mean, col) == _shown(top.mean, col) for c in cells]  # ties as printed are ties
+        for c, b in zip(cells, best):
+            c.bold = b and not all(best)
 
 
 def _shown(x: float, col: Column) -> str:

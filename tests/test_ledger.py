@@ -10,6 +10,7 @@ import pytest
 from benchmarks import ledger
 from benchmarks.frames import load_records
 from benchmarks.render import render_latex, render_markdown
+from benchmarks.report import report_or_say
 from benchmarks.table import build_table
 from tests.conftest import REPO
 
@@ -168,3 +169,19 @@ def test_cifar10_report_on_npz_images_prints_the_ledger_rows_with_verdicts(tmp_p
     assert "data set: npz here, cifar10 published" in md
     # the 2-stage figure has no two-stage run here to be compared with, and says so
     assert "no finished learned_gamma (2-stage) run here" in notes[published[0].notes[0]]
+
+
+def test_the_suite_runner_prints_the_ledger_rows_with_verdicts(tmp_path, capsys):
+    # what `python -m benchmarks.run --suite cifar10 ...` prints after its runs: report_or_say
+    if not RECORD.exists():
+        pytest.skip(f"{RECORD} (a committed record, the template of this test) is absent")
+    record = json.loads(RECORD.read_text())
+    record["config"].update(variant="beta", dataset="npz", network="resnet", latent_dim=64, two_stage=False)
+    record["label"] = "beta"
+    (tmp_path / "runs" / "b").mkdir(parents=True)
+    (tmp_path / "runs" / "b" / "record.json").write_text(json.dumps(record))
+    report_or_say({"name": "cifar10", "dataset": "cifar10", "reference": True}, tmp_path)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("published: ")]
+    assert len(lines) == len(ledger.rows_for("cifar10"))
+    fixed = next(ln for ln in lines if "VAE, fixed γ" in ln)
+    assert "FID 160.5" in fixed and "vs beta: not comparable: data set: npz here, cifar10 published" in fixed

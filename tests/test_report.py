@@ -175,12 +175,12 @@ def test_empty_folder_is_a_clear_error(tmp_path):
 
 def test_report_of_real_runs(real_suite, tmp_path):
     written = write_report(real_suite, tmp_path, {"name": "tiny_digits", "dataset": "digits"})
-    rows = _rows(written["table.tex"].read_text())
+    rows = _rows(written.files["table.tex"].read_text())
     assert list(rows) == ["balanced", r"balanced (2-stage)", "beta"]  # one row per label (+ 2-stage)
     # the trainer's records may or may not carry quality metrics yet: either way a cell is filled
     assert all(cell for row in rows.values() for cell in row[:2])
     for name in FIGURES:
-        png = written[name]
+        png = written.files[name]
         assert png.stat().st_size > 5_000, f"{name} looks empty"
         img = mpimg.imread(png)
         assert img.ndim == 3 and min(img.shape[:2]) > 100 and img.std() > 0.01, name
@@ -198,18 +198,18 @@ def test_write_report_reads_each_record_once(real_suite, tmp_path, monkeypatch):
     monkeypatch.setattr(Record, "read", classmethod(counting))
     written = write_report(real_suite, tmp_path, {"name": "tiny_digits"})
     records = sorted(p.resolve() for p in Path(real_suite).rglob("record.json"))
-    assert len(records) == 3 and "report.html" in written
+    assert len(records) == 3 and "report.html" in written.files
     assert sorted(paths) == records  # each record read once: the frames, the curves and the page share it
 
 
 def test_write_report_takes_runs_with_a_changed_frame(cfd_suite, tmp_path):
     runs = read_runs(cfd_suite)
     assert len(runs.records) == len(runs.dirs) == len(runs.frame) and set(runs.history["run_id"]) <= set(runs.frame["run_id"])
-    assert "crashed_run" in write_report(runs, tmp_path / "all", {"name": "t"})["table.md"].read_text()
+    assert "crashed_run" in write_report(runs, tmp_path / "all", {"name": "t"}).files["table.md"].read_text()
     frame = runs.frame[runs.frame["label"] != "crashed_run"]  # a test's own selection of the runs
     written = write_report(dataclasses.replace(runs, frame=frame), tmp_path / "some", {"name": "t"})
-    assert "crashed_run" not in written["table.md"].read_text() and "| low_mse " in written["table.md"].read_text()
-    page = written["report.html"].read_text()  # the page's records found by run_dir
+    assert "crashed_run" not in written.files["table.md"].read_text() and "| low_mse " in written.files["table.md"].read_text()
+    page = written.files["report.html"].read_text()  # the page's records found by run_dir
     assert "crashed_run" not in page and page.count('id="run-') == len(frame)
 
 
@@ -242,7 +242,7 @@ def test_bold_follows_direction_and_cfd_is_not_fid(cfd_suite):
 def test_fid_where_present_dash_where_missing_and_reference_rows(fid_suite, tmp_path):
     df = load_records(fid_suite)
     written = write_report(fid_suite, tmp_path, {"name": "mnist_fid"})
-    tex = written["table.tex"].read_text()
+    tex = written.files["table.tex"].read_text()
     head, rows = _header(tex), _rows(tex)
     col = {}
     for i, h in enumerate(head):  # the first column of each name (FID comes before CFD)
@@ -258,7 +258,7 @@ def test_fid_where_present_dash_where_missing_and_reference_rows(fid_suite, tmp_
     assert tex.count(r"\quad ") == 4 and REFERENCE_SOURCE in tex  # the ledger's four MNIST rows
     assert rows[r"Dai \& Wipf 2019: 2-Stage VAE"][col["Samples"]] == "12.6"
     assert "not comparable:" in tex  # each published row's verdict, in its note
-    md = written["table.md"].read_text()
+    md = written.files["table.md"].read_text()
     assert "| Dai & Wipf 2019: 2-Stage VAE [" in md and "(published) |" in md and "| no_fid |" in md
     # reference rows need a real FID: asking for them on a CFD-only table leaves them out
     no_ref = render_latex(build_table(df[df["label"] == "no_fid"], {"reference": True}))
@@ -269,7 +269,7 @@ def test_fid_where_present_dash_where_missing_and_reference_rows(fid_suite, tmp_
 
 def test_markdown_marks_failed_and_missing(cfd_suite, tmp_path):
     written = write_report(cfd_suite, tmp_path)
-    md = written["table.md"].read_text()
+    md = written.files["table.md"].read_text()
     assert re.search(r"\| crashed_run \[\w\] \| 211k \| \*\*failed\*\* \|", md)
     assert "x_1 & 50% {'loss': nan}" in md  # the whole reason, unescaped
     assert "| – |" in md.replace("|  |", "| – |") and "CFD†" in md
@@ -339,6 +339,20 @@ def test_bold_marks_only_the_best_mean_and_flags_unconverged_gamma(tmp_path):
     detectable = next(text for m, text in table.notes if text.startswith("Smallest true difference"))
     # the pooled std of the three rows, n = 2 seeds a row
     assert "power 0.8" in detectable and "Samples FID: " in detectable
+
+
+def test_a_column_where_every_row_ties_has_no_bold(tmp_path):
+    # precision 0.0 in every row (a dry run on noise): no row is best, so none is bold; a tie of
+    # two rows at the top is still bold in both
+    for label, (fid, prec) in {"a": (60.0, 0.0), "b": (60.0, 0.0), "c": (70.0, 0.0)}.items():
+        _fake(tmp_path, label, 0, metrics={"fid_samples": _fid(fid),
+                                           "prc_samples": {"precision": prec, "recall": 0.5, "k": 3, "n_images": 50}})
+    table = build_table(load_records(tmp_path), {"name": "t", "reference": False})
+    rows = {r.name: r for r in table.rows}
+    prec = next(k for k in rows["a"].cells if k.endswith("precision"))
+    fid = next(k for k in rows["a"].cells if k.endswith("_fid"))
+    assert not any(r.cells[prec].bold for r in rows.values())
+    assert rows["a"].cells[fid].bold and rows["b"].cells[fid].bold and not rows["c"].cells[fid].bold
 
 
 @pytest.mark.parametrize("suite", sorted(p.name for p in (REPO / "results").iterdir() if (p / "runs").is_dir()))
@@ -453,12 +467,12 @@ def test_new_metrics_columns_and_caption(new_suite, tmp_path):
                  "runs.csv holds every recorded metric", "KID leads sample quality"):
         assert text in caption, text
     written = write_report(new_suite, tmp_path, {"name": "new"})
-    csv = written["runs.csv"].read_text().splitlines()[0]
+    csv = written.files["runs.csv"].read_text().splitlines()[0]
     assert all(c in csv for c in ("cprc_samples_recall", "kid_recon_sample", "prc_recon_precision", "iw_k"))
-    tex = written["table.tex"].read_text()
+    tex = written.files["table.tex"].read_text()
     assert "CKID$^\\dagger$" in tex and "$-$ELBO" in tex
     for name in ("metrics.png", "tradeoff.png"):  # the figures take the new keys
-        assert mpimg.imread(written[name]).std() > 0.01
+        assert mpimg.imread(written.files[name]).std() > 0.01
 
 
 def test_renormalised_sets_option(new_suite, tmp_path, capsys):
