@@ -50,7 +50,10 @@ def t_test_power(delta: float, sd: float, n: int, alpha: float = ALPHA) -> float
     df = 2 * n - 2
     crit = stats.t.ppf(1 - alpha / 2, df)
     nc = delta / (sd * math.sqrt(2.0 / n))
-    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+    lower = stats.nct.cdf(-crit, df, nc)
+    if not math.isfinite(lower):  # scipy's nct.cdf is NaN at some points deep in the tail (df 2,
+        lower = stats.nct.sf(crit, df, -nc)  # nc near 8.85): the same probability by symmetry
+    return float(stats.nct.sf(crit, df, nc) + lower)
 
 
 def detectable_difference(sd: float | None, n: int, alpha: float = ALPHA, power: float = POWER) -> float | None:
