@@ -17,6 +17,7 @@ Records evolve: every field that is not needed to name a run (label, config) may
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from pathlib import Path
@@ -198,11 +199,15 @@ class Runs:
     frame: pd.DataFrame
     history: pd.DataFrame
 
+    @functools.cached_property
+    def by_dir(self) -> dict[str, Record]:
+        """Run folder (absolute, as the frame's run_dir column holds it) -> its record."""
+        return {str(Path(d).resolve()): r for d, r in zip(self.dirs, self.records)}
+
     def record(self, run_dir: str | Path) -> Record:
         """The record of the run in ``run_dir`` (a frame's run_dir column), without reading it again."""
-        found = {Path(d).resolve(): r for d, r in zip(self.dirs, self.records)}
         try:
-            return found[Path(run_dir).resolve()]
+            return self.by_dir[str(Path(run_dir).resolve())]
         except KeyError:
             raise KeyError(f"no record of {run_dir} among the runs read") from None
 

@@ -290,15 +290,16 @@ def matching_run(df: pd.DataFrame, entry: Entry) -> pd.Series | None:
 
 def verdicts_for(df: pd.DataFrame, dataset: str, records: dict | None = None) -> list[tuple[Entry, str]]:
     """The ledger's figures for ``dataset`` with each one's verdict against its matching run of
-    ``df`` (its record: from ``records``, run_dir -> JSON, else read from its record.json), or a
-    sentence saying there is none."""
+    ``df`` (its record: from ``records``, run_dir -> Record, else read from its record.json), or
+    a sentence saying there is none."""
     out = []
     for entry in rows_for(dataset):
         run = matching_run(df, entry)
         if run is None:
             out.append((entry, f"no finished {entry.ours} run here to compare with"))
             continue
-        record = (records or {}).get(str(run["run_dir"])) or json.loads((Path(run["run_dir"]) / "record.json").read_text())
+        rec = (records or {}).get(str(run["run_dir"]))
+        record = rec.to_json() if rec is not None else json.loads((Path(run["run_dir"]) / "record.json").read_text())
         out.append((entry, f"vs {run['label']}{' (2-stage)' if entry.stage == 'two-stage' else ''}: "
                            + verdict(entry, record)))
     return out

@@ -59,7 +59,7 @@ def write_report(runs: str | Path | Runs, out: str | Path, suite: dict | None = 
     df, hist = runs.frame, runs.history
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    table = build_table(df, suite, sets, {str(d): runs.record(d).to_json() for d in df["run_dir"]})
+    table = build_table(df, suite, sets, runs.by_dir)
     written = {}
 
     def put(name: str, text: str) -> None:

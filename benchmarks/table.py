@@ -148,8 +148,9 @@ def build_table(df: pd.DataFrame, suite: dict | None = None, sets: str | None = 
     theirs and the sample metric is a real FID. Bold marks the best mean of each column that has
     a direction (lower KID, FID, CFD, MSE; higher PSNR, precision, recall). ``sets`` (else the
     suite's ``quality_sets``, else 'vaebench') picks the image sets of the quality columns:
-    'vaebench' or 'renorm' (the original code's renormalised sets). ``records`` (run_dir ->
-    the record's JSON) spares the ledger's verdicts a second read of each record.json.
+    'vaebench' or 'renorm' (the original code's renormalised sets). ``records`` (run_dir -> its
+    Record, as :attr:`benchmarks.frames.Runs.by_dir`) spares the ledger's verdicts a second
+    read of each record.json.
     """
     suite = dict(suite or {})
     dataset, ref_dataset = _dataset(df, suite)
