@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from benchmarks.cluster import run_suite_on_cluster
 from benchmarks.report import report_or_say
 from benchmarks.suite import Job, expand, job_status, list_suites, load_suite, run_job
@@ -150,11 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--epochs-scale", type=number(float, above=0, what="multiplies every epoch count"), default=1.0,
                    help="multiply every epoch count (and the lr schedule) by F, e.g. 0.01 for a dry run")
-    p.add_argument("--jobs", type=number(int, low=1, what="runs at once"), default=1, metavar="N",
-                   help="run up to N of the suite's runs at once, each in its own process on the same device "
-                        "(default 1). It helps where one run leaves the device idle: a GPU with memory and "
-                        "compute to spare (small networks, batch 100). On a CPU the runs share its cores, so "
-                        "on a 2-core CPU it does not. What each run records does not depend on N")
+    p.add_argument("--jobs", type=number(int, low=1, what="runs at once"), default=None, metavar="N",
+                   help="run up to N of the suite's runs at once, each in its own process on the same device. "
+                        "Default: on a CPU, the cores this process may use divided by the suite's threads per "
+                        "run (the quick suite: 1 thread, so 2 jobs on 2 cores, faster than one job of 2 "
+                        "threads: docs/speed.md); on a GPU or a cluster, 1. What each run records does not "
+                        "depend on N (its threads are the suite's, not the job count's)")
     p.add_argument("--retry-failed", action="store_true", help="run failed runs again")
     p.add_argument("--allow-dirty", action="store_true",
                    help="write into results/ from a tree with uncommitted changes (the records say +dirty)")
@@ -199,7 +202,7 @@ def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
     dirty = dirty_refusal(out, args.allow_dirty)
     if dirty:
         return refuse(dirty)
-    if args.cluster != "none" and args.jobs != 1:
+    if args.cluster != "none" and args.jobs not in (None, 1):
         return refuse(f"--jobs {args.jobs} with --cluster {args.cluster}: --jobs runs processes on this "
                       "machine; with a cluster, --workers says how many array tasks run at once")
     if validate_only:
@@ -207,12 +210,25 @@ def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
     if args.cluster != "none":
         return run_suite_on_cluster(suite, jobs, out, args)
     try:
-        records = run_suite(suite, jobs, out, retry_failed=args.retry_failed, parallel=args.jobs)
+        records = run_suite(suite, jobs, out, retry_failed=args.retry_failed,
+                            parallel=args.jobs or default_jobs(jobs))
     except FolderTaken as e:
         return refuse(e)
     if any(r.status == "interrupted" for r in records):
         return 3
     return 1 if any(not r.ok for r in records) else 0
+
+
+def default_jobs(jobs: list[Job]) -> int:
+    """Runs at once when --jobs is not given: on a CPU, the usable cores over each run's threads
+    (threads=0, torch's default of one per core: 1 job), so that no two runs' OpenMP threads spin
+    on one core; on CUDA, 1."""
+    device = jobs[0].cfg.device if jobs else "cpu"
+    if not jobs or device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = jobs[0].cfg.threads or cores
+    return max(1, min(len(jobs), cores // threads))
 
 
 def _overrides(pairs: list[str]) -> dict:

@@ -70,6 +70,16 @@ def build_stage2(cfg: TrainConfig) -> VAE:
                latent_dim=cfg.stage2_latent_dim, output="identity")
 
 
+_DEFAULT_THREADS = torch.get_num_threads()  # torch's own choice (cores, or OMP_NUM_THREADS), before any run's
+
+
+def use_threads(cfg: TrainConfig) -> int:
+    """Set torch's CPU threads for this run (``threads``; 0: torch's default) and return the count,
+    which the record states: a reduction's rounding, and so every digit, depends on it."""
+    torch.set_num_threads(cfg.threads or _DEFAULT_THREADS)
+    return torch.get_num_threads()
+
+
 def pick_device(name: str) -> torch.device:
     """'auto' is CUDA where available, else the CPU."""
     if name == "auto":

@@ -68,6 +68,7 @@ class TrainConfig:
     bn_eval: str = "debiased"          # eval-mode BatchNorm: 'debiased' running stats (as TF's zero-debias), or 'running' (PyTorch's as they are)
     # machinery
     device: str = "auto"               # auto picks cuda when available
+    threads: int = 0                   # torch's CPU threads for this run (0 = torch's default, one per core); results are bit-identical only at equal threads
     bf16: bool = False                 # bf16 autocast on CUDA
     compile: bool = False              # torch.compile the model
     tensorboard: bool = False          # per-epoch curves and sample grids to TensorBoard, in the run folder
@@ -94,6 +95,8 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.stage2_lr_halve_every is not None and self.stage2_lr_halve_every < 0:
             raise ValueError(f"stage2_lr_halve_every must be >= 0 (0 = never, or unset), got {self.stage2_lr_halve_every}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0 (0 = torch's default), got {self.threads}")
         if self.n_train < 0:
             raise ValueError(f"n_train must be >= 0 (0 = all), got {self.n_train}")
         # PIL's JPEG quality runs 1..95 (above 95 it disables parts of the compression); 0 = no round trip
@@ -153,7 +156,7 @@ EVAL_FIELDS = ("eval_images", "fid", "fid_images", "fid_engine", "fid_weights", 
 NOT_IDENTITY_FIELDS = EVAL_FIELDS + (
     # bookkeeping: where and how a run is written and watched (the checkpointed batch order
     # depends on (seed, epoch) only, so checkpoint_every does not change the weights)
-    "checkpoint_every", "tensorboard", "device", "cache_dir", "out",
+    "checkpoint_every", "tensorboard", "device", "threads", "cache_dir", "out",
     # where the data lives: a file's content is hashed instead (data_hash), a folder's name is not identity
     "data_root", "download",
 )

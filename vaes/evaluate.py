@@ -25,12 +25,12 @@ from typing import Callable
 import torch
 from torchvision.utils import save_image
 
-from vaes.build import build_model, build_stage2, pick_device
+from vaes.build import build_model, build_stage2, pick_device, use_threads
 from vaes import feature_metrics
 from vaes.classifier import classifier_features, load_or_train_classifier
 from vaes.cli import EXIT_STATUSES, refuse
 from vaes.config import TrainConfig, from_dict, parse_overrides
-from vaes.data import load_dataset
+from vaes.data import get_dataset, load_dataset
 from vaes.fid import compute_inception_metrics, inception_score_refusal
 from vaes.fid_weights import PACKAGE_WEIGHTS, InceptionScoreUnavailable, InceptionWeightsMissing
 from vaes.frechet import feature_statistics, frechet_distance
@@ -138,7 +138,7 @@ def renormalised_sets(cfg, model, stage2, data, images: dict, real: torch.Tensor
     return info
 
 
-def evaluate_models(cfg, model, stage2, data, out: str | Path) -> dict:
+def evaluate_models(cfg, model, stage2, data, out: str | Path, *, timings: dict | None = None) -> dict:
     """Quality metrics of a trained run (FID, KID and precision/recall where Inception can be
     had, classifier distances where labels exist), with grids written to ``out``.
 
@@ -148,7 +148,10 @@ def evaluate_models(cfg, model, stage2, data, out: str | Path) -> dict:
     (decode the posterior mean mu(x) of held-out x) and recon_sample (decode one z ~ q(z|x), as
     both originals); and always the original's renormalised sets samples_renorm, stage2_renorm,
     recon_renorm, with the adjustment's own numbers under ``renorm``. Also classifier_accuracy.
+    ``timings``, when given, receives the seconds of each phase (eval_images_seconds,
+    eval_classifier_seconds, eval_inception_seconds).
     """
+    clock = _PhaseClock(timings)
     out = Path(out)
     n = cfg.eval_images
     real = data.test[:n]                          # held-out images: reconstructed, and the reference
@@ -162,9 +165,8 @@ def evaluate_models(cfg, model, stage2, data, out: str | Path) -> dict:
     images["recon"] = reconstruct(model, real, bn_eval=cfg.bn_eval)  # decode(posterior mean)
     renorm = renormalised_sets(cfg, model, stage2, data, images, real)  # also sets recon_sample
     save_grids(images, real, out)
-    # a renormalised set the adjustment left unchanged is scored once and its metrics copied
-    same = {k: base for k, base in (("samples_renorm", "samples"), ("stage2_renorm", "stage2"))
-            if k in images and images[k] is images[base]}
+    clock.lap("eval_images_seconds")
+    same = equal_sets(images)  # each set equal to an earlier one is scored once, its metrics copied
     renorm["same_as"] = same
     scored = {k: v for k, v in images.items() if k not in same}
     # FID's real images: held-out (default) or the first n training images (BalancingVAE before
@@ -173,12 +175,53 @@ def evaluate_models(cfg, model, stage2, data, out: str | Path) -> dict:
     metrics: dict = {"renorm": renorm}
     if data.train_labels is not None:
         metrics.update(classifier_metrics(cfg, data, scored, real))
+    clock.lap("eval_classifier_seconds")
     if cfg.fid:
-        metrics.update(fid_metrics(cfg, scored, fid_real, device=next(model.parameters()).device))
+        inception = inception_sets(cfg, scored)
+        metrics.update(fid_metrics(cfg, {k: scored[k] for k in inception}, fid_real,
+                                   device=next(model.parameters()).device))
+    clock.lap("eval_inception_seconds")
     for alias, base in same.items():
         metrics.update({k[: -len(base)] + alias: copy.deepcopy(v) for k, v in list(metrics.items())
                         if k.endswith("_" + base)})
     return metrics
+
+
+class _PhaseClock:
+    """Seconds since the last lap, written into ``timings`` under each lap's name (a None
+    ``timings`` records nothing)."""
+
+    def __init__(self, timings: dict | None) -> None:
+        self.timings, self.t = timings, time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        if self.timings is not None:
+            self.timings[name] = now - self.t
+        self.t = now
+
+
+HEADLINE_SETS = ("samples", "stage2", "recon")  # what a table shows: both samplers' images, reconstructions
+
+
+def equal_sets(images: dict[str, torch.Tensor]) -> dict[str, str]:
+    """{name: the earlier set it equals} for every set whose images equal an earlier set's, pixel
+    for pixel (a renormalisation that did not fire, a collapsed model's rescaled samples)."""
+    same: dict[str, str] = {}
+    for i, (name, x) in enumerate(images.items()):
+        for base, y in list(images.items())[:i]:
+            if base not in same and x.shape == y.shape and torch.equal(x, y):
+                same[name] = base
+                break
+    return same
+
+
+def inception_sets(cfg, images: dict[str, torch.Tensor]) -> list[str]:
+    """The sets Inception scores: all of them, or the headline sets where the data set's protocol
+    says so (small data: the classifier's features score the rest, at a fraction of the cost)."""
+    if get_dataset(cfg.dataset).protocol.inception_sets == "all":
+        return list(images)
+    return [k for k in images if k in HEADLINE_SETS]
 
 
 def _cache(cfg, sub: str) -> Path | None:
@@ -279,6 +322,7 @@ def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None) -> Rec
     data = load_dataset(cfg.dataset, cfg.data_root, download=cfg.download, data_split=cfg.data_split,
                         image_size=cfg.image_size, jpeg_quality=cfg.jpeg_quality)
     device = pick_device(cfg.device)
+    threads = use_threads(cfg)
     weights = load_torch(run_dir / "model.pt")
     model = build_model(cfg, data.shape)
     model.load_state_dict(weights["model"])
@@ -289,10 +333,13 @@ def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None) -> Rec
         stage2.load_state_dict(weights["stage2"])
         stage2.to(device)
     t0 = time.perf_counter()
+    timings = {}
     metrics = heldout_metrics(model, data.test.to(device), bn_eval=cfg.bn_eval)
-    metrics.update(evaluate_models(cfg, model, stage2, data, run_dir))
+    timings["eval_heldout_seconds"] = time.perf_counter() - t0
+    metrics.update(evaluate_models(cfg, model, stage2, data, run_dir, timings=timings))
     rec.metrics = metrics
-    rec.timings = {**(rec.timings or {}), "eval_seconds": time.perf_counter() - t0}
+    rec.timings = {**(rec.timings or {}), **timings, "eval_seconds": time.perf_counter() - t0,
+                   "eval_threads": threads}
     rec.config.update({k: getattr(cfg, k) for k in ("eval_images", "fid", "fid_images", "fid_engine", "fid_weights",
                                                     "fid_reference", "renorm_stats")})
     return rec.write(run_dir / "record.json")

@@ -26,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from vaes.build import build_model, build_stage2, dataset_shape, pick_device, resolve
+from vaes.build import build_model, build_stage2, dataset_shape, pick_device, resolve, use_threads
 from vaes.config import EVAL_FIELDS, IDENTITY_FIELDS, TrainConfig, run_id, to_dict
 from vaes.data import DataMissing, ImageData, load_dataset
 from vaes.evaluate import evaluate_models, evaluate_run
@@ -106,6 +106,7 @@ def _train_and_evaluate(cfg: TrainConfig, record: Record, data: ImageData | None
     record.data = {"name": data.name, "shape": list(data.shape), "n_train": len(train_x),
                    "n_heldout": len(data.test), "note": data.note}
     device = pick_device(cfg.device)
+    record.timings = {**(record.timings or {}), "threads": use_threads(cfg)}
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, data.shape).to(device)
     record.n_params = count_parameters(model)
@@ -127,8 +128,9 @@ def _train_and_evaluate(cfg: TrainConfig, record: Record, data: ImageData | None
                                   "stage2": None if stage2 is None else stage2.state_dict()})
     t0 = time.perf_counter()
     record.metrics = heldout_metrics(model, data.test.to(device), bn_eval=cfg.bn_eval)
+    record.timings["eval_heldout_seconds"] = time.perf_counter() - t0
     if evaluate:
-        record.metrics.update(evaluate_models(cfg, model, stage2, data, out))
+        record.metrics.update(evaluate_models(cfg, model, stage2, data, out, timings=record.timings))
     record.timings["eval_seconds"] = time.perf_counter() - t0
     for name in CHECKPOINTS:
         (out / name).unlink(missing_ok=True)
@@ -153,7 +155,8 @@ def _stage1(cfg: TrainConfig, model: VAE, train_x: torch.Tensor, record: Record,
               desc=f"{cfg.variant} {cfg.dataset}", progress=progress, on_epoch=each_epoch if hooks else None)
     record.history = res.history
     record.gamma_ratio = gamma_ratio(res.history)  # 1 once gamma reaches sqrt(MSE)
-    record.timings = {"train_seconds": res.seconds, "train_images_per_second": res.images / max(res.seconds, 1e-9)}
+    record.timings = {**(record.timings or {}), "train_seconds": res.seconds,
+                      "train_images_per_second": res.images / max(res.seconds, 1e-9)}
     record.cost = {"device": record.device, "flops_per_train_image": flops, "train_images": res.images,
                    "train_seconds": res.seconds, "train_flops": flops * res.images,
                    "flop_counter": "torch.utils.flop_counter.FlopCounterMode, loss forward + backward"}
