@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from benchmarks.columns import BIASED_BELOW, _number, fid_biased, metric_sentences
+from benchmarks.columns import BIASED_BELOW, QUALITY_SETS, _number, fid_biased, metric_sentences
 from benchmarks.stats import ALPHA, LEVEL, POWER, detectable_difference, pooled_std
 from vaes.data import get_dataset
 
@@ -153,7 +153,6 @@ def caption_and_notes(df: pd.DataFrame, suite: dict, name: str, dataset: str, co
                       ) -> tuple[list[str], list[tuple[str, str]], list[str]]:
     """The caption (short_caption), the general notes under the table (marker '': numbered by
     the renderers) and the reasons FID is missing for some runs."""
-    from benchmarks.columns import QUALITY_SETS  # the image sets shown, for the counts
     used = [*QUALITY_SETS[sets].values(), *{s for s, _ in stage2_sets.values()}]
     caption = short_caption(df, name, dataset, used, any(r.collapsed for r in rows))
     setup, fid_missing = setup_sentence(df, used)
