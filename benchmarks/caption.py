@@ -1,16 +1,21 @@
-"""The prose of a suite's table: the caption's sentences (how FID was computed, the training
-protocol, what a cell's ± and bold mean) and the notes on unfinished runs. Pure functions of the
-records' frame (benchmarks/frames.py); benchmarks/table.py puts them into the :class:`Table`
-model, so that every renderer says the same."""
+"""The prose of a suite's table: a short caption above it (what the rows are, the seeds that
+finished, the image counts, what bold and ≈ mean: at most CAPTION_CHARS characters) and the
+numbered notes under it (the protocol, how each metric was computed, the detectable
+difference). Every number in them is read from the records, never from the suite's file, whose
+description is not printed (a suite's name is the title). Pure functions of the records' frame
+(benchmarks/frames.py); benchmarks/table.py puts them into the :class:`Table` model, so that
+every renderer says the same."""
 from __future__ import annotations
 
 from typing import Any
 
 import pandas as pd
 
-from benchmarks.columns import BIASED_BELOW, fid_biased
-from benchmarks.stats import LEVEL
+from benchmarks.columns import BIASED_BELOW, QUALITY_SETS, _number, fid_biased, metric_sentences
+from benchmarks.stats import ALPHA, LEVEL, POWER, detectable_difference, pooled_std
 from vaes.data import get_dataset
+
+CAPTION_CHARS = 600  # the caption above a table stays short; the rest goes to numbered notes
 
 
 def seeds_text(seeds) -> str:
@@ -103,12 +108,114 @@ def display_name(dataset: str) -> str:
 
 
 def statistics_sentence(seeds: list) -> str:
-    """What a cell's ± is and what bold means."""
+    """What a cell's ± is (a note under the table)."""
     text = seeds_text(seeds)
     if len(seeds) < 2:
-        return (f"One seed ({text}), so no interval over seeds (KID: ± its std over subsets); "
-                "bold: the best mean of a column (↓ lower, ↑ higher is better).")
-    return (f"Mean ± the half-width of its {LEVEL:.0%} confidence interval over the finished runs of "
-            f"seeds {text} (Student t, n − 1 degrees of freedom; a row with one finished seed has no "
-            "interval, or KID's std over subsets); bold: the best mean of a column and nothing else "
-            "(↓ lower, ↑ higher is better), whether or not the intervals overlap.")
+        return f"One seed ({text}), so no interval over seeds and no test (KID: ± its std over subsets)."
+    return (f"± is the half-width of the {LEVEL:.0%} confidence interval of the mean over the finished runs of "
+            f"seeds {text} (Student t, n − 1 degrees of freedom; a row with one finished seed has no interval, "
+            f"or KID's std over subsets). ≈: a two-sided Welch t-test (unequal variances) at alpha {ALPHA} over "
+            "the seeds cannot tell the row's mean from the bold one.")
+
+
+def _counts(df: pd.DataFrame, sets: list[str], field: str) -> str | None:
+    """The distinct image counts a metric field recorded for ``sets`` over finished runs:
+    '300' or '50, 300' (overridden per run); None when none is recorded."""
+    fin = df[df["status"] == "finished"]
+    for metric in ("fid", "kid", "prc"):
+        cols = [f"{metric}_{s}_{field}" for s in sets if f"{metric}_{s}_{field}" in fin]
+        vals = pd.concat([pd.to_numeric(fin[c], errors="coerce") for c in cols]).dropna() if cols else []
+        if len(vals):
+            return ", ".join(f"{int(v):,}" for v in sorted(set(vals)))
+    return None
+
+
+def short_caption(df: pd.DataFrame, name: str, dataset: str, sets: list[str], collapsed: bool) -> list[str]:
+    """The caption above the table: the rows, the seeds that finished, the image counts, bold and ≈."""
+    fin = df[df["status"] == "finished"]
+    seeds = sorted(fin["seed"].dropna().unique())
+    stat = (f"mean ± {LEVEL:.0%} interval over the seeds that finished ({seeds_text(seeds)}; "
+            f"{len(fin)} of {len(df)} runs)" if len(seeds) > 1 else
+            f"one seed that finished ({seeds_text(seeds)}; {len(fin)} of {len(df)} runs), no interval")
+    out = [f"{display_name(dataset)}, suite {name}: one row per variant, {stat}; '(2-stage)' rows: the second stage's samples."]
+    gen, real = _counts(df, sets, "n_images"), _counts(df, sets, "reference_n")
+    if gen:
+        out.append(f"Sample metrics on {gen} generated" + (f" vs {real} held-out images." if real else " images per set."))
+    out.append("Bold: the best mean of a column (↓ lower, ↑ higher is better)"
+               + ("; ≈: not told apart from it by a Welch t-test over the seeds." if len(seeds) > 1 else "."))
+    if collapsed:
+        out.append("'collapsed': a generator whose samples are one image (never bold in precision/recall).")
+    return out
+
+
+def caption_and_notes(df: pd.DataFrame, suite: dict, name: str, dataset: str, columns, sets: str,
+                      stage2_sets: dict, rows, *, published: bool, ref_note: str | None
+                      ) -> tuple[list[str], list[tuple[str, str]], list[str]]:
+    """The caption (short_caption), the general notes under the table (marker '': numbered by
+    the renderers) and the reasons FID is missing for some runs."""
+    used = [*QUALITY_SETS[sets].values(), *{s for s, _ in stage2_sets.values()}]
+    caption = short_caption(df, name, dataset, used, any(r.collapsed for r in rows))
+    setup, fid_missing = setup_sentence(df, used)
+    fin = df[df["status"] == "finished"]
+    notes = [statistics_sentence(sorted(fin["seed"].dropna().unique())), protocol_sentence(df), setup]
+    notes += [suite["data_note"]] if suite.get("data_note") else []
+    notes += metric_sentences(df, columns, sets, {f"{l} (2-stage)": v for l, v in stage2_sets.items()})
+    general = [("", n) for n in notes] + _general_notes(rows, columns, dataset, fid_missing, published, ref_note)
+    return caption, general, fid_missing
+
+
+def _general_notes(rows, columns, dataset: str, fid_missing: list[str], published: bool,
+                   ref_note: str | None) -> list[tuple[str, str]]:
+    """The notes that no row marks: the columns, the detectable difference, FID missing (‡), the
+    classifier's distances (†), the published rows."""
+    general = [
+        ("", "Samples: quality of generated images (first-stage prior; on '(2-stage)' rows, of the "
+             "second-stage VAE, whose parameters are added to Params). MSE: per-pixel reconstruction "
+             "error, PSNR in dB, KL in nats per image, AU: active latent units (posterior-mean variance "
+             "> 0.01). Cost: training FLOPs (torch's FlopCounterMode on the loss, forward and backward, "
+             "times the images processed; the 2-stage rows add the second stage's)."),
+    ]
+    detectable = _detectable_note(rows, columns)
+    if detectable:
+        general.append(("", detectable))
+    if fid_missing:
+        general.append(("‡", "FID missing for some runs: " + "; ".join(fid_missing)))
+    if any("†" in c.unit for c in columns):
+        general.append(("†", "CFD (Fréchet) and CKID (kernel distance) are NOT FID or KID: they use the "
+                             f"features of a small classifier trained on {display_name(dataset)} itself, "
+                             "comparable only within this table, never with published FIDs."))
+    if published:
+        general.append(("", "Published (benchmarks/ledger.toml): FIDs as printed in their papers, never bold, "
+                            "± their standard deviation over the paper's trials (not an interval); a row whose "
+                            "image count or normalisation differs from the runs' says so in its name. The ledger "
+                            "holds each one's table and protocol; each row's note says whether the matching run "
+                            "here was measured alike ('comparable') or names the differences."))
+    if ref_note:
+        general.append(("", ref_note))
+    return general
+
+
+def _detectable_note(rows, columns) -> str | None:
+    """Per directed column, the smallest difference between two rows that their seeds detect
+    (benchmarks.stats.detectable_difference) from the within-row std pooled over the table's rows
+    (rows without spread left out: benchmarks.stats.pooled_std); None when no column has one."""
+    parts = []
+    ns = [c.n for r in rows if r.kind in ("run", "stage2") for c in r.cells.values() if c.n >= 2]
+    min_n = min(ns, default=0)
+    for col in columns:
+        cells = [r.cells[col.key] for r in rows if r.kind in ("run", "stage2") and col.key in r.cells]
+        cells = [c for c in cells if c.n >= 2 and c.std is not None]
+        if col.better is None or not cells:
+            continue
+        n = min(c.n for c in cells)  # the fewest seeds a compared row has: the weakest comparison
+        delta = detectable_difference(pooled_std([c.std for c in cells], [c.n for c in cells]), n)
+        if delta is not None:
+            scale = f" ×10^-{col.shift}" if col.shift else ""
+            parts.append(f"{col.header} {col.unit}{scale}: {_number(delta * 10.0**col.shift, False, 'plain')}"
+                         + (f" ({n} seeds a row)" if n != min_n else ""))
+    if not parts:
+        return None
+    return (f"Smallest true difference between two rows of {min_n} seeds that the seeds detect (two-sided two-sample "
+            f"t-test, alpha {ALPHA}, power {POWER}, from the seeds' std pooled over the rows that have a spread; "
+            "noncentral t; a smaller gap between two means may be noise): "
+            + "; ".join(p.replace("  ", " ") for p in parts) + ".")

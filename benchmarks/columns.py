@@ -18,11 +18,32 @@ is in runs.csv, and the caption says so.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pandas as pd
 
 BIASED_BELOW = 2048  # fewer real images than Inception's 2048 feature dimensions: a biased FID
+SIG = 3            # significant digits of a table entry
+
+
+def _decimals(x: float) -> int:
+    """Decimals for SIG significant digits, at least one (FIDs are quoted to 0.1)."""
+    if x == 0 or not math.isfinite(x):
+        return 1
+    return min(max(SIG - 1 - math.floor(math.log10(abs(x))), 1), 8)
+
+
+def _number(x: float, integer: bool, style: str) -> str:
+    """One number: fixed point with SIG significant digits, scientific below 1e-3."""
+    if not math.isfinite(x):
+        return {"plain": str(x), "tex": r"$\infty$" if x > 0 else str(x)}.get(style, str(x))
+    if integer and float(x).is_integer():
+        return str(int(x))
+    if x != 0 and abs(x) < 1e-3:
+        mant, exp = f"{x:.{SIG - 1}e}".split("e")
+        return rf"${mant}\times10^{{{int(exp)}}}$" if style == "tex" else f"{mant}e{int(exp)}"
+    return f"{x:.{1 if integer else _decimals(x)}f}"
 
 # The image sets the quality columns show: the report's option (suite key ``quality_sets``,
 # CLI --sets). 'renorm' shows the sets Asperti & Trentin's computed_gamma.py evaluates.
@@ -123,7 +144,10 @@ METRICS = (
     Metric("ckid", "CKID†", "CKID (classifier, not KID)", "lower", per_set=True, spread=True),
     Metric("recon_mse", "MSE", "reconstruction MSE ↓", "lower"),
     Metric("psnr", "PSNR", "PSNR (dB) ↑", "higher", "dB"),
-    Metric("neg_elbo", "−ELBO", "−ELBO (nats)", "lower", "nats", table="recorded"),
+    # -L_1 on NLL_K's images with NLL_K's decoder std; records without it show neg_elbo (all
+    # held-out images, the training-time std), and a note says the two are not on one footing
+    Metric("iw_elbo", "−ELBO", "−ELBO (nats)", "lower", "nats", table="recorded"),
+    Metric("neg_elbo", "−ELBO", "−ELBO, all held-out (nats)", "lower", "nats", table="recorded"),
     Metric("iw_nll", "NLL_K", "IW bound NLL_K (nats)", "lower", "nats", table="recorded"),
     Metric("iw_bpd", "NLL_K", "IW bound (bits/dim)", "lower", "bpd", table="recorded"),
     Metric("kl", "KL", "KL (nats)", unit="nats"),
@@ -202,6 +226,8 @@ def quality_columns(df: pd.DataFrame, sample_sets: list[str], recon_set: str) ->
             # reconstructions: the lead Inception distance (not the other) and CFD
             if m.recon and (m.key == lead or m.key not in LEADS) and _has(fin, [col.column(recon_set)]):
                 recon.append(col)
+        elif m.key == "neg_elbo" and _has(fin, ["iw_elbo"]):
+            continue  # the matched -ELBO (iw_elbo) heads the column; neg_elbo stays in runs.csv
         elif m.table == "always" or m.table == "recorded" and _has(fin, [m.key]):
             rest.append(_column(m))
     fid = next(m for m in METRICS if m.key == "fid")
@@ -298,12 +324,8 @@ def metric_sentences(df: pd.DataFrame, columns: list[Column], sets: str,
                    f"nearest neighbours on {n or '?'} images per set: low precision is blur or off-manifold "
                    "samples, low recall missing modes; both depend on the image count, so compare them "
                    "within this table only.")
-    if "iw_nll" in keys or "iw_bpd" in keys:
-        k = _values(df, ["iw_k"])
-        out.append(f"NLL_K: the importance-weighted bound (Burda et al. 2016) with K = {k or '?'} samples on "
-                   "held-out images, each variant with its own decoder variance (sigma: gamma from the "
-                   "held-out MSE), in nats per image and in bits per dimension (8-bit convention: "
-                   "+ D ln 256, divided by D ln 2); −ELBO is the K = 1 bound.")
+    if keys & {"iw_nll", "iw_bpd", "iw_elbo", "neg_elbo"}:
+        out.append(likelihood_sentence(df))
     jpeg = _values(df, ["jpeg_quality"])
     if jpeg is not None:
         out.append("No JPEG round trip (jpeg_quality 0)." if jpeg == "0" else
@@ -314,3 +336,22 @@ def metric_sentences(df: pd.DataFrame, columns: list[Column], sets: str,
                "(recon_sample, stage2 and stage2_ancestral, the renormalised sets), the reconstructions' "
                "precision/recall, the classifier's precision/recall (cprc), timings.")
     return out
+
+
+def likelihood_sentence(df: pd.DataFrame) -> str:
+    """How the likelihood columns were computed, from the records: K, the images, each variant's
+    decoder std and where it came from, the pixel levels of bits per dimension."""
+    fin = df[df["status"] == "finished"]
+    k, n, levels = _values(df, ["iw_k"]), _values(df, ["iw_images"]), _values(df, ["bpd_levels"])
+    if "iw_elbo" not in fin or not fin["iw_elbo"].notna().any():
+        return (f"NLL_K: the importance-weighted bound (Burda et al. 2016), K = {k or '?'}, on the first "
+                f"{n or '?'} held-out images; −ELBO: all held-out images, with the variant's training-time "
+                "decoder std (sigma: its last training batch's). These records predate the matched bound, so the "
+                "two columns are not on one footing; bits per dimension count 256 levels per pixel.")
+    src = fin.get("likelihood_gamma_source", pd.Series(dtype=object))
+    by_label = {str(lab): ", ".join(sorted({str(v) for v in g.dropna()})) for lab, g in src.groupby(fin["label"])}
+    stds = "; ".join(f"{lab}: {v}" for lab, v in by_label.items() if v)
+    return (f"Likelihood on one footing: −ELBO (K = 1) and NLL_K (the importance-weighted bound, Burda et al. "
+            f"2016, K = {k or '?'}) on the same first {n or '?'} held-out images with one decoder std per run "
+            f"({stds or 'not recorded'}), in nats per image; bits per dimension with {levels or '256'} levels a pixel "
+            "(+ D ln L, divided by D ln 2).")

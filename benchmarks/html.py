@@ -23,7 +23,7 @@ import jinja2
 import pandas as pd
 
 from benchmarks.frames import Runs, record_label
-from benchmarks.render import _cell_text, _headers
+from benchmarks.render import _cell_text, _headers, row_name
 from benchmarks.table import Table, label_order
 from vaes.balance import effective_beta, plot_effective_beta
 
@@ -157,8 +157,9 @@ def table_view(table: Table) -> dict:
         else:
             cells = [(_cell_text(dataclasses.replace(row.cells[c.key], bold=False), c, "html"),
                       row.cells[c.key].bold) if c.key in row.cells else ("", False) for c in table.columns]
-        rows.append({"name": row.name, "kind": row.kind, "notes": row.notes, "cells": cells})
-    return {"headers": _headers(table, "md"), "rows": rows}
+        rows.append({"name": row_name(row), "kind": row.kind, "notes": row.notes, "cells": cells})
+    first = next((i for i, r in enumerate(table.rows) if r.kind == "reference"), None)
+    return {"headers": _headers(table, "md"), "rows": rows, "first_reference": first}
 
 
 def environment() -> jinja2.Environment:

@@ -85,6 +85,13 @@ class Entry:
     variant: str
     stage: str
     protocol: dict[str, Any]
+    table_ref: str = ""             # the entry's own table ('Table 3') where the source spans several
+    likelihood: str | None = None   # the counterpart's decoder likelihood where it matters (bernoulli)
+
+    @property
+    def table(self) -> str:
+        """The paper's table this figure is printed in: 'Table 1'."""
+        return self.table_ref or self.source.table.split(" (")[0]
 
     @property
     def name(self) -> str:
@@ -148,8 +155,15 @@ def _load_entry(raw: dict, where: str, sources: dict) -> Entry:
                           f"{', '.join(list_variants())}, stage = one of {', '.join(STAGES)} }}")
     protocol = {**base, **_check_protocol(raw.get("protocol", {}), name)}
     std = raw.get("std")
+    for key in ("table",):
+        if key in raw and not (isinstance(raw[key], str) and raw[key].strip()):
+            raise LedgerError(f"{name}: field {key!r} = {raw[key]!r} must be a non-empty text")
+    likelihood = ours.get("likelihood")
+    if likelihood not in (None, "gaussian", "bernoulli"):
+        raise LedgerError(f"{name}: ours.likelihood = {likelihood!r} must be gaussian or bernoulli")
     return Entry(source, raw["model"], raw["dataset"], float(raw["value"]),
-                 None if std is None else float(std), ours["variant"], ours["stage"], protocol)
+                 None if std is None else float(std), ours["variant"], ours["stage"], protocol,
+                 raw.get("table", ""), likelihood)
 
 
 def load_ledger(path: str | Path = LEDGER_PATH) -> list[Entry]:
@@ -243,6 +257,9 @@ def differences(entry: Entry, record: dict) -> list[str]:
         out.append(f"variant: {cfg.get('variant')} here, {entry.variant} published")
     if entry.stage == "two-stage" and not cfg.get("two_stage"):
         out.append("no second stage here")
+    mine = (cfg.get("options") or {}).get("likelihood", "gaussian")
+    if entry.likelihood and mine != entry.likelihood:
+        out.append(f"likelihood: {mine} here, {entry.likelihood} published")
     if not isinstance((record.get("metrics") or {}).get(f"fid_{set_name}"), dict):
         out.append(f"no FID (fid_{set_name}) in the run's record")
     for key, label in DIFFERENCE_LABELS.items():
@@ -280,6 +297,9 @@ def matching_run(df: pd.DataFrame, entry: Entry) -> pd.Series | None:
     row corresponds to: its variant (a run labelled as the variant first), two-stage where the
     figure is; the lowest seed."""
     fin = df[(df["status"] == "finished") & (df["variant"] == entry.variant)]
+    if entry.likelihood and "options" in fin:  # a run with the counterpart's likelihood first
+        same = fin["options"].map(lambda o: json.loads(o or "{}").get("likelihood", "gaussian") == entry.likelihood)
+        fin = fin[same] if same.any() else fin
     if entry.stage == "two-stage":
         fin = fin[fin["two_stage"].astype(bool)]
     if fin.empty:

@@ -39,9 +39,18 @@ def _cell_text(cell: Cell, col: Column, style: str) -> str:
             sd = f"{std:.{places}f}"
         # LaTeX: the spread in a smaller font keeps a 7-column table near the text width
         s += rf" {{\scriptsize$\pm${sd}}}" if style == "tex" else f" ± {sd}"
+    if cell.near:  # a Welch t-test cannot tell it from the bold mean
+        s = (r"$\approx$" if style == "tex" else "≈") + s
     if cell.bold:
         s = rf"\textbf{{{s}}}" if style == "tex" else f"**{s}**"
     return s
+
+
+def row_name(row) -> str:
+    """A row's name with what a reader must see beside it: a collapsed generator, a published
+    figure's differing protocol (as plain text; each renderer escapes it)."""
+    name = row.name + (" (collapsed)" if row.collapsed else "")
+    return name + (f" ({row.protocol})" if row.protocol else "")
 
 
 _TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
@@ -107,7 +116,7 @@ def _tabular(table: Table) -> str:
     ncol = len(table.columns) + 1
     texts, bold = [], []
     for row in table.rows:
-        name = tex_escape(row.name) + "".join(rf"$^{{{m}}}$" for m in row.notes)
+        name = tex_escape(row_name(row)) + "".join(rf"$^{{{m}}}$" for m in row.notes)
         if row.kind == "reference":
             name = r"\quad " + name
         if row.kind == "incomplete":
@@ -155,9 +164,9 @@ def render_latex(table: Table) -> str:
              _tabular(table)]
     if table.notes:
         notes = []
-        for m, text in table.notes:
-            lead = {"†": r"$^\dagger$~", "‡": r"$^\ddagger$~"}.get(m, rf"$^{{{m}}}$~" if m else "")
-            notes.append(lead + tex_escape(_cut(text, 600 if m in ("", "†", "‡") else REASON_CHARS)))
+        for m, text in table.numbered_notes():
+            lead = {"†": r"$^\dagger$~", "‡": r"$^\ddagger$~"}.get(m, f"{m}.~" if m.isdigit() else rf"$^{{{m}}}$~")
+            notes.append(lead + tex_escape(_cut(text, 900 if m.isdigit() or m in ("†", "‡") else REASON_CHARS)))
         lines += [r"\par\smallskip", r"\parbox{\linewidth}{\footnotesize\raggedright",
                   "\\par\n".join(notes) + "}"]
     lines.append(r"\end{table}")
@@ -175,7 +184,10 @@ def render_markdown(table: Table) -> str:
              "| " + " | ".join(map(_md_escape, heads)) + " |",
              "|" + "|".join([":--"] + ["--:"] * len(table.columns)) + "|"]
     for row in table.rows:
-        name = _md_escape(row.name) + "".join(f" [{m}]" for m in row.notes)
+        name = _md_escape(row_name(row)) + "".join(f" [{m}]" for m in row.notes)
+        if row.kind == "reference" and row is next(r for r in table.rows if r.kind == "reference"):
+            # the published rows' own block: a heading row, as table.tex's \multicolumn line
+            lines.append(f"| *{_md_escape(REFERENCE_SOURCE)}* |" + " |" * len(table.columns))
         if row.kind == "reference":
             name = f"{name} (published)"
         if row.kind == "incomplete":
@@ -186,6 +198,7 @@ def render_markdown(table: Table) -> str:
                      for c in table.columns]
         lines.append("| " + " | ".join([name] + [_md_escape(c) for c in cells]) + " |")
     lines.append("")
-    for m, text in table.notes:
-        lines.append(f"- {'[' + m + '] ' if m and m != '†' else m + ' ' if m else ''}{_md_escape(text)}")
+    for m, text in table.numbered_notes():
+        lead = f"{m}." if m.isdigit() else m if m in ("†", "‡") else f"[{m}]"
+        lines.append(f"- {lead} {_md_escape(text)}")
     return "\n".join(lines) + "\n"

@@ -2,10 +2,12 @@
 interval of a mean, the spread pooled over a table's rows, and the smallest difference between
 two rows that their seeds can detect.
 
-Why not a test per cell: with 2-3 seeds a t-test has 1-4 degrees of freedom and almost no
-power, so a rule "bold every row not significantly worse than the best" bolds noisy rows far
-from the best. The table bolds only the best mean, prints each mean with its interval, and
-states the detectable difference, so a reader can tell which gaps mean something.
+Bold and its companion mark: with 2-3 seeds a t-test has 1-4 degrees of freedom and little
+power, so bolding every row a test cannot separate from the best would bold noisy rows far from
+it. The table bolds only the best mean and marks "≈" each other row that a two-sided Welch
+t-test (:func:`indistinguishable`) cannot tell from the best: a bold without ≈ companions is a
+win the seeds support; a bold with them is not yet one. The detectable difference says how
+large a gap the seeds could have shown.
 """
 from __future__ import annotations
 
@@ -29,8 +31,10 @@ def ci_half_width(std: float, n: int, level: float = LEVEL) -> float | None:
 
 def pooled_std(stds: list[float], ns: list[int]) -> float | None:
     """The within-row spread pooled over rows: sqrt(sum (n_i - 1) s_i^2 / sum (n_i - 1)), over
-    the rows with at least two values; None when no row has two."""
-    pairs = [(s, n) for s, n in zip(stds, ns) if n >= 2 and s is not None and math.isfinite(s)]
+    the rows with at least two values and a spread above zero (a row whose seeds all give one
+    value, as a collapsed generator's precision of 1, says nothing of the others' noise and
+    would shrink the pool); None when no row is left."""
+    pairs = [(s, n) for s, n in zip(stds, ns) if n >= 2 and s is not None and math.isfinite(s) and s > 0]
     dof = sum(n - 1 for _, n in pairs)
     if dof == 0:
         return None
@@ -73,3 +77,18 @@ def detectable_difference(sd: float | None, n: int, alpha: float = ALPHA, power:
         hi *= 2
     return float(optimize.brentq(lambda d: t_test_power(d, sd, n, alpha) - power, lo, hi, xtol=1e-10 * sd))
 
+
+
+def indistinguishable(best: tuple[float, float | None, int], other: tuple[float, float | None, int],
+                      alpha: float = ALPHA) -> bool | None:
+    """Whether a two-sided Welch t-test (unequal variances; scipy.stats.ttest_ind_from_stats with
+    equal_var=False) at ``alpha`` cannot tell the mean of ``other`` from the mean of ``best``,
+    each given as (mean, sample std, number of seeds). None when either has fewer than two
+    seeds (no test). Two rows without any spread differ exactly when their means differ."""
+    (m1, s1, n1), (m2, s2, n2) = best, other
+    if n1 < 2 or n2 < 2 or s1 is None or s2 is None or not (math.isfinite(s1) and math.isfinite(s2)):
+        return None
+    if s1 == 0 and s2 == 0:
+        return m1 == m2
+    p = stats.ttest_ind_from_stats(m1, s1, n1, m2, s2, n2, equal_var=False).pvalue
+    return bool(p >= alpha)

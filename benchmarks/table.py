@@ -21,17 +21,16 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from benchmarks.caption import (display_name, protocol_sentence, reasons_note, setup_sentence,
-                                statistics_sentence)
-from benchmarks.columns import QUALITY_SETS, Column, check_sets, metric_sentences, quality_columns, stage2_set
-from benchmarks.stats import ALPHA, POWER, ci_half_width, detectable_difference, pooled_std
+from benchmarks.caption import caption_and_notes, display_name, reasons_note
+from benchmarks.columns import (SIG, QUALITY_SETS, Column, _decimals, _number, check_sets,  # noqa: F401 (render's)
+                                quality_columns, stage2_set)
+from benchmarks.stats import ci_half_width, indistinguishable
 from benchmarks import ledger
-from vaes.metrics import CONVERGED_RATIO
+from vaes.metrics import COLLAPSED_SPREAD, CONVERGED_RATIO
 
 # Published FIDs live in the ledger (benchmarks/ledger.toml, with their papers and protocols);
 # each data set's display name in the data-set registry (vaes/data.py, via benchmarks/caption.py).
 REFERENCE_SOURCE = "Published (benchmarks/ledger.toml)"  # the heading of the published rows
-SIG = 3            # significant digits of a table entry
 REASON_CHARS = 240  # a failure reason longer than this is cut in table.tex (table.md has it whole)
 
 # ----------------------------------------------------------------------------- the table model
@@ -48,6 +47,7 @@ class Cell:
     n: int = 0
     bold: bool = False
     half: float | None = None
+    near: bool = False  # '≈': a Welch t-test over the seeds cannot tell it from the bold mean
 
 
 @dataclasses.dataclass
@@ -62,6 +62,8 @@ class Row:
     kind: str
     cells: dict[str, Cell] = dataclasses.field(default_factory=dict)
     status: str | None = None            # 'failed' / 'interrupted' / 'running' for incomplete rows
+    collapsed: bool = False              # some seed's generator collapsed: precision/recall never bold
+    protocol: str = ""                   # a published row's protocol where it differs from the runs'
     notes: list[str] = dataclasses.field(default_factory=list)  # note markers (a, b, ...)
 
 
@@ -76,6 +78,17 @@ class Table:
     notes: list[tuple[str, str]]  # (marker, text); marker '' for general notes
     n_records: int
     published: list[tuple[str, float, str]] = dataclasses.field(default_factory=list)  # (row, FID, verdict)
+
+    def numbered_notes(self) -> list[tuple[str, str]]:
+        """The notes with each general one (marker '') numbered 1, 2, ... in order; a row's
+        letter and the † / ‡ marks kept: what every renderer lists under the table."""
+        out, k = [], 0
+        for m, text in self.notes:
+            if not m:
+                k += 1
+                m = str(k)
+            out.append((m, text))
+        return out
 
 
 def label_order(df: pd.DataFrame, suite: dict | None = None) -> list[str]:
@@ -175,13 +188,17 @@ def build_table(df: pd.DataFrame, suite: dict | None = None, sets: str | None = 
     published, ref_note = _published(df, suite, ref_dataset, sample_kind, records)
     for entry, text in published:  # a note per row: its source and its verdict
         m = marker()
-        notes.append((m, f"{entry.name} ({entry.source.table.split(' (')[0]}, arXiv {entry.source.arxiv}; "
+        notes.append((m, f"{entry.name} ({entry.table}, arXiv {entry.source.arxiv}; "
                          f"{display_name(entry.dataset)}): {text}"))
-        rows.append(Row(entry.name, "reference", {"samples_fid": Cell(entry.value)}, notes=[m]))
+        # the published std is kept as its ±: the notes say it is the paper's std, not an interval
+        rows.append(Row(entry.name, "reference", {"samples_fid": Cell(entry.value, half=entry.std)}, notes=[m],
+                        protocol=_published_protocol(entry, df)))
 
     name = suite.get("name") or "suite"
-    caption, fid_missing = _caption(df, suite, str(name), dataset, columns, sets, stage2_sets)
-    general = _general_notes(rows, columns, dataset, fid_missing, bool(published), ref_note)
+    caption, general, fid_missing = caption_and_notes(df, suite, str(name), dataset, columns, sets, stage2_sets,
+                                                      rows, published=bool(published), ref_note=ref_note)
+    for reason in fid_missing:  # the report's log says it in full; the table keeps a footnote
+        print(f"report: FID missing: {reason}", file=sys.stderr)
     return Table(str(name), columns, rows, caption, general + notes, len(df),
                  [(entry.name, entry.value, text) for entry, text in published])
 
@@ -200,84 +217,9 @@ def _dataset(df: pd.DataFrame, suite: dict) -> tuple[str, str]:
     ref_dataset = suite.get("dataset") or dataset  # published figures are the suite's data set's
     if suite.get("dataset") not in (None, dataset):
         # the published rows stay (of the suite's data set), and their verdicts say so
-        suite.update(description=(suite.get("description") or "").rstrip(".")
-                     + f"; its protocol run on {display_name(dataset)} instead of {display_name(suite['dataset'])}",
-                     dataset=dataset)
+        suite.update(data_note=f"Suite {suite.get('name')}'s protocol run on {display_name(dataset)} "
+                               f"instead of {display_name(suite['dataset'])}.", dataset=dataset)
     return dataset, ref_dataset
-
-
-def _caption(df: pd.DataFrame, suite: dict, name: str, dataset: str, columns: list[Column], sets: str,
-             stage2_sets: dict[str, tuple[str, str | None]]) -> tuple[list[str], list[str]]:
-    """The caption's sentences, and why FID is missing for some runs (each said on stderr too)."""
-    shown = QUALITY_SETS[sets]
-    setup, fid_missing = setup_sentence(df, [*shown.values(), *{s for s, _ in stage2_sets.values()}])
-    for reason in fid_missing:  # the report's log says it in full; the table keeps a footnote
-        print(f"report: FID missing: {reason}", file=sys.stderr)
-    seeds = sorted(df["seed"].dropna().unique())  # what ran (a suite's seed count can be overridden)
-    caption = [
-        f"{display_name(dataset)}, suite {name}"
-        + (f": {suite['description'].rstrip('.')}" if suite.get("description") else "") + ".",
-        statistics_sentence(seeds),
-        protocol_sentence(df),
-        setup,
-        *metric_sentences(df, columns, sets, {f"{l} (2-stage)": v for l, v in stage2_sets.items()}),
-    ]
-    return caption, fid_missing
-
-
-def _general_notes(rows: list[Row], columns: list[Column], dataset: str, fid_missing: list[str],
-                   published: bool, ref_note: str | None) -> list[tuple[str, str]]:
-    """The notes under the table that no row marks: the columns, the detectable difference, FID
-    missing (‡), the classifier's distances (†), the published rows."""
-    general = [
-        ("", "Samples: quality of generated images (first-stage prior; on '(2-stage)' rows, of the "
-             "second-stage VAE, whose parameters are added to Params). MSE: per-pixel reconstruction "
-             "error, PSNR in dB, KL in nats per image, AU: active latent units (posterior-mean variance "
-             "> 0.01). Cost: training FLOPs (torch's FlopCounterMode on the loss, forward and backward, "
-             "times the images processed; the 2-stage rows add the second stage's)."),
-    ]
-    detectable = _detectable_note(rows, columns)
-    if detectable:
-        general.append(("", detectable))
-    if fid_missing:
-        general.append(("‡", "FID missing for some runs: " + "; ".join(fid_missing)))
-    if any("†" in c.unit for c in columns):
-        general.append(("†", "CFD (Fréchet) and CKID (kernel distance) are NOT FID or KID: they use the "
-                             f"features of a small classifier trained on {display_name(dataset)} itself, "
-                             "comparable only within this table, never with published FIDs."))
-    if published:
-        general.append(("", f"{REFERENCE_SOURCE}: FIDs as printed in their papers, not bolded; the "
-                            "ledger holds each one's table, where it was read and its protocol. Each "
-                            "row's note says whether the matching run here was measured alike "
-                            "('comparable': no difference known to both sides) or names the differences."))
-    if ref_note:
-        general.append(("", ref_note))
-    return general
-
-
-def _detectable_note(rows: list[Row], columns: list[Column]) -> str | None:
-    """Per directed column, the smallest difference between two rows that their seeds detect
-    (benchmarks.stats.detectable_difference) from the within-row std pooled over the table's rows;
-    None when no column has a row with two seeds."""
-    parts = []
-    ns = [c.n for r in rows if r.kind in ("run", "stage2") for c in r.cells.values() if c.n >= 2]
-    min_n = min(ns, default=0)
-    for col in columns:
-        cells = [r.cells[col.key] for r in rows if r.kind in ("run", "stage2") and col.key in r.cells]
-        cells = [c for c in cells if c.n >= 2 and c.std is not None]
-        if col.better is None or not cells:
-            continue
-        n = min(c.n for c in cells)  # the fewest seeds a compared row has: the weakest comparison
-        delta = detectable_difference(pooled_std([c.std for c in cells], [c.n for c in cells]), n)
-        if delta is not None:
-            scale = f" ×10^-{col.shift}" if col.shift else ""
-            parts.append(f"{col.header} {col.unit}{scale}: {_number(delta * 10.0**col.shift, False, 'plain')}"
-                         + (f" ({n} seeds a row)" if n != min_n else ""))
-    if not parts:
-        return None
-    return (f"Smallest true difference between two rows of {min_n} seeds that the seeds detect (two-sided two-sample "
-            f"t-test, alpha {ALPHA}, power {POWER}, from the seeds' std pooled over the rows; noncentral t; "
-            "a smaller gap between two means may be noise): " + "; ".join(p.replace("  ", " ") for p in parts) + ".")
 
 
 def _stage2_set(fin: pd.DataFrame, sets: str) -> tuple[str, str | None]:
@@ -315,6 +257,7 @@ def _label_rows(runs: pd.DataFrame, label: str, columns: list[Column], shown: di
         notes.append((m, reasons_note(label, unfinished, len(runs)) + "; the row averages the finished seeds"))
         row.notes.append(m)
     _flag_unconverged(row, fin, "gamma_ratio", "first stage", notes, marker)
+    collapsed = _flag_collapsed(row, fin, notes, marker)
     if stage2 is None or not fin["two_stage"].any():
         return [row]
     total = _fixed(_stat(fin["n_params"] + fin["n_params_stage2"].fillna(0)))
@@ -322,7 +265,48 @@ def _label_rows(runs: pd.DataFrame, label: str, columns: list[Column], shown: di
         "params": total, **{c.key: _cell(fin, c, stage2[0]) for c in columns if c.role == "samples"},
         "train_tflop": _fixed(_stat((_col(fin, "train_flops") + _col(fin, "train_flops_stage2")) / 1e12))})
     _flag_unconverged(second, fin, "gamma_ratio_stage2", "second stage", notes, marker)
+    if collapsed:  # the same decoder, whose output does not depend on its code: one image again
+        second.collapsed = True
+        second.notes.append(collapsed)
     return [row, second]
+
+
+def collapsed_runs(fin: pd.DataFrame) -> pd.Series:
+    """Per finished run, whether its generator collapsed: no active latent unit, or prior samples
+    whose mean pixel std is below COLLAPSED_SPREAD (every sample about one image)."""
+    au = pd.to_numeric(_col(fin, "active_units"), errors="coerce")
+    spread = pd.to_numeric(_col(fin, "sample_spread"), errors="coerce")
+    return (au == 0) | (spread < COLLAPSED_SPREAD)
+
+
+def _flag_collapsed(row: Row, fin: pd.DataFrame, notes: list[tuple[str, str]],
+                    marker: Callable[[], str]) -> str | None:
+    """Mark ``row`` collapsed, with a note, when some seed's generator collapsed; its marker."""
+    hit = collapsed_runs(fin)
+    if not hit.any():
+        return None
+    m = marker()
+    au = pd.to_numeric(_col(fin, "active_units"), errors="coerce")
+    why = "0 active units" if (au[hit] == 0).all() else "0 active units or prior samples without spread"
+    notes.append((m, f"{row.name}: collapsed generator in {int(hit.sum())} of {len(fin)} seeds ({why}): its samples "
+                     "are about one image, whose precision is 1 and recall 0 by construction; they are shown, "
+                     "never bold, and its '(2-stage)' row shares the decoder"))
+    row.collapsed = True
+    row.notes.append(m)
+    return m
+
+
+def _published_protocol(entry: ledger.Entry, df: pd.DataFrame) -> str:
+    """How a published figure's protocol differs from the runs' in what moves FID most (image
+    counts, normalisation of the samples): '' when it does not, or the ledger does not say."""
+    fin = df[df["status"] == "finished"]
+    ours = set(pd.to_numeric(_col(fin, "fid_samples_n_images"), errors="coerce").dropna().astype(int))
+    n = entry.protocol.get("n_generated")
+    parts = [f"{n:,} images"] if isinstance(n, int) and ours and ours != {n} else []
+    norm = entry.protocol.get("sample_normalisation")
+    if norm not in (None, "none", ledger.UNKNOWN):
+        parts.append(f"{norm} normalised")
+    return ", ".join(parts)
 
 
 def _flag_unconverged(row: Row, fin: pd.DataFrame, column: str, stage: str,
@@ -350,44 +334,28 @@ def _with_shift(col: Column, rows: list[Row]) -> Column:
     return dataclasses.replace(col, shift=-math.floor(math.log10(top)))
 
 
-# numbers as the tables print them (bold ties are decided on the printed value)
-
-def _decimals(x: float) -> int:
-    """Decimals for SIG significant digits, at least one (FIDs are quoted to 0.1)."""
-    if x == 0 or not math.isfinite(x):
-        return 1
-    return min(max(SIG - 1 - math.floor(math.log10(abs(x))), 1), 8)
-
-
-def _number(x: float, integer: bool, style: str) -> str:
-    """One number: fixed point with SIG significant digits, scientific below 1e-3."""
-    if not math.isfinite(x):
-        return {"plain": str(x), "tex": r"$\infty$" if x > 0 else str(x)}.get(style, str(x))
-    if integer and float(x).is_integer():
-        return str(int(x))
-    if x != 0 and abs(x) < 1e-3:
-        mant, exp = f"{x:.{SIG - 1}e}".split("e")
-        return rf"${mant}\times10^{{{int(exp)}}}$" if style == "tex" else f"{mant}e{int(exp)}"
-    return f"{x:.{1 if integer else _decimals(x)}f}"
-
-
 def _bold_best(rows: list[Row], columns: list[Column]) -> None:
-    """Mark the best measured mean of each directed column, and nothing else: ties on the printed
-    value are all bold, unless every row ties (then none is best); intervals do not widen it (with
-    2-3 seeds a test cannot call two rows tied)."""
+    """Mark the best measured mean of each directed column bold (ties on the printed value all
+    bold, unless every row ties: then none is best), and '≈' each other row that a two-sided
+    Welch t-test over the seeds cannot tell from it (benchmarks.stats.indistinguishable). A
+    collapsed row's precision and recall are never bold nor ≈ (1 and 0 by construction)."""
     for col in columns:
         if col.better is None:
             continue
+        by_prc = "_prc_" in col.key
         cells = [r.cells[col.key] for r in rows
                  if r.kind in ("run", "stage2") and col.key in r.cells and r.cells[col.key].mean is not None
-                 and math.isfinite(r.cells[col.key].mean)]
+                 and math.isfinite(r.cells[col.key].mean) and not (by_prc and r.collapsed)]
         if len(cells) < 2:
             continue  # a lone value is not 'best' of anything
         pick = min if col.better == "lower" else max
         top = pick(cells, key=lambda c: c.mean)
         best = [_shown(c.mean, col) == _shown(top.mean, col) for c in cells]  # ties as printed are ties
+        if all(best):
+            continue
         for c, b in zip(cells, best):
-            c.bold = b and not all(best)
+            c.bold = b
+            c.near = not b and bool(indistinguishable((top.mean, top.std, top.n), (c.mean, c.std, c.n)))
 
 
 def _shown(x: float, col: Column) -> str:

@@ -97,12 +97,17 @@ def test_bits_per_dim_arithmetic():
     nll, dims = 1234.5, 64
     assert bits_per_dim(nll, dims) == pytest.approx((nll / dims + math.log(256)) / math.log(2))
     assert bits_per_dim(-dims * math.log(2), dims) == pytest.approx(7.0)  # a density of 2 on each axis
+    # 17 levels (the digits): the uniform density is log2(17) bits, 256 would add log2(256 / 17)
+    assert bits_per_dim(0.0, 64, 17) == pytest.approx(math.log2(17))
+    assert bits_per_dim(nll, dims) - bits_per_dim(nll, dims, 17) == pytest.approx(math.log2(256 / 17))
+    with pytest.raises(ValueError, match="levels"):
+        bits_per_dim(nll, dims, 1)
 
 
 @pytest.mark.parametrize("variant", ["balanced", "sigma", "beta"])
 def test_heldout_metrics_record_the_bound_below_the_negative_elbo(variant):
-    """Each variant's own decoder: learned gamma, sigma's gamma from the held-out MSE (its gamma()
-    is the last training batch's), Bernoulli where beta has no gamma (no bits per dimension)."""
+    """Each variant's own decoder: a running-MSE gamma, sigma's gamma from the data's MSE (its
+    gamma() is the last training batch's), Bernoulli where beta has no gamma (no bits per dimension)."""
     torch.manual_seed(0)
     opts = {"likelihood": "bernoulli"} if variant == "beta" else {}
     images = load_dataset("digits").test[:100]
@@ -112,11 +117,12 @@ def test_heldout_metrics_record_the_bound_below_the_negative_elbo(variant):
     assert m["iw_k"] >= 50 and m["iw_images"] == 100
     assert m["iw_nll"] < m["neg_elbo"]  # an untrained encoder: the gap is wide, far above the noise
     if variant == "sigma":
-        assert m["iw_gamma"] == pytest.approx(math.sqrt(m["recon_mse"]))
+        assert m["likelihood_gamma_source"] == "held-out MSE"  # no training images given
+        assert m["iw_gamma"] == m["likelihood_gamma"] != pytest.approx(m["gamma"])
         assert m["gamma"] == pytest.approx(1.0)  # untrained: gamma() is its initial buffer, not the data's
     elif variant == "beta":
-        assert m["iw_gamma"] is None and m["iw_bpd"] is None
+        assert m["iw_gamma"] is None and m["iw_bpd"] is None and m["likelihood_gamma_source"] == "bernoulli"
     else:
-        assert m["iw_gamma"] == m["gamma"]
+        assert m["iw_gamma"] == m["gamma"] and m["likelihood_gamma_source"] == "running training MSE"
     if m["iw_bpd"] is not None:
-        assert m["iw_bpd"] == pytest.approx(bits_per_dim(m["iw_nll"], 64))
+        assert m["iw_bpd"] == pytest.approx(bits_per_dim(m["iw_nll"], 64, 256))

@@ -47,6 +47,7 @@ class ImageData:
     train_labels: torch.Tensor | None = None
     test_labels: torch.Tensor | None = None
     note: str = ""                        # provenance, e.g. 'train/held-out split of the t10k files'
+    levels: int = 256                     # distinct pixel values of the source data (bits per dimension)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -106,7 +107,9 @@ def load_digits_data(root: str, download: bool, **_) -> ImageData:
     x = torch.from_numpy(np.round(d.images * (255 / 16)).astype(np.uint8)).unsqueeze(1)
     y = torch.from_numpy(d.target).long()
     xtr, xte, ytr, yte = _split(x, y, frac_test=297 / 1797)
-    return ImageData("digits", xtr, xte, ytr, yte, note="scikit-learn load_digits, seeded 1500/297 split")
+    # 17 levels (0..16) stored as 0..255: their bits per dimension count 17, not 256
+    return ImageData("digits", xtr, xte, ytr, yte, note="scikit-learn load_digits, seeded 1500/297 split",
+                     levels=17)
 
 
 # ---- shapes ----------------------------------------------------------------------------
@@ -390,5 +393,6 @@ def load_dataset(name: str, root: str = "data", *, download: bool = False,
     if jpeg_quality:  # the one place: every loader's images, both splits
         data = dataclasses.replace(data, train=jpeg_round_trip(data.train, jpeg_quality),
                                    test=jpeg_round_trip(data.test, jpeg_quality),
-                                   note=f"{data.note}; JPEG round trip, PIL quality {jpeg_quality}, 4:2:0")
+                                   note=f"{data.note}; JPEG round trip, PIL quality {jpeg_quality}, 4:2:0",
+                                   levels=256)  # JPEG's decoded pixels take any 8-bit value
     return data

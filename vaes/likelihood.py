@@ -1,19 +1,22 @@
 """The importance-weighted bound on held-out log-likelihood (Burda, Grosse & Salakhutdinov,
 "Importance Weighted Autoencoders", ICLR 2016, https://arxiv.org/abs/1509.00519), and bits per
-dimension in the 8-bit convention.
+dimension with the data's own number of pixel levels.
 
 log p(x) >= L_K = E[log (1/K) sum_k p(x, z_k) / q(z_k | x)], z_k ~ q(z | x) independently.
 L_1 is the ELBO; L_K grows with K and tends to log p(x) (Burda et al., Theorem 1), so
 -L_K (``iw_nll``) sits between the true negative log-likelihood and the negative ELBO. The
 decoder is each variant's own: Gaussian with its std gamma, or Bernoulli where it has none.
 
-Bits per dimension: images are 8-bit, x in {0..255}^D. Uniform dequantisation (Theis, van den
-Oord & Bethge 2016, https://arxiv.org/abs/1511.01844) turns a density p on [0, 1]^D into a
-probability of the 256^D bins: -log P(x) <= -log p(x / 256 + u / 256) + D log 256, so
-bpd = (nll + D log 256) / (D ln 2). Here the density is read at the bin's point x / 255 rather
-than averaged over the bin (the ELBO's data, so iw_nll and neg_elbo compare); a decoder std far
-above the bin width 1/256 makes the two nearly equal. A Bernoulli decoder is not a density on
-[0, 1]^D, so it has no bits per dimension in this convention (None).
+Bits per dimension: a pixel takes one of L levels (L = 256 for 8-bit images; 17 for
+scikit-learn's digits, whose values 0..16 are stored scaled to 0..255: vaes/data.py's
+``ImageData.levels``). Uniform dequantisation (Theis, van den Oord & Bethge 2016,
+https://arxiv.org/abs/1511.01844) turns a density p on [0, 1]^D into a probability of the L^D
+bins of width 1/L: -log P(x) <= -log p((v + u) / L) + D log L, so
+bpd = (nll + D log L) / (D ln 2). Counting 256 levels on data that has 17 would add
+log2(256 / 17) = 3.9 bits to every dimension. Here the density is read at the level's point
+v / (L - 1) rather than averaged over the bin (the ELBO's data, so iw_nll and iw_elbo compare);
+a decoder std far above the bin width makes the two nearly equal. A Bernoulli decoder is not a
+density on [0, 1]^D, so it has no bits per dimension in this convention (None).
 """
 from __future__ import annotations
 
@@ -64,24 +67,36 @@ def importance_weighted_nll(model, x: torch.Tensor, gamma: torch.Tensor | None, 
     return -(torch.logsumexp(log_w, dim=0) - math.log(k))
 
 
-def bits_per_dim(nll: float, dims: int) -> float:
-    """Nats per image of a density on [0, 1]^D -> bits per dimension of the 8-bit images:
-    (nll + D log 256) / (D ln 2)."""
-    return (nll + dims * math.log(256)) / (dims * math.log(2))
+def bits_per_dim(nll: float, dims: int, levels: int = 256) -> float:
+    """Nats per image of a density on [0, 1]^D -> bits per dimension of images whose pixels take
+    ``levels`` values: (nll + D log L) / (D ln 2)."""
+    if levels < 2:
+        raise ValueError(f"bits per dimension need at least 2 pixel levels, got {levels}")
+    return (nll + dims * math.log(levels)) / (dims * math.log(2))
 
 
 @torch.no_grad()
 def iw_metrics(model, images: torch.Tensor, gamma: torch.Tensor | None, *, k: int = IW_K,
-               n_images: int = IW_IMAGES, batch_size: int = 100) -> dict:
-    """iw_nll (nats per image), iw_bpd (None for a Bernoulli decoder), iw_k and iw_images on
-    the first ``n_images`` uint8 ``images``, with decoder std ``gamma``. The model must already
+               n_images: int = IW_IMAGES, batch_size: int = 100, levels: int = 256) -> dict:
+    """On the first ``n_images`` uint8 ``images``, with decoder std ``gamma``: iw_nll (-L_K, nats
+    per image), iw_elbo (-L_1 on the same images with the same std: the ELBO the NLL_K column
+    is compared with), their bits per dimension iw_bpd and iw_elbo_bpd at ``levels`` pixel
+    levels (None for a Bernoulli decoder), iw_k, iw_images and bpd_levels. The model must already
     be in eval mode (vaes.metrics.heldout_metrics puts it there)."""
+    images = images[:n_images]
+    nll, elbo = (_mean_bound(model, images, gamma, kk, batch_size) for kk in (k, 1))
+    dims = images[0].numel()
+    bpd = (lambda v: None) if gamma is None else (lambda v: bits_per_dim(v, dims, levels))
+    return {"iw_nll": nll, "iw_elbo": elbo, "iw_bpd": bpd(nll), "iw_elbo_bpd": bpd(elbo),
+            "iw_k": k, "iw_images": len(images), "bpd_levels": levels}
+
+
+def _mean_bound(model, images: torch.Tensor, gamma: torch.Tensor | None, k: int, batch_size: int) -> float:
+    """-L_k averaged over ``images``, its samples from the bound's own seeded generator (the
+    run's random stream untouched, the same numbers on every evaluation)."""
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(SEED)
-    images = images[:n_images]
     total = sum(importance_weighted_nll(model, images[i:i + batch_size].to(device).float() / 255.0, gamma,
                                         k=k, generator=generator).sum().item()
                 for i in range(0, len(images), batch_size))
-    nll = total / len(images)
-    return {"iw_nll": nll, "iw_bpd": None if gamma is None else bits_per_dim(nll, images[0].numel()),
-            "iw_k": k, "iw_images": len(images)}
+    return total / len(images)
