@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+from threadpoolctl import threadpool_limits
 
 from vaes.config import TrainConfig, variant_opts
 from vaes.data import get_dataset
@@ -45,7 +46,7 @@ def resolve(cfg: TrainConfig, shape: tuple[int, ...] | None = None) -> TrainConf
         image_size=size if get_dataset(cfg.dataset).sized else cfg.image_size,
         # the paper trains the second stage for twice the first stage's epochs
         stage2_epochs=cfg.stage2_epochs or (proto.stage2_epochs if cfg.epochs is None else 2 * epochs),
-        stage2_width=cfg.stage2_width or {32: 2048, 64: 4096}.get(size, 1024),
+        stage2_width=cfg.stage2_width or proto.stage2_width or {32: 2048, 64: 4096}.get(size, 1024),
         stage2_latent_dim=cfg.stage2_latent_dim or latent,
         eval_images=eval_images,
         # FID follows an eval_images that was set, as stage2_epochs follows epochs; never above it
@@ -77,6 +78,7 @@ def use_threads(cfg: TrainConfig) -> int:
     """Set torch's CPU threads for this run (``threads``; 0: torch's default) and return the count,
     which the record states: a reduction's rounding, and so every digit, depends on it."""
     torch.set_num_threads(cfg.threads or _DEFAULT_THREADS)
+    threadpool_limits(limits=torch.get_num_threads(), user_api="blas")  # numpy's and scipy's BLAS alike
     return torch.get_num_threads()
 
 

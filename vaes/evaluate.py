@@ -334,7 +334,8 @@ def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None) -> Rec
         stage2.to(device)
     t0 = time.perf_counter()
     timings = {}
-    metrics = heldout_metrics(model, data.test.to(device), bn_eval=cfg.bn_eval)
+    metrics = heldout_metrics(model, data.test.to(device), bn_eval=cfg.bn_eval,
+                              train_images=data.train[: cfg.n_train or None].to(device), levels=data.levels)
     timings["eval_heldout_seconds"] = time.perf_counter() - t0
     metrics.update(evaluate_models(cfg, model, stage2, data, run_dir, timings=timings))
     rec.metrics = metrics

@@ -127,7 +127,8 @@ def _train_and_evaluate(cfg: TrainConfig, record: Record, data: ImageData | None
     save_torch(out / "model.pt", {"model": model.state_dict(),
                                   "stage2": None if stage2 is None else stage2.state_dict()})
     t0 = time.perf_counter()
-    record.metrics = heldout_metrics(model, data.test.to(device), bn_eval=cfg.bn_eval)
+    record.metrics = heldout_metrics(model, data.test.to(device), bn_eval=cfg.bn_eval, train_images=train_x,
+                                     levels=data.levels)
     record.timings["eval_heldout_seconds"] = time.perf_counter() - t0
     if evaluate:
         record.metrics.update(evaluate_models(cfg, model, stage2, data, out, timings=record.timings))
