@@ -44,10 +44,13 @@ def test_record_has_every_metric_and_a_real_fid_with_its_weights(two_stage_run):
               "cfd_samples", "cfd_stage2", "cfd_recon", "classifier_accuracy",
               "cfd_stage2_ancestral", "cfd_recon_sample"):
         assert m[k] is not None, k
-    for k in ("fid_samples", "fid_stage2", "fid_recon", "fid_stage2_ancestral", "fid_recon_sample"):
+    for k in ("fid_samples", "fid_stage2", "fid_recon"):  # the headline sets: on Inception
         assert m[k]["value"] > 0, k
         assert m[k]["n_images"] == 40 and m[k]["reference"]["n"] == 40 and m[k]["engine"] == "torch-fidelity"
         assert m[k]["weights"]["source"] == inception_weights.PROVENANCE and len(m[k]["weights"]["sha256"]) == 64
+    # on digits the auxiliary sets are scored by the classifier only (Inception costs ~100x more)
+    for k in ("stage2_ancestral", "recon_sample", "recon_renorm"):
+        assert f"fid_{k}" not in m and f"kid_{k}" not in m and m[f"cfd_{k}"] is not None, k
     # reconstructions are closer to the held-out images than samples, in Inception space too
     assert m["fid_recon"]["value"] < m["fid_samples"]["value"]
     assert m["classifier_accuracy"][0] > 0.9
