@@ -146,7 +146,7 @@ def from_dict(d: dict[str, Any], where: str = "") -> TrainConfig:
     known = [f.name for f in dataclasses.fields(TrainConfig)]
     unknown = [str(k) for k in d if k not in known]
     if unknown:
-        raise ValueError(f"{prefix}unknown key(s) {', '.join(unknown)}; the config fields are: {', '.join(known)} "
+        raise ValueError(f"{prefix}{', '.join(unknown)}: not a config field; the config fields are: {', '.join(known)} "
                          "(python -m vaes.train --help says what each means)")
     try:
         return TrainConfig(**d)
