@@ -6,6 +6,7 @@ a pickled job, and every error that names it goes through :func:`redact` or :fun
 """
 from __future__ import annotations
 
+import json
 import re
 import warnings
 from pathlib import Path
@@ -56,6 +57,29 @@ def is_journal(url: str) -> bool:
     return "://" not in url
 
 
+def check_journal(path: str | Path) -> None:
+    """StorageError naming the file and the line when the journal at ``path`` is not one Optuna
+    can replay: every line but a last one cut short (a write interrupted, which Optuna skips)
+    must be a JSON object with an op_code. An absent file is a new study."""
+    path = Path(path)
+    if not path.is_file():
+        if path.exists():
+            raise StorageError(f"the study journal {path} is a folder, not a file; give --storage a file path "
+                               "(or leave it out: OUT/study.journal)")
+        return
+    lines = path.read_bytes().split(b"\n")
+    for no, line in enumerate(lines[:-2] if lines[-1] == b"" else lines[:-1], 1):
+        try:
+            entry = json.loads(line)
+            ok = isinstance(entry, dict) and isinstance(entry.get("op_code"), int)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            ok = False
+        if not ok:
+            raise StorageError(f"the study journal {path} is damaged at line {no} ({line[:40]!r} is no journal "
+                               "entry) or is another file: restore it from a copy, or start the study anew "
+                               "with another --storage or --out (the trials' run folders stay where they are)")
+
+
 def make_storage(url: str, *, heartbeat: int | None = None, grace: int | None = None,
                  max_retry: int | None = 3) -> optuna.storages.BaseStorage:
     """Optuna storage for ``url``: a JournalFileBackend for a path, else an RDBStorage with
@@ -64,6 +88,7 @@ def make_storage(url: str, *, heartbeat: int | None = None, grace: int | None = 
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.simplefilter("ignore", FutureWarning)
         if is_journal(url):
+            check_journal(url)
             Path(url).parent.mkdir(parents=True, exist_ok=True)
             return JournalStorage(JournalFileBackend(str(url)))
         try:

@@ -230,24 +230,35 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli.entry_point
 def main(argv: list[str] | None = None) -> int:
+    """Command line: one balance in every convention, or a run's effective beta over training."""
     args = parser().parse_args(argv)  # argparse itself exits 2 naming the argument
     if args.kl_weight != 1.0 and args.gamma is None:
         return cli.refuse(f"--kl-weight {args.kl_weight:g} only applies with --gamma; drop it or give --gamma")
     if args.run is not None:
         return _show_run(Path(args.run))
-    if args.kld_weight is not None:
-        if args.dims is None:
-            return cli.refuse(f"--kld-weight {args.kld_weight:g} needs --dims (values per image, e.g. 3x64x64): "
-                           "mean MSE averages over them")
-        beta = beta_from_mean_mse(args.kld_weight, args.dims, args.data_range)
-    elif args.gamma is not None:
-        beta = beta_from_gamma(args.gamma, args.kl_weight, args.data_range)
-    elif args.sse_weight is not None:
-        beta = beta_from_sse(args.sse_weight, args.data_range)
-    else:
-        beta = args.beta
-    for name, value in conventions(beta, args.dims).items():
+    if args.kld_weight is not None and args.dims is None:
+        return cli.refuse(f"--kld-weight {args.kld_weight:g} needs --dims (values per image, e.g. 3x64x64): "
+                          "mean MSE averages over them")
+    given = next((f"--{n.replace('_', '-')} {v:g}" for n, v in vars(args).items()
+                  if n in ("beta", "gamma", "kld_weight", "sse_weight") and v is not None))
+    try:
+        if args.kld_weight is not None:
+            beta = beta_from_mean_mse(args.kld_weight, args.dims, args.data_range)
+        elif args.gamma is not None:
+            beta = beta_from_gamma(args.gamma, args.kl_weight, args.data_range)
+        elif args.sse_weight is not None:
+            beta = beta_from_sse(args.sse_weight, args.data_range)
+        else:
+            beta = args.beta
+        table = conventions(beta, args.dims)
+    except OverflowError:  # gamma ** 2 beyond a float
+        table = {"": math.inf}
+    if not all(math.isfinite(v) for v in table.values()):
+        return cli.refuse(f"{given}: a weight in some convention is beyond a float's range (about 1.8e308); "
+                          "no training uses such a balance: give a smaller value")
+    for name, value in table.items():
         print(f"{name:34s} {value:.6g}")
     return 0
 
