@@ -27,7 +27,7 @@ from benchmarks.html import write_html
 from benchmarks.render import render_latex, render_markdown
 from benchmarks.suite import load_suite
 from vaes.cli import dirty_refusal, entry_point, output_refusal, parser
-from vaes.records import Record
+from vaes.schema import record_refusal
 from benchmarks.table import Table, build_table, label_order
 
 # ----------------------------------------------------------------------------- the report
@@ -108,25 +108,6 @@ def report_or_say(suite: dict, out: Path) -> None:
         print(line)
 
 
-def record_refusal(path: Path) -> str | None:
-    """Why the record at ``path`` cannot go into a report, or None: its parts must have the
-    record's types (an object of metrics, a list of epoch objects...), whatever else it holds."""
-    rec = read_record(path)  # CorruptRecord and a config without variant or dataset name the file
-    kinds = {"dict": dict, "list": list, "str": str}
-    for f in dataclasses.fields(Record):
-        want = next((t for name, t in kinds.items() if name in str(f.type)), None)
-        value = getattr(rec, f.name)
-        if want and value is not None and not isinstance(value, want):
-            return f"{path}: its {f.name!r} holds {type(value).__name__} {value!r:.40}, not {want.__name__}"
-    for stage in (rec.history, (rec.stage2 or {}).get("history")):
-        if stage is not None and not (isinstance(stage, list) and all(isinstance(r, dict) for r in stage)):
-            return f"{path}: its history is not a list of objects, one per epoch"
-    if rec.meta.get("label") is not None and not isinstance(rec.meta["label"], str):
-        return f"{path}: its label is {rec.meta['label']!r}, not a string"
-    bad = [k for k in ("variant", "dataset") if not isinstance(rec.config[k], str)]
-    return f"{path}: its config's {', '.join(bad)} is not a string" if bad else None
-
-
 @entry_point
 def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
     """CLI: build a suite's report from its records; ``validate_only`` stops after the checks
@@ -153,7 +134,7 @@ def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
         if why := dirty_refusal(out, a.allow_dirty) or output_refusal(out, "--out"):
             raise ValueError(why)
         for path in find_records(runs):
-            if why := record_refusal(path):
+            if why := record_refusal(read_record(path), path):
                 raise ValueError(f"{why}; this record was not written by vaebench as it is: restore it "
                                  "from a copy, or move its run folder out of --runs")
         if validate_only:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from vaes import cli
 from vaes.records import CorruptRecord, Record
+from vaes.schema import record_refusal
 from vaes.registry import get_variant
 
 # the factor on the SSE of the same images relative to [0, 1]: x' = 2x - 1 doubles every error
@@ -268,6 +269,8 @@ def _show_run(run_dir: Path) -> int:
         record = Record.read(run_dir / "record.json") if run_dir.is_dir() else None
     except (CorruptRecord, OSError) as e:
         return cli.refuse(f"--run {str(run_dir)!r}: record.json cannot be read ({e})")
+    if record is not None and (why := record_refusal(record, run_dir / "record.json")):
+        return cli.refuse(f"--run {str(run_dir)!r}: {why}; restore it from a copy, or train the run again")
     if record is None:
         return cli.refuse(f"--run {str(run_dir)!r}: not a run folder (no record.json); pass the out= of "
                        "python -m vaes.train, OUT/runs/FOLDER of a suite, or an exported model folder")
