@@ -26,7 +26,7 @@ from sweeps.launcher import run_study
 from sweeps.storage import JOURNAL_NAME, STORAGE_ENV, StorageError, check_journal, is_journal, redact
 from sweeps.studies import get_study, list_studies
 from vaes.cli import dirty_refusal, entry_point, number, output_refusal, parser, refuse
-from vaes.config import field_overrides
+from vaes.config import field_overrides, from_dict
 
 
 def _overrides(pairs: list[str]) -> dict:
@@ -105,8 +105,11 @@ def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
         return refuse(f"{missing} missing: give --study NAME (one of: {', '.join(list_studies())}) and "
                       "--trials T (finished trials to reach, >= 1), or --list")
     try:
-        get_study(a.study)
+        study = get_study(a.study)
         overrides = _overrides(a.set)
+        suite = study.suite_dict()  # every trial's fixed fields pass TrainConfig's check before any trial
+        from_dict({**suite["config"], **study.config, **overrides, "dataset": suite["dataset"]},
+                  f"study {study.name} (its config over suite {study.suite}'s [config], then --set)")
         if why := dirty_refusal(a.out or "runs", a.allow_dirty) or _path_refusal(a):
             return refuse(why)
         if validate_only:
