@@ -269,7 +269,7 @@ def _show_run(run_dir: Path) -> int:
         record = Record.read(run_dir / "record.json") if run_dir.is_dir() else None
     except (CorruptRecord, OSError) as e:
         return cli.refuse(f"--run {str(run_dir)!r}: record.json cannot be read ({e})")
-    if record is not None and (why := record_refusal(record, run_dir / "record.json")):
+    if record is not None and (why := record_refusal(record, run_dir / "record.json", ("variant",))):
         return cli.refuse(f"--run {str(run_dir)!r}: {why}; restore it from a copy, or train the run again")
     if record is None:
         return cli.refuse(f"--run {str(run_dir)!r}: not a run folder (no record.json); pass the out= of "

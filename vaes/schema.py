@@ -49,8 +49,9 @@ PARTS = {
 }
 
 
-def record_refusal(rec: Record, path: str | Path) -> str | None:
-    """Why the record read from ``path`` does not have a record's shape, or None."""
+def record_refusal(rec: Record, path: str | Path, names: tuple[str, ...] = ("variant", "dataset")) -> str | None:
+    """Why the record read from ``path`` does not have a record's shape, or None; ``names``: the
+    config fields the reader needs as names."""
     for name, (what, ok) in PARTS.items():
         value = getattr(rec, name)
         if value is not None and not ok(value):
@@ -59,7 +60,7 @@ def record_refusal(rec: Record, path: str | Path) -> str | None:
         why = history is not None and _history(history)
         if why:
             return f"{path}: its {name} {why}"
-    bad = [k for k in ("variant", "dataset") if not isinstance(rec.config.get(k), str)]
+    bad = [k for k in names if not isinstance(rec.config.get(k), str)]
     if bad:
         return f"{path}: its config's {' and '.join(bad)} is {rec.config.get(bad[0])!r:.40}, not a name"
     label = rec.meta.get("label")
