@@ -15,8 +15,8 @@ from typing import Any, Callable
 from vaes.records import RESULT_DIRS, CorruptCheckpoint, CorruptRecord, uncommitted_changes
 
 EXIT_STATUSES = ("exit status: 0 done (also --help, --list, a finished run or suite run again); "
-                 "1 a run failed (recorded with its reason); 2 refused input (the message names the "
-                 "argument, the value and what is allowed); 3 interrupted (SIGTERM/SIGUSR1; the same "
+                 "1 a run failed (recorded with its reason); 2 refused input: an argument, a file or a path "
+                 "(the message names it, the value and what is allowed, or the file and the way out); 3 interrupted (SIGTERM/SIGUSR1; the same "
                  "command resumes)")
 
 
