@@ -17,8 +17,9 @@
 # is packed into OUT/gpu_check.tar.gz beside OUT/summary.md (2 files). --tiny runs every step
 # on the CPU at a tiny setting (tests/test_gpu_check.py). VAEBENCH_COMMIT names the commit
 # where the copy of the repository has no .git.
-# Exit status: 0 done (also -h/--help), 2 refused input (the message names the argument, the
-# value and what is allowed); a failed step is recorded in summary.md and the script goes on.
+# Exit status: 0 done (also -h/--help), 1 a step failed (recorded in summary.md, the script goes
+# on; a step that failed saves no figure, so none of its numbers reach the summary), 2 refused
+# input (the message names the argument, the value and what is allowed).
 set -u
 usage() { echo "usage: $0 OUT [--tiny] [--wheels DIR]; exit status 0 done (also --help), 2 refused input" >&2; }
 refuse() { echo "error: $1" >&2; usage; exit 2; }
@@ -38,6 +39,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+rm -rf "$OUT/files"  # a killed earlier check's files must not pass for this one's figures
 mkdir -p "$OUT/files" && OUT=$(cd "$OUT" && pwd)
 F=$OUT/files
 cd "$REPO" || exit 1
@@ -45,6 +47,7 @@ export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python3}
 START=$(date +%s)
 STEPS=()
+FAILED=0
 
 step() {  # step NAME LIMIT_S COMMAND...: under timeout, its output in files/NAME.log
   local name=$1 limit=$2; shift 2
@@ -52,6 +55,7 @@ step() {  # step NAME LIMIT_S COMMAND...: under timeout, its output in files/NAM
   echo "== $name (limit ${limit}s): $*"
   timeout -k 10 "$limit" "$@" > "$F/$name.log" 2>&1
   local rc=$?
+  [ "$rc" = 0 ] || FAILED=$((FAILED + 1))
   STEPS+=("| $name | $rc | $(( SECONDS - t0 )) |")
   echo "   exit $rc after $(( SECONDS - t0 )) s; $(tail -n 1 "$F/$name.log")"
 }
@@ -111,3 +115,4 @@ step cuda_tests "$L_TESTS" "$PY" -m pytest -m gpu tests/test_cuda.py -q -rs -p n
 } > "$OUT/summary.md"
 tar -czf "$OUT/gpu_check.tar.gz" -C "$OUT" files && rm -rf "$F"
 echo "gpu_check: $(( $(date +%s) - START )) s; $OUT/summary.md and $OUT/gpu_check.tar.gz"
+[ "$FAILED" = 0 ] || { echo "gpu_check: $FAILED step(s) failed (summary.md says which)" >&2; exit 1; }

@@ -22,11 +22,12 @@ import sys
 from pathlib import Path
 
 from benchmarks.figures import label_palette, plot_curves, plot_metrics, plot_samples, plot_tradeoff
-from benchmarks.frames import Runs, read_runs
+from benchmarks.frames import Runs, find_records, read_record, read_runs
 from benchmarks.html import write_html
 from benchmarks.render import render_latex, render_markdown
 from benchmarks.suite import load_suite
-from vaes.cli import dirty_refusal, parser
+from vaes.cli import dirty_refusal, entry_point, output_refusal, parser
+from vaes.schema import record_refusal
 from benchmarks.table import Table, build_table, label_order
 
 # ----------------------------------------------------------------------------- the report
@@ -107,8 +108,10 @@ def report_or_say(suite: dict, out: Path) -> None:
         print(line)
 
 
+@entry_point
 def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
-    """CLI: build a suite's report from its records; ``validate_only`` stops after the checks."""
+    """CLI: build a suite's report from its records; ``validate_only`` stops after the checks
+    (the arguments, the output folder and every record's shape)."""
     p = parser("python -m benchmarks.report", __doc__.split("\n\n")[0])
     p.add_argument("--suite", required=True,
                    help="suite name or .toml path (caption, row order, defaults of --runs and --out)")
@@ -128,8 +131,12 @@ def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
         if not runs.is_dir():
             raise FileNotFoundError(f"--runs {runs} is no folder; give the folder a suite wrote "
                                     f"(OUT/runs of python -m benchmarks.run --suite {name} --out OUT)")
-        if dirty := dirty_refusal(out, a.allow_dirty):
-            raise ValueError(dirty)
+        if why := dirty_refusal(out, a.allow_dirty) or output_refusal(out, "--out"):
+            raise ValueError(why)
+        for path in find_records(runs):
+            if why := record_refusal(read_record(path), path):
+                raise ValueError(f"{why}; this record was not written by vaebench as it is: restore it "
+                                 "from a copy, or move its run folder out of --runs")
         if validate_only:
             return 0
         report = write_report(runs, out, suite, a.sets)

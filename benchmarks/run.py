@@ -30,7 +30,7 @@ import torch
 from benchmarks.cluster import run_suite_on_cluster
 from benchmarks.report import report_or_say
 from benchmarks.suite import Job, expand, job_status, list_suites, load_suite, run_job
-from vaes.cli import dirty_refusal, number, parser, refuse
+from vaes.cli import dirty_refusal, entry_point, number, output_refusal, parser, refuse
 from vaes.config import field_overrides, to_dict
 from vaes.records import CorruptRecord, Record
 from vaes.run import DataCache, FolderTaken, earlier_run
@@ -180,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@entry_point
 def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
     """Command line (exit statuses in --help); ``validate_only`` stops after every check of the
     arguments, the suite and its configs (tests/test_cli_properties.py)."""
@@ -199,9 +200,8 @@ def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
     except (FileNotFoundError, ValueError, KeyError, TypeError) as e:
         return refuse(e)
     out = args.out or Path("runs") / suite["name"]
-    dirty = dirty_refusal(out, args.allow_dirty)
-    if dirty:
-        return refuse(dirty)
+    if why := dirty_refusal(out, args.allow_dirty) or output_refusal(out, "--out"):
+        return refuse(why)
     if args.cluster != "none" and args.jobs not in (None, 1):
         return refuse(f"--jobs {args.jobs} with --cluster {args.cluster}: --jobs runs processes on this "
                       "machine; with a cluster, --workers says how many array tasks run at once")

@@ -9,7 +9,6 @@ import logging
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,7 +22,9 @@ from torchvision.models import inception_v3
 
 from vaes import feature_metrics
 from vaes.build import build_model, dataset_shape, pick_device, resolve
-from vaes.cli import choice_list, dirty_refusal, number, parser, refuse
+from benchmarks import run as bench_run
+from benchmarks.speed_suite import TimedCommandFailed, part_suite, suite_args
+from vaes.cli import choice_list, dirty_refusal, entry_point, number, output_refusal, parser, refuse
 from vaes.config import TrainConfig
 from vaes.data import DataMissing, get_dataset, load_dataset
 from vaes.evaluate import generate
@@ -40,7 +41,6 @@ PARTS = ("train", "pythae", "stage2", "eval", "suite")
 PAPER = get_dataset("cifar10").protocol  # 700 + 1,400 epochs (Asperti & Trentin's code, DESIGN.md)
 PAPER_IMAGES, PAPER_FID_IMAGES = get_dataset("cifar10").train_size, 10_000
 PEAK_TFLOPS = 989.0  # H100/H200 SXM dense bf16, NVIDIA's data sheets (1,979 is with 2:4 sparsity)
-REPO = Path(__file__).resolve().parents[1]
 TRAINERS: Registry[type] = Registry("speed trainer")  # part train's loops: (cfg, x, device, workdir), .run(epochs)
 
 
@@ -278,26 +278,6 @@ def projection(res: dict) -> dict | None:
     return p
 
 
-def part_suite(args, device: torch.device, work: Path) -> dict:
-    """``benchmarks.run --jobs J`` on the suite against its slowest single run, each a fresh command."""
-    base = [sys.executable, "-m", "benchmarks.run", "--suite", args.suite, "--device", device.type,
-            "--epochs-scale", str(args.suite_epochs_scale), "--set", *args.suite_set]
-    if args.synthetic:  # the suite's own protocol on noise of its shape (benchmarks.suite.expand)
-        train, test, _ = images_of(args.dataset, "", True, args.n_train)
-        np.savez(work / "noise.npz", train=train.numpy(), test=test.numpy())
-        base += ["dataset=npz", f"data_root={work / 'noise.npz'}"]
-    res = {"suite": args.suite, "seeds": args.suite_seeds, "jobs": args.jobs, "slowest": args.suite_slowest}
-    for name, extra in (("single", ["--only", args.suite_slowest, "--seeds", "1", "--jobs", "1"]),
-                        ("concurrent", ["--seeds", str(args.suite_seeds), "--jobs", str(args.jobs)])):
-        cmd = base + extra + ["--out", str(work / name)]
-        p, dt = timed(device, lambda: subprocess.run(cmd, cwd=REPO, capture_output=True, text=True))
-        records = [json.loads(f.read_text()) for f in (work / name / "runs").glob("*/record.json")]
-        res[name] = {"wall_seconds": dt, "exit": p.returncode, "runs": len(records),
-                     "finished": sum(r["status"] == "finished" for r in records), "tail": p.stdout[-400:] + p.stderr[-400:]}
-    res["concurrent_over_single"] = res["concurrent"]["wall_seconds"] / res["single"]["wall_seconds"]
-    return res
-
-
 def markdown(res: dict) -> str:
     m, tr = res["machine"], res.get("train", {})
     lines = [f"# Speed: {res['dataset']} on {m['name']} ({m['type']})", "",
@@ -357,12 +337,17 @@ def parse_args(argv=None):
     p.add_argument("--out", default="results/speed")
     p.add_argument("--allow-dirty", action="store_true", help="write into results/ from a tree with uncommitted changes")
     args = p.parse_args(argv)
-    if dirty := dirty_refusal(args.out, args.allow_dirty):
-        p.error(dirty)
+    if why := dirty_refusal(args.out, args.allow_dirty) or output_refusal(args.out, "--out"):
+        p.error(why)
+    if "suite" in args.parts and bench_run.main(suite_args(args, args.device), validate_only=True):
+        p.exit(2)  # benchmarks.run said why it refuses the suite: nothing is timed
     return args
 
 
-def main(argv=None) -> dict:
+@entry_point
+def main(argv=None) -> dict | int:
+    """Time the parts asked for and save OUT/DEVICE-DATASET.json and .md; an exit status instead
+    when a timed command failed (nothing saved) or an input is refused."""
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -387,7 +372,12 @@ def main(argv=None) -> dict:
             res["eval"] = part_eval(args, cfg, model, stage2, held_out, device)
         res["projection"] = projection(res)
         if "suite" in args.parts:
-            res["suite"] = part_suite(args, device, work)
+            try:
+                noise = images_of(args.dataset, "", True, args.n_train)[:2] if args.synthetic else None
+                res["suite"] = part_suite(args, device, work, noise)
+            except TimedCommandFailed as e:
+                print(f"error: {e}", file=sys.stderr)
+                return e.status
     (out := Path(args.out)).mkdir(parents=True, exist_ok=True)
     stem = f"{device.type}-{args.dataset}" + ("-bf16" if args.bf16 else "") + ("-compile" if args.compile else "")
     (out / f"{stem}.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
@@ -397,4 +387,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(0 if isinstance(status := main(), dict) else status)

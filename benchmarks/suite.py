@@ -14,7 +14,7 @@ from pathlib import Path
 
 from vaes.build import dataset_shape, resolve
 from vaes.data import get_dataset, load_dataset
-from vaes.config import TrainConfig, run_id
+from vaes.config import TrainConfig, from_dict, run_id
 from vaes import run as one_run
 from vaes.records import Record
 
@@ -48,7 +48,8 @@ def list_suites() -> dict[str, str]:
 
 
 def load_suite(name_or_path: str | Path) -> dict:
-    """The suite called ``name`` (in benchmarks/suites) or at a .toml path, checked."""
+    """The suite called ``name`` (in benchmarks/suites) or at a .toml path, checked whole by
+    :func:`check_suite` before any run starts (a ValueError naming the file, line and key)."""
     path = Path(name_or_path)
     if path.suffix != ".toml":
         path = SUITES_DIR / f"{name_or_path}.toml"
@@ -56,24 +57,120 @@ def load_suite(name_or_path: str | Path) -> dict:
         known = ", ".join(p.stem for p in sorted(SUITES_DIR.glob("*.toml")))
         raise FileNotFoundError(f"no suite {str(name_or_path)!r}; known suites: {known} (or a path to a .toml)")
     try:
-        with open(path, "rb") as f:
-            suite = tomllib.load(f)
+        text = path.read_bytes().decode("utf-8")
+        suite = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"suite {path} is not valid TOML ({e}); fix the line it names "
                          "(the shipped suites in benchmarks/suites/ show the format)") from None
     except UnicodeDecodeError as e:
         raise ValueError(f"suite {path} is not a text file ({e}); a suite is a UTF-8 TOML file") from None
-    for key in ("name", "dataset", "runs"):
-        if key not in suite:
-            raise ValueError(f"suite {path} has no {key!r}")
+    except OSError as e:
+        raise ValueError(f"suite {path} cannot be read ({e.strerror or e}); check its permissions") from None
+    check_suite(suite, path, text)
     suite.setdefault("description", "")
     suite.setdefault("seeds", 1)
     suite.setdefault("config", {})
-    labels = [r.get("label") for r in suite["runs"]]
-    if None in labels or len(set(labels)) != len(labels):
-        raise ValueError(f"suite {path}: every run needs a unique 'label', got {labels}")
     suite["path"] = str(path)
     return suite
+
+
+# ---- the suite file's schema: its own keys, then every run's config through TrainConfig ---------
+SUITE_KEYS = {"name": str, "description": str, "dataset": str, "seeds": int, "quality_sets": str,
+              "reference": bool, "config": dict, "runs": list}
+KINDS = {str: "a string", int: "a whole number", bool: "true or false", dict: "a table", list: "an array of tables"}
+# fields the suite runner sets itself: a suite file that sets them would be silently overridden
+OWNED = {"seed": "the suite's 'seeds' (seeds 0..N-1)", "device": "benchmarks.run --device",
+         "dataset": "the suite's top-level 'dataset' (or --set dataset=...)", "out": "benchmarks.run --out"}
+
+
+def check_suite(suite: dict, path: Path, text: str = "") -> None:
+    """Refuse a suite with any error, naming the file, the line (found in ``text``), the table
+    and the key: unknown or mistyped top-level keys, seeds < 1, a run that is not a table or
+    lacks a unique label or a variant, and every run's config (its row over [config]) checked by
+    TrainConfig (known keys, types, ranges, finiteness) as --set and vaes.train check theirs."""
+    def fail(msg: str, table: str | None = None, index: int | None = None, key: str | None = None):
+        line = _line_of(text, table, index, key) if key else None
+        where = {None: "", "config": " [config]"}.get(table, f" [[runs]] #{(index or 0) + 1}")
+        label = suite["runs"][index].get("label") if table == "runs" and isinstance(suite["runs"][index], dict) else None
+        raise ValueError(f"suite {path}{f':{line}' if line else ''}{where}{f' (label {label!r})' if label else ''}: "
+                         f"{msg}. A suite with an error runs nothing: fix the file (python -m vaes.train --help "
+                         "lists every config field, its type and range)") from None
+    for key, value in suite.items():
+        if key not in SUITE_KEYS:
+            fail(f"unknown key {key!r}; a suite's keys are: {', '.join(SUITE_KEYS)}", key=key)
+        if type(value) is not SUITE_KEYS[key]:
+            fail(f"{key}={value!r:.60}: expected {KINDS[SUITE_KEYS[key]]}, got {type(value).__name__}", key=key)
+    for key in ("name", "dataset", "runs"):
+        if key not in suite:
+            fail(f"no {key!r} (name, dataset and [[runs]] are required)")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", suite["name"]):
+        fail(f"name={suite['name']!r}: expected a plain folder name (letters, digits, '.', '_', '-')", key="name")
+    if suite.get("seeds", 1) < 1:
+        fail(f"seeds={suite['seeds']}: expected a whole number >= 1 (runs seeds 0..N-1)", key="seeds")
+    if suite.get("quality_sets", "vaebench") not in ("vaebench", "renorm"):
+        fail(f"quality_sets={suite['quality_sets']!r}: choose vaebench or renorm", key="quality_sets")
+    if not suite["runs"]:
+        fail("runs is empty: give at least one [[runs]] table with a label and a variant", key="runs")
+    base = {"dataset": suite["dataset"]}
+    try:
+        get_dataset(suite["dataset"])
+        from_dict({**base, **{k: v for k, v in suite.get("config", {}).items() if k not in ("options", *OWNED)}})
+    except ValueError as e:  # an unknown data set is also a KeyError, whose str() adds quotes
+        fail(e.args[0], *_table_of(e.args[0], suite, None))
+    for key in set(suite.get("config", {})) & set(OWNED):
+        fail(f"{key} is set by {OWNED[key]}, not here", "config", None, key)
+    labels = []
+    for i, run in enumerate(suite["runs"]):
+        if not isinstance(run, dict):
+            fail(f"runs[{i}]={run!r:.60}: expected a table ([[runs]] with label, variant, ...)", key="runs")
+        for key in ("label", "variant"):
+            if not isinstance(run.get(key), str) or not run[key]:
+                fail(f"{key}={run.get(key)!r}: every run needs a {key} (a non-empty string)", "runs", i, key)
+        if run["label"] in labels:
+            fail(f"label {run['label']!r} is used twice; labels name the runs' folders and rows", "runs", i, "label")
+        labels.append(run["label"])
+        for key in set(run) & set(OWNED):
+            fail(f"{key} is set by {OWNED[key]}, not here", "runs", i, key)
+        try:
+            from_dict({**base, **suite.get("config", {}), **{k: v for k, v in run.items() if k != "label"}})
+        except ValueError as e:
+            fail(str(e), *_table_of(str(e), suite, i))
+
+
+def _table_of(msg: str, suite: dict, index: int | None) -> tuple[str | None, int | None, str | None]:
+    """(table, run index, key) of the key an error message begins with: the run's own row when
+    it sets the key, else [config]."""
+    key = re.match(r"\w+", msg)
+    key = key[0] if key else None
+    if key in SUITE_KEYS:
+        return None, None, key
+    if index is not None and (key in suite["runs"][index] or key in suite["runs"][index].get("options", {})):
+        return "runs", index, key
+    if key in suite.get("config", {}):
+        return "config", None, key
+    return ("runs", index, key) if index is not None else ("config", None, key)
+
+
+def _line_of(text: str, table: str | None, index: int | None, key: str) -> int | None:
+    """The line of ``key`` in ``table`` ('config', 'runs' number ``index``, or None: the top
+    level) of a TOML text, or None where it is not written one key a line (tomllib keeps no lines)."""
+    section: tuple = (None, None)
+    runs = -1
+    pattern = re.compile(rf'(^|[{{,\s])["\']?{re.escape(key)}["\']?\s*=')
+    for no, line in enumerate(text.splitlines(), 1):
+        code = line.split("#", 1)[0]
+        head = re.match(r"\s*(\[\[?)\s*([^\]]+?)\s*\]", code)
+        if head:
+            name = head[2]
+            if name == "runs" and head[1] == "[[":
+                runs += 1
+                section = ("runs", runs)
+            elif not name.startswith(("runs.", "config.")):  # a run's or [config]'s subtable stays in it
+                section = (name, None)
+            continue
+        if section == (table, index) and pattern.search(code):
+            return no
+    return None
 
 
 @functools.lru_cache(maxsize=8)
@@ -100,7 +197,9 @@ def expand(suite: dict, *, seeds: int | None = None, only: list[str] | None = No
         fields = {**protocol, **suite["config"], **(base or {}),
                   **{k: v for k, v in run.items() if k != "label"}, "dataset": dataset}
         for seed in range(seeds or suite["seeds"]):
-            cfg = TrainConfig(**fields, seed=seed, device=device)
+            # the rows were checked by load_suite; what fails here comes of --set and the protocol
+            cfg = from_dict({**fields, "seed": seed, "device": device},
+                            f"suite {suite.get('path', suite['name'])}, run {run['label']!r} with --set")
             cfg = resolve(cfg, _shape(cfg))
             if epochs_scale != 1.0:  # e.g. 0.01 to try a paper protocol quickly
                 scale = (lambda n: max(1, round(n * epochs_scale)))

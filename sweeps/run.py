@@ -17,14 +17,16 @@ refused (OUT/sweep.json says whose it is). An --out under results/ needs a clean
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from launch.executors import ClusterOptions
 from sweeps.launcher import run_study
-from sweeps.storage import StorageError, redact
+from sweeps.storage import JOURNAL_NAME, STORAGE_ENV, StorageError, check_journal, is_journal, redact
 from sweeps.studies import get_study, list_studies
-from vaes.cli import dirty_refusal, number, parser, refuse
-from vaes.config import field_overrides
+from vaes.cli import dirty_refusal, entry_point, number, output_refusal, parser, refuse
+from vaes.config import field_overrides, from_dict
 
 
 def _overrides(pairs: list[str]) -> dict:
@@ -75,6 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _path_refusal(a: argparse.Namespace) -> str | None:
+    """Why the output folder or the journal file cannot be used, checked before anything is
+    written (a damaged journal raises StorageError naming its line)."""
+    out = Path(a.out or Path("runs") / "sweeps" / (a.study_name or a.study))
+    url = a.storage or os.environ.get(STORAGE_ENV) or str(out / JOURNAL_NAME)
+    why = output_refusal(out, "--out")
+    if not why and is_journal(url):
+        why = output_refusal(url, "--storage", folder=False)
+        check_journal(url) if not why else None
+    return why
+
+
+@entry_point
 def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
     """Command line; exit 0 when the study holds --trials finished trials, 1 otherwise, 2 on
     refused input. ``validate_only`` stops after the checks (tests/test_cli_properties.py)."""
@@ -90,11 +105,13 @@ def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
         return refuse(f"{missing} missing: give --study NAME (one of: {', '.join(list_studies())}) and "
                       "--trials T (finished trials to reach, >= 1), or --list")
     try:
-        get_study(a.study)
+        study = get_study(a.study)
         overrides = _overrides(a.set)
-        dirty = dirty_refusal(a.out or "runs", a.allow_dirty)
-        if dirty:
-            return refuse(dirty)
+        suite = study.suite_dict()  # every trial's fixed fields pass TrainConfig's check before any trial
+        from_dict({**suite["config"], **study.config, **overrides, "dataset": suite["dataset"]},
+                  f"study {study.name} (its config over suite {study.suite}'s [config], then --set)")
+        if why := dirty_refusal(a.out or "runs", a.allow_dirty) or _path_refusal(a):
+            return refuse(why)
         if validate_only:
             return 0
         return run_study(a.study, trials=a.trials, workers=a.workers, opts=ClusterOptions.from_args(a),

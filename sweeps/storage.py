@@ -6,6 +6,7 @@ a pickled job, and every error that names it goes through :func:`redact` or :fun
 """
 from __future__ import annotations
 
+import json
 import re
 import warnings
 from pathlib import Path
@@ -54,6 +55,44 @@ class StorageError(RuntimeError):
 def is_journal(url: str) -> bool:
     """A plain path (no scheme) is a journal file; anything with '://' is an SQLAlchemy URL."""
     return "://" not in url
+
+
+def check_journal(path: str | Path) -> None:
+    """StorageError naming the file and the line when the journal at ``path`` is not one Optuna
+    can replay and append to: every line a JSON object with an op_code, the last one ended (Optuna
+    skips a last line cut short, but its next entry would be glued to it), and then Optuna's own
+    replay. An absent file is a new study. For the command that launches a study, before any
+    worker writes (a worker that starts while others append could see a write half-done)."""
+    path = Path(path)
+    if not path.is_file():
+        if path.exists():
+            raise StorageError(f"the study journal {path} is a folder, not a file; give --storage a file path "
+                               "(or leave it out: OUT/study.journal)")
+        return
+    lines = path.read_bytes().split(b"\n")
+    if lines[-1]:
+        raise StorageError(f"the study journal {path} is cut short: its line {len(lines)} ({lines[-1][:40]!r}) has no "
+                           f"end (a write interrupted): delete that last line to resume the study, or {_FIX}")
+    for no, line in enumerate(lines[:-1], 1):  # first the line to name
+        try:
+            entry = json.loads(line)
+            ok = isinstance(entry, dict) and isinstance(entry.get("op_code"), int)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            ok = False
+        if not ok:
+            raise StorageError(f"the study journal {path} is damaged at line {no} ({line[:40]!r} is no journal "
+                               f"entry) or is another file: {_FIX}")
+    try:  # then Optuna's own replay, which also finds entries of the wrong shape
+        storage = JournalStorage(JournalFileBackend(str(path)))
+        for study in storage.get_all_studies():
+            storage.get_all_trials(study._study_id, deepcopy=False)
+    except Exception as e:  # noqa: BLE001 - the file is the only input: any failure to replay it is its damage
+        raise StorageError(f"the study journal {path} cannot be replayed ({type(e).__name__}: {str(e)[:200]}): it "
+                           f"is damaged or another file: {_FIX}") from None
+
+
+_FIX = ("restore it from a copy, or start the study anew with another --storage or --out (the trials' run "
+        "folders stay where they are)")
 
 
 def make_storage(url: str, *, heartbeat: int | None = None, grace: int | None = None,

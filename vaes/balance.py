@@ -29,6 +29,7 @@ from pathlib import Path
 
 from vaes import cli
 from vaes.records import CorruptRecord, Record
+from vaes.schema import record_refusal
 from vaes.registry import get_variant
 
 # the factor on the SSE of the same images relative to [0, 1]: x' = 2x - 1 doubles every error
@@ -230,24 +231,35 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli.entry_point
 def main(argv: list[str] | None = None) -> int:
+    """Command line: one balance in every convention, or a run's effective beta over training."""
     args = parser().parse_args(argv)  # argparse itself exits 2 naming the argument
     if args.kl_weight != 1.0 and args.gamma is None:
         return cli.refuse(f"--kl-weight {args.kl_weight:g} only applies with --gamma; drop it or give --gamma")
     if args.run is not None:
         return _show_run(Path(args.run))
-    if args.kld_weight is not None:
-        if args.dims is None:
-            return cli.refuse(f"--kld-weight {args.kld_weight:g} needs --dims (values per image, e.g. 3x64x64): "
-                           "mean MSE averages over them")
-        beta = beta_from_mean_mse(args.kld_weight, args.dims, args.data_range)
-    elif args.gamma is not None:
-        beta = beta_from_gamma(args.gamma, args.kl_weight, args.data_range)
-    elif args.sse_weight is not None:
-        beta = beta_from_sse(args.sse_weight, args.data_range)
-    else:
-        beta = args.beta
-    for name, value in conventions(beta, args.dims).items():
+    if args.kld_weight is not None and args.dims is None:
+        return cli.refuse(f"--kld-weight {args.kld_weight:g} needs --dims (values per image, e.g. 3x64x64): "
+                          "mean MSE averages over them")
+    given = next((f"--{n.replace('_', '-')} {v:g}" for n, v in vars(args).items()
+                  if n in ("beta", "gamma", "kld_weight", "sse_weight") and v is not None))
+    try:
+        if args.kld_weight is not None:
+            beta = beta_from_mean_mse(args.kld_weight, args.dims, args.data_range)
+        elif args.gamma is not None:
+            beta = beta_from_gamma(args.gamma, args.kl_weight, args.data_range)
+        elif args.sse_weight is not None:
+            beta = beta_from_sse(args.sse_weight, args.data_range)
+        else:
+            beta = args.beta
+        table = conventions(beta, args.dims)
+    except OverflowError:  # gamma ** 2 beyond a float
+        table = {"": math.inf}
+    if not all(math.isfinite(v) for v in table.values()):
+        return cli.refuse(f"{given}: a weight in some convention is beyond a float's range (about 1.8e308); "
+                          "no training uses such a balance: give a smaller value")
+    for name, value in table.items():
         print(f"{name:34s} {value:.6g}")
     return 0
 
@@ -257,6 +269,8 @@ def _show_run(run_dir: Path) -> int:
         record = Record.read(run_dir / "record.json") if run_dir.is_dir() else None
     except (CorruptRecord, OSError) as e:
         return cli.refuse(f"--run {str(run_dir)!r}: record.json cannot be read ({e})")
+    if record is not None and (why := record_refusal(record, run_dir / "record.json", ("variant",))):
+        return cli.refuse(f"--run {str(run_dir)!r}: {why}; restore it from a copy, or train the run again")
     if record is None:
         return cli.refuse(f"--run {str(run_dir)!r}: not a run folder (no record.json); pass the out= of "
                        "python -m vaes.train, OUT/runs/FOLDER of a suite, or an exported model folder")

@@ -5,15 +5,18 @@ allowed), and the refusal to write committed results from uncommitted code.
 from __future__ import annotations
 
 import argparse
+import errno
+import functools
+import os
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-from vaes.records import RESULT_DIRS, uncommitted_changes
+from vaes.records import RESULT_DIRS, CorruptCheckpoint, CorruptRecord, uncommitted_changes
 
 EXIT_STATUSES = ("exit status: 0 done (also --help, --list, a finished run or suite run again); "
-                 "1 a run failed (recorded with its reason); 2 refused input (the message names the "
-                 "argument, the value and what is allowed); 3 interrupted (SIGTERM/SIGUSR1; the same "
+                 "1 a run failed (recorded with its reason); 2 refused input: an argument, a file or a path "
+                 "(the message names it, the value and what is allowed, or the file and the way out); 3 interrupted (SIGTERM/SIGUSR1; the same "
                  "command resumes)")
 
 
@@ -21,6 +24,68 @@ def refuse(error: BaseException | str) -> int:
     """Print ``error: ...`` on stderr and return 2, the status of refused input."""
     print(f"error: {error}", file=sys.stderr)
     return 2
+
+
+# ---- the one error boundary of every command ---------------------------------------------------
+# errors a user causes with a file or a path: the paragraph names the file and the way out
+_WHY = {errno.ENOENT: "it does not exist", errno.ENOTDIR: "a part of that path is a file, not a folder",
+        errno.EISDIR: "it is a folder where a file belongs", errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied", errno.EEXIST: "something is in the way there",
+        errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+        errno.EROFS: "the file system is read-only", errno.ENAMETOOLONG: "the name is too long",
+        errno.ELOOP: "it is a loop of symbolic links"}
+
+
+def user_error(e: BaseException) -> str | None:
+    """The one-paragraph message of an error a user can cause through a file or a path (a damaged
+    record or checkpoint, a missing, unreadable or unwritable path, a full disk), naming the file
+    and the way out; None for any other error, which stays a traceback."""
+    if isinstance(e, (CorruptRecord, CorruptCheckpoint)):
+        return str(e)  # these name the file and the fix already
+    if not isinstance(e, OSError) or (e.errno not in _WHY and type(e) is not FileNotFoundError):
+        return None  # a network error, a broken device: not a user's file
+    if e.filename is None:  # raised by vaebench with its own message (e.g. a missing data set)
+        return str(e)
+    names = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+    return (f"{names}: {_WHY.get(e.errno, e.strerror)} ({e.strerror}); check the path, or give another "
+            "one (a folder where a folder belongs, a file where a file belongs, one you may write)")
+
+
+def entry_point(main: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator of a command's ``main``: the errors of :func:`user_error` become its paragraph
+    on stderr and exit status 2; anything else stays a traceback (exit 1)."""
+    @functools.wraps(main)
+    def guarded(*args, **kw):
+        try:
+            return main(*args, **kw)
+        except (OSError, CorruptRecord, CorruptCheckpoint) as e:
+            message = user_error(e)
+            if message is None:
+                raise
+            return refuse(message)
+    return guarded
+
+
+def output_refusal(path: str | Path, what: str, *, folder: bool = True) -> str | None:
+    """Why ``path`` (a folder, or a file with ``folder=False``) cannot be created or written,
+    or None: checked before anything is written, so a refused command leaves nothing half-done."""
+    path = Path(path).expanduser()
+    kind = "folder" if folder else "file"
+    if path.exists() and path.is_dir() != folder:
+        return (f"{what} {str(path)!r} is a {'file' if folder else 'folder'}, where a {kind} belongs; "
+                f"give another path, or move it away")
+    if path.exists():
+        return None if os.access(path, os.W_OK | (os.X_OK if folder else 0)) else (
+            f"{what} {str(path)!r} cannot be written: no permission; give a path you may write")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return (f"{what} {str(path)!r} cannot be created: {str(parent)!r} is a file, not a folder; "
+                "give a path under a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{what} {str(path)!r} cannot be written: no permission in {str(parent)!r}; give a path you may write"
+    return None
 
 
 def parser(prog: str, doc: str, **kw) -> argparse.ArgumentParser:

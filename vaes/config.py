@@ -7,9 +7,11 @@ and the resolved config is saved in every record and hashed into the run's ident
 from __future__ import annotations
 
 import dataclasses
-import inspect
+import functools
 import hashlib
+import inspect
 import json
+import math
 import types
 from pathlib import Path
 import typing
@@ -77,6 +79,8 @@ class TrainConfig:
     out: str = "runs/run"              # run folder: record.json, checkpoint, grids
 
     def __post_init__(self):
+        for f in dataclasses.fields(self):  # every way a config arrives meets this one type check
+            object.__setattr__(self, f.name, typed(getattr(self, f.name), _hints(TrainConfig)[f.name], f.name))
         get_variant(self.variant)  # raises with the list of variants
         get_variant(self.stage2_variant)
         get_dataset(self.dataset)  # raises with the list of data sets
@@ -87,12 +91,17 @@ class TrainConfig:
         for name in ("batch_size", "stage2_depth", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("epochs", "latent_dim", "stage2_epochs", "stage2_width", "image_size", "eval_images", "fid_images"):
+        for name in ("epochs", "latent_dim", "stage2_epochs", "stage2_width", "stage2_latent_dim", "image_size",
+                     "eval_images", "fid_images"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"{name} must be >= 1 (or unset), got {v}")
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if self.lr_halve_every is not None and self.lr_halve_every < 0:
+            raise ValueError(f"lr_halve_every must be >= 0 (0 = never, or unset), got {self.lr_halve_every}")
         if self.stage2_lr_halve_every is not None and self.stage2_lr_halve_every < 0:
             raise ValueError(f"stage2_lr_halve_every must be >= 0 (0 = never, or unset), got {self.stage2_lr_halve_every}")
         if self.threads < 0:
@@ -118,11 +127,9 @@ def variant_opts(cfg: TrainConfig):
     if unknown:
         raise ValueError(f"variant {cfg.variant!r} has no option {', '.join(sorted(unknown))}; "
                          f"its options are: {', '.join(sorted(names)) or '(none)'}")
-    hints = typing.get_type_hints(cls)
-    # 4 and 4.0 are the same beta: normalise so that equal configs hash equally
-    opts = {k: float(v) if hints[k] in (float, float | str) and type(v) is int else v
-            for k, v in cfg.options.items()}
-    return cls(**opts)
+    hints = _hints(cls)
+    # typed() also turns 4 into 4.0: the same beta, so that equal configs hash equally
+    return cls(**{k: typed(v, hints[k], k) for k, v in cfg.options.items()})
 
 
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:
@@ -132,9 +139,63 @@ def to_dict(cfg: TrainConfig) -> dict[str, Any]:
     return d
 
 
-def from_dict(d: dict[str, Any]) -> TrainConfig:
-    """Inverse of :func:`to_dict`; an unknown key is an error (vaes.load names the version)."""
-    return TrainConfig(**d)
+def from_dict(d: dict[str, Any], where: str = "") -> TrainConfig:
+    """Inverse of :func:`to_dict`, and the one way typed settings become a config (a suite's
+    tables, a sweep's fixed fields, a record read back): an unknown key, a value of the wrong
+    type or out of range is a ValueError, prefixed by ``where`` (the file and table) when given."""
+    prefix = f"{where}: " if where else ""
+    if not isinstance(d, dict):
+        raise ValueError(f"{prefix}expected a table of config fields, got {type(d).__name__} {d!r:.60}")
+    known = [f.name for f in dataclasses.fields(TrainConfig)]
+    unknown = [str(k) for k in d if k not in known]
+    if unknown:
+        raise ValueError(f"{prefix}{', '.join(unknown)}: not a config field; the config fields are: {', '.join(known)} "
+                         "(python -m vaes.train --help says what each means)")
+    try:
+        return TrainConfig(**d)
+    except (ValueError, TypeError) as e:  # UnknownName (a variant or data set) is a ValueError too
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise ValueError(f"{prefix}{msg}") from None
+
+
+# ---- the one type check of a setting, however it arrived -----------------------------------
+_WHAT = {bool: "true or false", int: "a whole number", float: "a finite number", str: "a string",
+         dict: "a table of options"}
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _describe(tp) -> str:
+    args = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    names = [_WHAT.get(a, getattr(a, "__name__", str(a))) for a in args if a is not type(None)]
+    return " or ".join(names) + (", or unset (none: the default)" if type(None) in args else "")
+
+
+def typed(value: Any, tp: Any, key: str) -> Any:
+    """``value`` (already typed: a TOML or JSON value, or one parsed from key=value) checked
+    against the annotation ``tp``: a bool is no number, a float no whole number, a number finite;
+    a whole number where a float belongs becomes that float. ValueError naming the key otherwise."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        if float in args and type(value) is float and not math.isfinite(value):
+            return typed(value, float, key)  # its message says why (not nan or infinite)
+        for a in sorted((a for a in args if a is not type(None)), key=lambda a: a is str):
+            try:
+                return typed(value, a, key)
+            except ValueError:
+                pass
+    elif tp is float and type(value) in (int, float):
+        if math.isfinite(value):
+            return float(value)
+        raise ValueError(f"{key}={value!r}: expected {_describe(tp)} (not nan or infinite)")
+    elif type(value) is tp or (tp is dict and isinstance(value, dict)) or tp is Any:
+        return value
+    raise ValueError(f"{key}={value!r:.80}: expected {_describe(tp)}, got {type(value).__name__}")
 
 
 # ---- a run's identity (issue 19): the one rule for finding earlier work -------------------

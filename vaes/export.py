@@ -245,10 +245,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli.entry_point
 def main(argv: list[str] | None = None) -> int:
+    """Command line: export a finished run, then push it when asked."""
     args = parser().parse_args(argv)  # argparse exits 2 naming the argument
     try:
-        why = push_refusal(args.push) if args.push is not None else None
+        why = (push_refusal(args.push) if args.push is not None else None) or cli.output_refusal(args.out, "OUT")
         if why:
             raise Refused(why)
         out = export(args.run_dir, args.out, n=args.n, seed=args.seed)

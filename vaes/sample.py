@@ -19,6 +19,7 @@ from pathlib import Path
 
 from torchvision.utils import save_image
 
+from vaes.cli import entry_point, output_refusal
 from vaes.load import load_run
 
 # key: (type, default); stage None = 2 where there is a second stage, else 1
@@ -57,6 +58,7 @@ def parse_args(argv: list[str]) -> tuple[str, dict]:
     return argv[0], settings
 
 
+@entry_point
 def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
     """Command line; ``validate_only`` stops after checking the arguments (no run loaded)."""
     argv = sys.argv[1:] if argv is None else argv
@@ -65,6 +67,8 @@ def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
         return 0 if argv else 2
     try:
         run_dir, s = parse_args(argv)
+        if why := output_refusal(s["out"], "out", folder=False):
+            raise ValueError(why)
         if validate_only:
             return 0
         run = load_run(run_dir, device=s["device"])
@@ -72,7 +76,7 @@ def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
         out = Path(s["out"])
         out.parent.mkdir(parents=True, exist_ok=True)
         save_image(images.float() / 255, out, nrow=math.ceil(math.sqrt(s["n"])), padding=1)
-    except (ValueError, OSError, RuntimeError) as e:  # RunNotLoadable is a ValueError
+    except (ValueError, RuntimeError) as e:  # RunNotLoadable is a ValueError; a file's OSError: entry_point
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(out)

@@ -15,7 +15,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from vaes.cli import EXIT_STATUSES, refuse
+from vaes.cli import EXIT_STATUSES, entry_point, output_refusal, refuse
 from vaes.config import field_help, parse_overrides
 from vaes.registry import list_variants, variant_options
 from vaes.run import FolderTaken, run
@@ -33,6 +33,7 @@ def _help() -> str:
     return "\n".join(lines)
 
 
+@entry_point
 def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
     """Command line: key=value overrides; prints where the record is and its status.
     ``validate_only`` parses and checks the arguments and stops (exit 0 or 2): the path the
@@ -45,6 +46,8 @@ def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
         cfg = parse_overrides(argv)
     except (ValueError, KeyError, TypeError) as e:
         return refuse(e)
+    if why := output_refusal(cfg.out, "out"):
+        return refuse(why)
     if validate_only:
         return 0
     try:

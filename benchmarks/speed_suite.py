@@ -1,0 +1,55 @@
+"""The suite part of the speed benchmark (``python -m benchmarks.speed --parts suite``): a whole
+suite through ``benchmarks.run --jobs J`` against its slowest run alone, each a fresh command
+timed from outside. A command that fails, or leaves a run unfinished, gives no figure."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class TimedCommandFailed(RuntimeError):
+    """A timed command failed: no figure comes from it (``status``: the exit status to give)."""
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+def suite_args(args, device: str) -> list[str]:
+    """The arguments of python -m benchmarks.run that part suite times (checked by parse_args)."""
+    return ["--suite", args.suite, "--device", device, "--epochs-scale", str(args.suite_epochs_scale),
+            "--set", *args.suite_set]
+
+
+def part_suite(args, device: torch.device, work: Path, noise: tuple | None = None) -> dict:
+    """``benchmarks.run --jobs J`` on the suite against its slowest single run, each a fresh
+    command; :class:`TimedCommandFailed` when either fails or leaves a run unfinished. ``noise``:
+    (train, test) uint8 images that replace the suite's data (--synthetic)."""
+    base = [sys.executable, "-m", "benchmarks.run", *suite_args(args, device.type)]
+    if noise is not None:  # the suite's own protocol on noise of its shape (benchmarks.suite.expand)
+        train, test = noise
+        np.savez(work / "noise.npz", train=train.numpy(), test=test.numpy())
+        base += ["dataset=npz", f"data_root={work / 'noise.npz'}"]
+    res = {"suite": args.suite, "seeds": args.suite_seeds, "jobs": args.jobs, "slowest": args.suite_slowest}
+    for name, extra in (("single", ["--only", args.suite_slowest, "--seeds", "1", "--jobs", "1"]),
+                        ("concurrent", ["--seeds", str(args.suite_seeds), "--jobs", str(args.jobs)])):
+        cmd = base + extra + ["--out", str(work / name)]
+        t0 = time.perf_counter()  # a fresh process: its exit drains the device
+        p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        dt = time.perf_counter() - t0
+        records = [json.loads(f.read_text()) for f in (work / name / "runs").glob("*/record.json")]
+        res[name] = {"wall_seconds": dt, "exit": p.returncode, "runs": len(records),
+                     "finished": sum(r["status"] == "finished" for r in records), "tail": p.stdout[-400:] + p.stderr[-400:]}
+        if p.returncode != 0 or not records or res[name]["finished"] < len(records):  # then the time means nothing
+            raise TimedCommandFailed(f"the timed command {' '.join(cmd[1:])} ended with exit status {p.returncode} "
+                                     f"and {res[name]['finished']} of {len(records)} runs finished, so no speed figure is "
+                                     f"saved; its output ends:\n{res[name]['tail']}", 2 if p.returncode == 2 else 1)
+    res["concurrent_over_single"] = res["concurrent"]["wall_seconds"] / res["single"]["wall_seconds"]
+    return res
