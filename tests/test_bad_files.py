@@ -262,8 +262,6 @@ def test_a_truncated_model_is_refused_by_name(finished_run, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no staging folder left either
 
 
-@pytest.mark.xfail(raises=CorruptCheckpoint, strict=True,
-                   reason="vaes.evaluate.main needs @entry_point (vaes.cli), as every other main has")
 def test_a_truncated_model_given_to_evaluate_is_refused_by_name(finished_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(finished_run, run_dir)

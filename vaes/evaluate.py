@@ -28,7 +28,7 @@ from torchvision.utils import save_image
 from vaes.build import build_model, build_stage2, pick_device, use_threads
 from vaes import feature_metrics
 from vaes.classifier import classifier_features, load_or_train_classifier
-from vaes.cli import EXIT_STATUSES, refuse
+from vaes.cli import EXIT_STATUSES, entry_point, refuse
 from vaes.config import TrainConfig, from_dict, parse_overrides
 from vaes.data import get_dataset, load_dataset
 from vaes.fid import compute_inception_metrics, inception_score_refusal
@@ -367,6 +367,7 @@ def check_overrides(overrides: list[str]) -> None:
     parse_overrides(overrides)  # the values, checked as TrainConfig checks them
 
 
+@entry_point
 def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
     """Command line; ``validate_only`` stops after checking the arguments (no run folder read)."""
     argv = sys.argv[1:] if argv is None else argv
