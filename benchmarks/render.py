@@ -6,7 +6,8 @@ import math
 
 import pandas as pd
 
-from benchmarks.table import REASON_CHARS, REFERENCE_SOURCE, Cell, Column, Table, _decimals, _number
+from benchmarks.columns import Column, _decimals, _number
+from benchmarks.table import REASON_CHARS, REFERENCE_SOURCE, Cell, Table
 
 # ----------------------------------------------------------------------------- formatting
 

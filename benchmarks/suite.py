@@ -18,6 +18,8 @@ from vaes.config import TrainConfig, from_dict, run_id
 from vaes import run as one_run
 from vaes.records import Record
 
+CONFIG_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
 SUITES_DIR = Path(__file__).parent / "suites"
 
 
@@ -193,7 +195,8 @@ def expand(suite: dict, *, seeds: int | None = None, only: list[str] | None = No
         # --set dataset=npz data_root=FILE points a suite at other images of the same shape; the
         # runs keep the suite's own protocol (its data set's epochs, lr and halving), not theirs
         dataset = (base or {}).get("dataset", suite["dataset"])
-        protocol = {} if dataset == suite["dataset"] else dataclasses.asdict(get_dataset(suite["dataset"]).protocol)
+        protocol = {} if dataset == suite["dataset"] else {  # the protocol's training fields, not its evaluation policy
+            k: v for k, v in dataclasses.asdict(get_dataset(suite["dataset"]).protocol).items() if k in CONFIG_FIELDS}
         fields = {**protocol, **suite["config"], **(base or {}),
                   **{k: v for k, v in run.items() if k != "label"}, "dataset": dataset}
         for seed in range(seeds or suite["seeds"]):

@@ -22,8 +22,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.caption import caption_and_notes, display_name, reasons_note
-from benchmarks.columns import (SIG, QUALITY_SETS, Column, _decimals, _number, check_sets,  # noqa: F401 (render's)
-                                quality_columns, stage2_set)
+from benchmarks.columns import (QUALITY_SETS, Column, _number, check_sets, quality_columns, stage2_set)
 from benchmarks.stats import ci_half_width, indistinguishable
 from benchmarks import ledger
 from vaes.metrics import COLLAPSED_SPREAD, CONVERGED_RATIO

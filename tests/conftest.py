@@ -7,6 +7,12 @@ import os
 import time
 from pathlib import Path
 
+# Under pytest-xdist (pyproject's addopts: one worker per core) each worker and the processes its
+# tests start run torch on one thread: two workers of two spinning threads on 2 cores made every
+# test slower. Set before torch is imported, so the subprocesses inherit it.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import numpy as np
 import pytest
 import torch
@@ -109,3 +115,17 @@ def _no_inception_unless_asked(request, monkeypatch, tmp_path_factory):
 def _seed_and_threads():
     torch.manual_seed(0)
     yield
+
+
+SERVICE_FIXTURES = {"slurm_cluster", "postgres_url", "pdflatex", "chromium"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under xdist (--dist loadgroup) a module's tests stay on one worker, so a module-scoped
+    fixture (a trained run) is made once; every module that uses a real service shares one
+    worker, so two workers never install or start the same service at once."""
+    uses_services = {item.module.__name__ for item in items
+                     if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("slurm")}
+    for item in items:
+        module = item.module.__name__
+        item.add_marker(pytest.mark.xdist_group("services" if module in uses_services else module))

@@ -72,13 +72,10 @@ class Protocol:
     # evaluation costs about what its training does (Inception: ~0.14 s an image on a CPU).
     eval_images: int = 10_000
     fid_images: int = 10_000
-    # The second stage's MLP width; None: by image size (2048 for 32x32 and 4096 for 64x64, as the
-    # originals; else 1024, Dai & Wipf's for MNIST). Digits' codes have 16 dimensions: 128 fits them.
+    # the second stage's MLP width; None: by image size (vaes.build.resolve). Digits' 16-d codes: 128
     stage2_width: int | None = None
-    # Image sets that Inception scores: "all", or "headline" (first-stage samples, second-stage
-    # samples, reconstructions of the posterior mean: the sets a table shows). On small data the
-    # classifier's features score every set, the auxiliary ones (recon_sample, the renormalised
-    # sets, the ancestral sampler) included, at a fraction of Inception's cost.
+    # the sets Inception scores: "all", or "headline" (vaes.evaluate.HEADLINE_SETS: what a table
+    # shows); on small data the classifier scores the auxiliary sets, at ~1% of Inception's cost
     inception_sets: str = "all"
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from vaes.config import from_dict
 from vaes.records import Record
 
 
@@ -63,5 +64,9 @@ def record_refusal(rec: Record, path: str | Path, names: tuple[str, ...] = ("var
     bad = [k for k in names if not isinstance(rec.config.get(k), str)]
     if bad:
         return f"{path}: its config's {' and '.join(bad)} is {rec.config.get(bad[0])!r:.40}, not a name"
+    try:  # the config read back passes the typed check every config passes, however it arrives
+        from_dict(rec.config, f"{path}, its config")
+    except (ValueError, TypeError) as e:
+        return str(e)
     label = rec.meta.get("label")
     return f"{path}: its label is {label!r:.40}, not a string" if label is not None and not isinstance(label, str) else None
