@@ -102,7 +102,7 @@ step speed "$L_MAIN" "$PY" -m benchmarks.speed "${COMMON[@]}" "${MAIN[@]}"
 step speed_bf16 "$L_FAST" "$PY" -m benchmarks.speed "${COMMON[@]}" --parts train --bf16
 [ "$TINY" = 1 ] || step speed_compile "$((L_FAST + 25))" "$PY" -m benchmarks.speed "${COMMON[@]}" --parts train --compile
 step suite "$L_SUITE" "$PY" -m benchmarks.speed "${COMMON[@]}" "${SUITE[@]}" --out "$F/suite"
-step cuda_tests "$L_TESTS" "$PY" -m pytest -m gpu tests/test_cuda.py -q -rs -p no:cacheprovider
+step cuda_tests "$L_TESTS" "$PY" -m pytest -o addopts="" -m gpu tests/test_cuda.py -q -rs -p no:cacheprovider
 
 # ---- summary.md and the tarball ----------------------------------------------------------------
 {

@@ -126,6 +126,7 @@ COMPILE_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a minute of inductor compilation on 2 cores; tests/test_cuda.py checks compile against eager on CUDA
 def test_compile_keeps_the_losses():
     """compile=True gives the eager losses; run in a child process so that its time is bounded."""
     if not hasattr(torch, "compile"):
