@@ -1,7 +1,6 @@
-"""Training and evaluation speed, and a suite on one device: ``python -m benchmarks.speed``.
-docs/speed.md says what each part (train, pythae, stage2, eval, suite) measures and how;
-without vaebench's FID weights evaluation runs only with ``--random-inception SEED``, an
-explicit mode (the same network under seeded random weights: its cost, not a real FID)."""
+"""Training and evaluation speed, and a suite on one device: ``python -m benchmarks.speed``; docs/speed.md says
+what each part (train, pythae, stage2, eval, suite) measures and how. Without vaebench's FID weights evaluation runs
+only with ``--random-inception SEED`` (the same network under seeded random weights: its cost, not a real FID)."""
 from __future__ import annotations
 
 import json
@@ -35,9 +34,10 @@ from vaes.records import git_commit
 from vaes.registry import Registry
 from vaes.fit import fit
 from vaes.run import train_stage2
+from vaes.store import read_index, runs_dir
 
 PARTS = ("train", "pythae", "stage2", "eval", "suite")
-PAPER = get_dataset("cifar10").protocol  # 700 + 1,400 epochs (Asperti & Trentin's code, DESIGN.md)
+PAPER = get_dataset("cifar10").protocol  # 700 + 1,400 epochs (Asperti & Trentin's code)
 PAPER_IMAGES, PAPER_FID_IMAGES = get_dataset("cifar10").train_size, 10_000
 PEAK_TFLOPS = 989.0  # H100/H200 SXM dense bf16, NVIDIA's data sheets (1,979 is with 2:4 sparsity)
 REPO = Path(__file__).resolve().parents[1]
@@ -210,9 +210,9 @@ def part_train(args, cfg, x, device, work: Path) -> tuple[dict, object]:
 def part_stage2(args, cfg, model, x, device, work: Path) -> dict:
     """``vaes.run.train_stage2`` on the trained model's codes (one warm-up epoch, then timed)."""
     c = cfg.replace(stage2_epochs=1, checkpoint_every=10**6)
-    train_stage2(c, model, x.to(device), work / "warm", progress=False)
+    train_stage2(c, model, x.to(device), work / "warm_stage2.pt", progress=False)
     (stage2, res), dt = timed(device, lambda: train_stage2(c.replace(stage2_epochs=args.stage2_epochs), model,
-                                                           x.to(device), work, progress=False))
+                                                           x.to(device), work / "stage2.pt", progress=False))
     return {"codes_per_second": res.images / res.seconds, "wall_seconds": dt, "epochs": args.stage2_epochs,
             "n_params": count_parameters(stage2), "loss": res.history[-1]["loss"]}, stage2
 
@@ -291,9 +291,9 @@ def part_suite(args, device: torch.device, work: Path) -> dict:
                         ("concurrent", ["--seeds", str(args.suite_seeds), "--jobs", str(args.jobs)])):
         cmd = base + extra + ["--out", str(work / name)]
         p, dt = timed(device, lambda: subprocess.run(cmd, cwd=REPO, capture_output=True, text=True))
-        records = [json.loads(f.read_text()) for f in (work / name / "runs").glob("*/record.json")]
-        res[name] = {"wall_seconds": dt, "exit": p.returncode, "runs": len(records),
-                     "finished": sum(r["status"] == "finished" for r in records), "tail": p.stdout[-400:] + p.stderr[-400:]}
+        statuses = [r.status for r in read_index(runs_dir(work / name), missing_ok=True).records]
+        res[name] = {"wall_seconds": dt, "exit": p.returncode, "runs": len(statuses), "finished": statuses.count("finished"),
+                     "tail": p.stdout[-400:] + p.stderr[-400:]}
     res["concurrent_over_single"] = res["concurrent"]["wall_seconds"] / res["single"]["wall_seconds"]
     return res
 
