@@ -35,7 +35,7 @@ RUN_PATHS = {
     "n_params": "n_params", "n_params_stage2": "stage2.n_params", "epochs": "config.epochs",
     "stage2_epochs": "config.stage2_epochs", "lr": "config.lr", "lr_halve_every": "config.lr_halve_every",
     "batch_size": "config.batch_size", "stage2_variant": "config.stage2_variant",
-    # the evaluation protocol (issue 18; records before it have none: None)
+    # the evaluation protocol (older records have none: None)
     # (renorm_stats comes from the metric renorm.stats, flattened to the same name)
     "jpeg_quality": "config.jpeg_quality", "fid_reference": "config.fid_reference", "n_heldout": "data.n_heldout", "data_note": "data.note",
     "device": "device", "git_commit": "git_commit",

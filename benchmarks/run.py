@@ -7,7 +7,9 @@
 
 Each run gets its own folder under ``OUT/runs`` named by label, seed and the hash of its
 resolved config. Running the command again skips finished runs, resumes interrupted ones
-from their checkpoint and retries failed ones only with ``--retry-failed``. A run that fails
+from their checkpoint and retries failed ones only with ``--retry-failed``; a run another
+process is training (a second command on the same OUT) is left to the end, then waited for,
+and never trained twice. A run that fails
 (NaN, missing data, out of memory, a bug) is recorded with its reason and the suite goes on.
 With ``--jobs N`` up to N runs go at once, each in its own process on the same device (a
 run's process loads its own data); what a run records does not depend on N. The report

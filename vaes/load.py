@@ -257,7 +257,8 @@ def _not_finished(run_dir: Path, record: Record) -> str:
 def _rerun_command(record: Record, run_dir: Path) -> str:
     """The command that trains (or resumes) the run: its suite's, or vaes.train's."""
     if record.meta.get("suite"):  # suite folders are OUT/runs/FOLDER; the suite keeps its labels
-        out = shlex.quote(str(run_dir.parent.parent)) if run_dir.parent.name == "runs" else "OUT"
+        suite_out = RunFolder(run_dir).suite_out
+        out = shlex.quote(str(suite_out)) if suite_out is not None else "OUT"
         return f"python -m benchmarks.run --suite {shlex.quote(str(record.meta['suite']))} --out {out}"
     return _train_command(record, run_dir)
 

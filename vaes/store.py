@@ -86,6 +86,11 @@ class RunFolder:
 
     # -- the layout
     @property
+    def suite_out(self) -> Path | None:
+        """OUT when this is a suite's or a study's run folder OUT/runs/FOLDER, else None."""
+        return self.path.parent.parent if self.path.parent.name == RUNS else None
+
+    @property
     def record_path(self) -> Path:
         return self.path / RECORD
 
