@@ -11,7 +11,10 @@ import textwrap
 
 import pytest
 
+from benchmarks.run import run_suite
+from benchmarks.suite import expand, load_suite
 from tests.conftest import REPO, wait_until
+from tests.test_suites import write_suite
 from vaes.config import EVAL_FIELDS, EVAL_SETTINGS, IDENTITY_FIELDS, TrainConfig, run_id, to_dict
 from vaes.evaluate import check_overrides
 from vaes.records import Record
@@ -99,9 +102,6 @@ def test_a_caller_that_does_not_wait_is_told_who_holds_the_run(tmp_path):
 
 
 def test_a_suite_skips_a_run_another_process_holds_then_waits_for_it(tmp_path):
-    from benchmarks.run import run_suite
-    from benchmarks.suite import expand, load_suite
-    from tests.test_suites import write_suite
     suite = load_suite(write_suite(tmp_path, epochs=2))
     jobs = expand(suite, seeds=1)
     out = tmp_path / "out"
