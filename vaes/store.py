@@ -146,7 +146,7 @@ class RunFolder:
     # -- the claim
     def held(self) -> bool:
         """Whether a live process (this one included) holds the claim on the run."""
-        if str(self.path) in _held:
+        if str(self.path.absolute()) in _held:
             return True
         try:
             fd = os.open(self.path / CLAIM, os.O_RDONLY)
@@ -166,7 +166,7 @@ class RunFolder:
         (saying so on stderr) or, with ``wait=False``, gets :class:`FolderHeld`. The claim is an
         flock on the folder's .claim file, which the OS releases when the process dies, so a
         killed run never leaves its folder held. Makes the folder (OSError when it cannot)."""
-        key = str(self.path)
+        key = str(self.path.absolute())  # one key however the folder was named
         if key in _held:  # this process holds it already (an evaluation inside its run)
             _held[key][1] += 1
             try:
