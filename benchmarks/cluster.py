@@ -31,7 +31,7 @@ class SuiteTask(submitit.helpers.Checkpointable):
         return {"folder": job.folder, "status": rec.status, "reason": rec.reason}
 
     def checkpoint(self, job) -> submitit.helpers.DelayedSubmission:
-        """Requeue the same job; run_job resumes it from OUT/runs/FOLDER/checkpoint.pt."""
+        """Requeue the same job; run_job resumes it from its run folder's checkpoint."""
         return submitit.helpers.DelayedSubmission(SuiteTask(self.out, self.suite_name, self.threads), job)
 
 
@@ -41,8 +41,8 @@ def run_suite_on_cluster(suite: dict, jobs: list, out: Path, args) -> int:
     opts = ClusterOptions.from_args(args)
     out = Path(out).resolve()
     retry_failed = bool(getattr(args, "retry_failed", False))
-    todo = [j for j in jobs if job_status(out, j) != "finished"
-            and (retry_failed or job_status(out, j) != "failed")]
+    status = {j.folder: job_status(out, j) for j in jobs}  # each record read once here, once by its run
+    todo = [j for j in jobs if status[j.folder] != "finished" and (retry_failed or status[j.folder] != "failed")]
     print(f"suite {suite['name']}: {len(jobs)} runs, {len(jobs) - len(todo)} already done, "
           f"{len(todo)} to run on {opts.cluster} -> {out}", flush=True)
     if todo:

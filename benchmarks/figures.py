@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from vaes.metrics import CONVERGED_RATIO
+from vaes.store import RunFolder
 from benchmarks.columns import lead_with_kid, metrics_in_order
 from benchmarks.table import label_order
 
@@ -216,11 +217,12 @@ def plot_samples(df: pd.DataFrame, path: str | Path, order: list[str] | None = N
     panels = []  # (title, grid file)
     for label in order or label_order(fin):
         for _, r in fin[fin["label"] == label].iterrows():
-            grid = Path(r["run_dir"]) / "samples.png"
+            folder = RunFolder(r["run_dir"])
+            grid, grid2 = folder.grid("samples"), folder.grid("samples_stage2")
             if grid.is_file():  # the lowest seed that left a grid
                 panels.append((str(label), r["seed"], grid))
-                if grid.with_name("samples_stage2.png").is_file():
-                    panels.append((f"{label} (2-stage)", r["seed"], grid.with_name("samples_stage2.png")))
+                if grid2.is_file():
+                    panels.append((f"{label} (2-stage)", r["seed"], grid2))
                 break
     if not panels:
         return _message_figure(path, "No finished run left a samples.png grid.")

@@ -114,7 +114,7 @@ def _one(run_dir: Path) -> dict:
 
 def markdown(res: dict, meta: dict) -> str:
     """The result as the committed Markdown page."""
-    lines = [f"# A new user's first minutes (`python -m benchmarks.first_minutes`)", "",
+    lines = ["# A new user's first minutes (`python -m benchmarks.first_minutes`)", "",
              f"Commit {meta['commit']}, {meta['machine']}, {meta['cores']} cores; load: the 1-minute "
              f"average before and after each command. Each command starts with an empty cache "
              f"(single_warm: the cache single_cold left).", "",

@@ -1,12 +1,12 @@
-"""Run records (``record.json``, a :class:`vaes.records.Record`) as pandas frames.
+"""Run records (a :class:`vaes.records.Record` each) as pandas frames.
 
-:func:`read_runs` reads every record under a folder once and returns them with both frames,
-one row per run (:func:`records_frame`) and the per-epoch histories (:func:`histories_frame`),
-as a :class:`Runs`: what benchmarks.report.write_report and the HTML page use.
-:func:`load_records` and :func:`load_histories` give one frame each. Tables and figures are
-pure functions of these frames (benchmarks/table.py, render.py, figures.py). A folder is
-searched recursively for files named exactly ``record.json``, so a suite's layout
-(``OUT/runs/<folder>/record.json``) or a single run folder both work. The records are
+:func:`read_runs` reads every record under a folder once (the run store's index,
+vaes.store.read_index) and returns them with both frames, one row per run
+(:func:`records_frame`) and the per-epoch histories (:func:`histories_frame`), as a
+:class:`Runs`: what benchmarks.report.write_report and the HTML page use. Tables and figures
+are pure functions of these frames (benchmarks/table.py, render.py, figures.py). A folder is
+searched recursively for run records, so a suite's output folder, its runs folder or a single
+run folder all work. The records are
 flattened by ``pandas.json_normalize``; what is written here is only which path of the JSON
 each run column comes from, and the few columns derived from several fields.
 
@@ -17,7 +17,6 @@ Records evolve: every field that is not needed to name a run (label, config) may
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 from pathlib import Path
@@ -27,6 +26,7 @@ import pandas as pd
 
 from vaes.metrics import gamma_ratio
 from vaes.records import Record
+from vaes.store import RunFolder, RunIndex, read_index
 
 # Run columns: column -> its path in the record's JSON (json_normalize joins keys with '.').
 RUN_PATHS = {
@@ -35,7 +35,7 @@ RUN_PATHS = {
     "n_params": "n_params", "n_params_stage2": "stage2.n_params", "epochs": "config.epochs",
     "stage2_epochs": "config.stage2_epochs", "lr": "config.lr", "lr_halve_every": "config.lr_halve_every",
     "batch_size": "config.batch_size", "stage2_variant": "config.stage2_variant",
-    # the evaluation protocol (issue 18; records before it have none: None)
+    # the evaluation protocol (older records have none: None)
     # (renorm_stats comes from the metric renorm.stats, flattened to the same name)
     "jpeg_quality": "config.jpeg_quality", "fid_reference": "config.fid_reference", "n_heldout": "data.n_heldout", "data_note": "data.note",
     "device": "device", "git_commit": "git_commit",
@@ -49,7 +49,7 @@ NUMERIC = ("n_params", "n_params_stage2", "train_seconds", "train_images_per_sec
            "stage2_train_seconds", "train_flops", "train_flops_stage2", "flops_per_train_image",
            "gamma_ratio", "gamma_ratio_stage2")
 # Columns describing a run (not metrics). A metric of the same name would silently shadow one
-# of them, so load_records refuses it.
+# of them, so records_frame refuses it.
 RUN_COLUMNS = (
     "suite", "label", "variant", "dataset", "seed", "status", "reason", "run_id", "two_stage",
     "n_params", "n_params_stage2", "epochs", "stage2_epochs", "lr", "lr_halve_every",
@@ -60,25 +60,11 @@ RUN_COLUMNS = (
 HISTORY_TERMS = ("loss", "recon", "kl", "mse", "gamma", "lr")
 
 
-def find_records(folder: str | Path) -> list[Path]:
-    """Every ``record.json`` under ``folder`` (recursively), sorted; an error when none."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"no folder {folder} to read run records from")
-    paths = sorted(folder.rglob("record.json"))
-    if not paths:
-        raise FileNotFoundError(f"no record.json under {folder}; run the suite first "
-                                "(python -m benchmarks.run --suite NAME)")
-    return paths
-
-
-def read_record(path: str | Path) -> Record:
-    """One record, with a message naming the file when it is not a usable record."""
-    rec = Record.read(path)  # CorruptRecord (a ValueError) names the file and the fix
+def _check(rec: Record, where: str | Path) -> None:
+    """A record the frames can name a run by (its config has a variant and a data set)."""
     for key in ("variant", "dataset"):
         if key not in rec.config:
-            raise ValueError(f"{path}: config has no {key!r}")
-    return rec
+            raise ValueError(f"{where}: config has no {key!r}")
 
 
 def record_label(rec: Record) -> str:
@@ -153,7 +139,18 @@ def _n_train(rec: Record) -> int | None:
 
 
 def records_frame(records: list[Record], run_dirs: list[str | Path]) -> pd.DataFrame:
-    """One row per record (see :func:`load_records`), in the order given."""
+    """One row per record, in the order given.
+
+    Columns: suite (its name, when the suite runner wrote it), label, variant, dataset, seed,
+    status, reason, run_id, two_stage (the stage-2 flag), n_params, n_params_stage2, the
+    protocol (epochs, stage2_epochs, lr, lr_halve_every, batch_size, options as JSON), n_train
+    (images used), n_heldout, data_note, device, git_commit, timings, cost, run_dir (absolute),
+    then every metric as a float (NaN when absent) -- recon_mse, psnr, kl, neg_elbo,
+    active_units, gamma, fid_* / cfd_* where computed -- and, for dict-valued FID metrics,
+    their setup in columns of their own: ``fid_samples_engine``, ``fid_samples_engine_version``,
+    ``fid_samples_n_images``, ``fid_samples_resize``, ``fid_samples_reference_n``,
+    ``fid_samples_missing``...
+    """
     lean = []
     for r in records:  # the per-epoch histories are histories_frame's; they would only be flattened away
         obj = r.to_json()
@@ -189,38 +186,22 @@ def records_frame(records: list[Record], run_dirs: list[str | Path]) -> pd.DataF
 
 
 @dataclasses.dataclass(frozen=True)
-class Runs:
-    """The records under a folder, each read once (in path order, ``dirs`` their run folders),
-    with the frame of :func:`load_records` and the history of :func:`load_histories`. A test
-    may pass ``dataclasses.replace(runs, frame=...)``: the records are looked up by run_dir."""
+class Runs(RunIndex):
+    """The records under a folder, each read once (vaes.store.read_index: ``records``, ``dirs``
+    their run folders, ``by_dir`` and ``record(run_dir)`` to look one up), with the frame of
+    :func:`records_frame` and the history of :func:`histories_frame`. A test may pass
+    ``dataclasses.replace(runs, frame=...)``: the records are looked up by run_dir."""
 
-    records: list[Record]
-    dirs: list[Path]
     frame: pd.DataFrame
     history: pd.DataFrame
-
-    @functools.cached_property
-    def by_dir(self) -> dict[str, Record]:
-        """Run folder (absolute, as the frame's run_dir column holds it) -> its record."""
-        return {str(Path(d).resolve()): r for d, r in zip(self.dirs, self.records)}
-
-    def record(self, run_dir: str | Path) -> Record:
-        """The record of the run in ``run_dir`` (a frame's run_dir column), without reading it again."""
-        try:
-            return self.by_dir[str(Path(run_dir).resolve())]
-        except KeyError:
-            raise KeyError(f"no record of {run_dir} among the runs read") from None
-
-
-def _read_all(folder: str | Path) -> tuple[list[Record], list[Path]]:
-    """Every record under ``folder``, each read once, and its run folder."""
-    paths = find_records(folder)
-    return [read_record(p) for p in paths], [p.parent for p in paths]
 
 
 def read_runs(folder: str | Path) -> Runs:
     """Every record under ``folder`` (recursively), read once, with both frames."""
-    records, dirs = _read_all(folder)
+    index = read_index(folder)
+    for rec, d in zip(index.records, index.dirs):
+        _check(rec, RunFolder(d).record_path)
+    records, dirs = index.records, index.dirs
     return Runs(records, dirs, _sorted_frame(records, dirs), histories_frame(records))
 
 
@@ -231,37 +212,14 @@ def _sorted_frame(records: list[Record], dirs: list[Path]) -> pd.DataFrame:
     return df.sort_values(["label", "seed"], kind="stable").reset_index(drop=True)
 
 
-def load_records(folder: str | Path) -> pd.DataFrame:
-    """One row per run under ``folder`` (every ``record.json``, recursively).
-
-    Columns: suite (its name, when the suite runner wrote it), label, variant, dataset, seed,
-    status, reason, run_id, two_stage (the stage-2 flag), n_params, n_params_stage2, the
-    protocol (epochs, stage2_epochs, lr, lr_halve_every, batch_size, options as JSON), n_train
-    (images used), n_heldout, data_note, device, git_commit, timings, cost, run_dir (absolute),
-    then every metric as a float (NaN when absent) -- recon_mse, psnr, kl, neg_elbo,
-    active_units, gamma, fid_* / cfd_* where computed -- and, for dict-valued FID metrics,
-    their setup in columns of their own: ``fid_samples_engine``, ``fid_samples_engine_version``,
-    ``fid_samples_n_images``, ``fid_samples_resize``, ``fid_samples_reference_n``,
-    ``fid_samples_missing``...
-    """
-    return _sorted_frame(*_read_all(folder))
-
-
 HISTORY_COLUMNS = ("label", "seed", "run_id", "status", "stage", "epoch") + HISTORY_TERMS
-
-
-def load_histories(folder: str | Path) -> pd.DataFrame:
-    """Per-epoch training curves of every run under ``folder``, long format.
+def histories_frame(records: list[Record]) -> pd.DataFrame:
+    """Per-epoch training curves of ``records``, long format.
 
     Columns: label, seed, run_id, status, stage (1 = the VAE, 2 = the second-stage VAE of a
     two-stage run), epoch, loss, recon, kl, mse, gamma, lr. Absent terms are NaN (gamma of a
     Bernoulli decoder, for instance); runs without a history contribute no rows.
     """
-    return histories_frame(_read_all(folder)[0])
-
-
-def histories_frame(records: list[Record]) -> pd.DataFrame:
-    """The per-epoch curves of ``records`` (see :func:`load_histories`)."""
     parts = []
     for rec in records:
         base = {"label": record_label(rec), "seed": rec.seed, "run_id": rec.run_id, "status": rec.status}

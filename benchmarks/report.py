@@ -28,6 +28,7 @@ from benchmarks.render import render_latex, render_markdown
 from benchmarks.suite import load_suite
 from vaes.cli import dirty_refusal, entry_point, output_refusal, parser
 from vaes.schema import record_refusal
+from vaes.store import runs_dir
 from benchmarks.table import Table, build_table, label_order
 
 # ----------------------------------------------------------------------------- the report
@@ -99,7 +100,7 @@ def report_or_say(suite: dict, out: Path) -> None:
     and its files named in one line; a report that cannot be made (no finished run, a damaged
     record) is said in one line and never raised: the runs themselves are done and recorded."""
     try:
-        report = write_report(out / "runs", out, suite)
+        report = write_report(runs_dir(out), out, suite)
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"report skipped: {type(e).__name__}: {e}", flush=True)
         return
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
     try:
         suite = _suite_meta(a.suite)
         name = suite["name"]
-        runs = Path(a.runs or Path("runs") / name / "runs")
+        runs = Path(a.runs or runs_dir(Path("runs") / name))
         out = Path(a.out or Path("runs") / name)
         if not runs.is_dir():
             raise FileNotFoundError(f"--runs {runs} is no folder; give the folder a suite wrote "

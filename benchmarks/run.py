@@ -7,7 +7,9 @@
 
 Each run gets its own folder under ``OUT/runs`` named by label, seed and the hash of its
 resolved config. Running the command again skips finished runs, resumes interrupted ones
-from their checkpoint and retries failed ones only with ``--retry-failed``. A run that fails
+from their checkpoint and retries failed ones only with ``--retry-failed``; a run another
+process is training (a second command on the same OUT) is left to the end, then waited for,
+and never trained twice. A run that fails
 (NaN, missing data, out of memory, a bug) is recorded with its reason and the suite goes on.
 With ``--jobs N`` up to N runs go at once, each in its own process on the same device (a
 run's process loads its own data); what a run records does not depend on N. The report
@@ -29,18 +31,21 @@ import torch
 
 from benchmarks.cluster import run_suite_on_cluster
 from benchmarks.report import report_or_say
-from benchmarks.suite import Job, expand, job_status, list_suites, load_suite, run_job
+from benchmarks.suite import Job, expand, job_meta, job_status, list_suites, load_suite, run_job
 from vaes.cli import dirty_refusal, entry_point, number, output_refusal, parser, refuse
-from vaes.config import field_overrides, to_dict
-from vaes.records import CorruptRecord, Record
-from vaes.run import DataCache, FolderTaken, earlier_run
+from vaes.config import field_overrides
+from vaes.records import Record
+from vaes.run import DataCache
+from vaes.stop import StopRequests
+from vaes.store import FolderHeld, FolderTaken
 
 
 def run_suite(suite: dict, jobs: list[Job], out: Path, *, retry_failed: bool = False,
               progress: bool | None = None, report: bool = True, parallel: int = 1) -> list[Record]:
     """Run the pending jobs, one after another or up to ``parallel`` at once (each in its own
     process), with a progress line and an ETA; the report at the end unless stopped by a signal."""
-    status = {j.folder: job_status(out, j) for j in jobs}  # each record read once here, once by its run
+    # each record read once here (another run's folder refused before anything starts), once by its run
+    status = {j.folder: job_status(out, j) for j in jobs}
     todo = [j for j in jobs if status[j.folder] != "finished" and (retry_failed or status[j.folder] != "failed")]
     done = len(jobs) - len(todo)
     print(f"suite {suite['name']}: {len(jobs)} runs, {done} already done, {len(todo)} to run -> {out}"
@@ -65,13 +70,26 @@ def _eta(t_start: float, finished: int, left: int) -> str:
 
 
 def _one_by_one(name: str, todo: list[Job], out: Path, progress, done: int, total: int) -> list[Record]:
+    """The jobs in order; one that another process is training is left to the end, then waited for."""
     data = DataCache()  # each data set loaded once per suite
-    records, t_start = [], time.perf_counter()
+    records, held, t_start = [], [], time.perf_counter()
     for i, job in enumerate(todo):
         print(f"[{done + i + 1}/{total}] {job.label} seed {job.seed} ({job.folder}){_eta(t_start, i, len(todo) - i)}",
               flush=True)
-        rec = run_job(job, out, name, data=data(job.cfg), progress=progress)
+        try:
+            rec = run_job(job, out, name, data=data(job.cfg), progress=progress, wait=False)
+        except FolderHeld as e:
+            print(f"    skipped for now: {e}; the suite waits for it at the end", flush=True)
+            held.append(job)
+            continue
         print(f"    {rec.status}" + (f": {rec.reason}" if rec.reason else ""), flush=True)
+        records.append(rec)
+        if rec.status == "interrupted":
+            return records
+    for job in held:  # the other process may well finish it meanwhile: then it is only read
+        print(f"{job.label} seed {job.seed} ({job.folder}): back to it", flush=True)
+        rec = run_job(job, out, name, data=data(job.cfg), progress=progress)  # waits, saying so
+        print(f"    {job.label} seed {job.seed}: {rec.status}" + (f": {rec.reason}" if rec.reason else ""), flush=True)
         records.append(rec)
         if rec.status == "interrupted":
             break
@@ -88,22 +106,17 @@ def _in_processes(name: str, todo: list[Job], out: Path, parallel: int, done: in
     """Up to ``parallel`` runs at once, each through :func:`run_job` in its own process; a run's
     failure is its own record. SIGTERM, SIGINT or SIGUSR1 here is passed on to every running run as
     SIGTERM (each checkpoints and records 'interrupted') and nothing new starts."""
-    for job in todo:  # another run's folder is refused before anything starts, as one by one
-        earlier_run(job.cfg.replace(out=str(out / "runs" / job.folder)))
     ctx = multiprocessing.get_context("spawn")  # fork would copy a parent's threads and CUDA state
     pending, running, records = list(enumerate(todo)), {}, []
-    stopped: list[int] = []
     t_start = time.perf_counter()
 
-    def stop(signum, frame):
-        stopped.append(signum)
+    def pass_on(signum: int) -> None:
         for proc in list(running):
             if proc.pid is not None and proc.exitcode is None:
                 os.kill(proc.pid, signal.SIGTERM)
-    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
-    try:
-        while running or (pending and not stopped):
-            while pending and not stopped and len(running) < parallel:
+    with StopRequests((signal.SIGTERM, signal.SIGINT, signal.SIGUSR1), on_request=pass_on) as stops:
+        while running or (pending and stops.signum is None):
+            while pending and stops.signum is None and len(running) < parallel:
                 i, job = pending.pop(0)
                 print(f"[{done + i + 1}/{total}] {job.label} seed {job.seed} ({job.folder}) started", flush=True)
                 proc = ctx.Process(target=_child, args=(job, out, name), name=job.folder)
@@ -112,32 +125,13 @@ def _in_processes(name: str, todo: list[Job], out: Path, parallel: int, done: in
             multiprocessing.connection.wait([p.sentinel for p in running], timeout=5)
             for proc in [p for p in running if p.exitcode is not None]:
                 job = running.pop(proc)
-                rec = _record_of(job, out, name, proc.exitcode, bool(stopped))
+                # a process that died without ending its record: failed, or interrupted when stopped
+                rec = job.run_folder(out).after_process(job.config(out), job_meta(job, name), proc.exitcode,
+                                                        stops.signum is not None)
                 records.append(rec)
                 print(f"    {job.label} seed {job.seed}: {rec.status}" + (f": {rec.reason}" if rec.reason else "")
                       + _eta(t_start, len(records), len(todo) - len(records)), flush=True)
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
     return records
-
-
-def _record_of(job: Job, out: Path, suite_name: str, exitcode: int, stopped: bool) -> Record:
-    """The record a run's process left; a process that died without ending it (killed, out of
-    memory) is recorded failed with its exit code, or is interrupted (resumable) when the suite
-    was stopped."""
-    path = out / "runs" / job.folder / "record.json"
-    try:
-        rec = Record.read(path)
-    except CorruptRecord as e:  # left for the user to look at, as vaes.run does
-        return Record(run_id=job.run_id, seed=job.seed, config=to_dict(job.cfg), meta={"label": job.label}).fail(str(e))
-    if rec is not None and rec.status != "running":
-        return rec
-    rec = rec or Record(run_id=job.run_id, seed=job.seed, config=to_dict(job.cfg),
-                        meta={"label": job.label, "suite": suite_name})
-    if stopped:  # not written: the run's checkpoint, if any, resumes it next time
-        return rec.interrupt(f"stopped by a signal (its process ended with exit code {exitcode})")
-    return rec.fail(f"the run's process ended with exit code {exitcode} before its record did").write(path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -207,9 +201,9 @@ def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
                       "machine; with a cluster, --workers says how many array tasks run at once")
     if validate_only:
         return 0
-    if args.cluster != "none":
-        return run_suite_on_cluster(suite, jobs, out, args)
     try:
+        if args.cluster != "none":
+            return run_suite_on_cluster(suite, jobs, out, args)
         records = run_suite(suite, jobs, out, retry_failed=args.retry_failed,
                             parallel=args.jobs or default_jobs(jobs))
     except FolderTaken as e:

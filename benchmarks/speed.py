@@ -1,7 +1,6 @@
-"""Training and evaluation speed, and a suite on one device: ``python -m benchmarks.speed``.
-docs/speed.md says what each part (train, pythae, stage2, eval, suite) measures and how;
-without vaebench's FID weights evaluation runs only with ``--random-inception SEED``, an
-explicit mode (the same network under seeded random weights: its cost, not a real FID)."""
+"""Training and evaluation speed, and a suite on one device: ``python -m benchmarks.speed``; docs/speed.md says
+what each part (train, pythae, stage2, eval, suite) measures and how. Without vaebench's FID weights evaluation runs
+only with ``--random-inception SEED`` (the same network under seeded random weights: its cost, not a real FID)."""
 from __future__ import annotations
 
 import json
@@ -38,7 +37,7 @@ from vaes.fit import fit
 from vaes.run import train_stage2
 
 PARTS = ("train", "pythae", "stage2", "eval", "suite")
-PAPER = get_dataset("cifar10").protocol  # 700 + 1,400 epochs (Asperti & Trentin's code, DESIGN.md)
+PAPER = get_dataset("cifar10").protocol  # 700 + 1,400 epochs (Asperti & Trentin's code)
 PAPER_IMAGES, PAPER_FID_IMAGES = get_dataset("cifar10").train_size, 10_000
 PEAK_TFLOPS = 989.0  # H100/H200 SXM dense bf16, NVIDIA's data sheets (1,979 is with 2:4 sparsity)
 TRAINERS: Registry[type] = Registry("speed trainer")  # part train's loops: (cfg, x, device, workdir), .run(epochs)
@@ -210,9 +209,9 @@ def part_train(args, cfg, x, device, work: Path) -> tuple[dict, object]:
 def part_stage2(args, cfg, model, x, device, work: Path) -> dict:
     """``vaes.run.train_stage2`` on the trained model's codes (one warm-up epoch, then timed)."""
     c = cfg.replace(stage2_epochs=1, checkpoint_every=10**6)
-    train_stage2(c, model, x.to(device), work / "warm", progress=False)
+    train_stage2(c, model, x.to(device), work / "warm_stage2.pt", progress=False)
     (stage2, res), dt = timed(device, lambda: train_stage2(c.replace(stage2_epochs=args.stage2_epochs), model,
-                                                           x.to(device), work, progress=False))
+                                                           x.to(device), work / "stage2.pt", progress=False))
     return {"codes_per_second": res.images / res.seconds, "wall_seconds": dt, "epochs": args.stage2_epochs,
             "n_params": count_parameters(stage2), "loss": res.history[-1]["loss"]}, stage2
 

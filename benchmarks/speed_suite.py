@@ -3,7 +3,6 @@ suite through ``benchmarks.run --jobs J`` against its slowest run alone, each a 
 timed from outside. A command that fails, or leaves a run unfinished, gives no figure."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -11,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from vaes.store import read_index, runs_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,9 +45,9 @@ def part_suite(args, device: torch.device, work: Path, noise: tuple | None = Non
         t0 = time.perf_counter()  # a fresh process: its exit drains the device
         p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
         dt = time.perf_counter() - t0
-        records = [json.loads(f.read_text()) for f in (work / name / "runs").glob("*/record.json")]
+        records = read_index(runs_dir(work / name), missing_ok=True).records
         res[name] = {"wall_seconds": dt, "exit": p.returncode, "runs": len(records),
-                     "finished": sum(r["status"] == "finished" for r in records), "tail": p.stdout[-400:] + p.stderr[-400:]}
+                     "finished": sum(r.status == "finished" for r in records), "tail": p.stdout[-400:] + p.stderr[-400:]}
         if p.returncode != 0 or not records or res[name]["finished"] < len(records):  # then the time means nothing
             raise TimedCommandFailed(f"the timed command {' '.join(cmd[1:])} ended with exit status {p.returncode} "
                                      f"and {res[name]['finished']} of {len(records)} runs finished, so no speed figure is "

@@ -17,6 +17,7 @@ from vaes.data import get_dataset, load_dataset
 from vaes.config import TrainConfig, from_dict, run_id
 from vaes import run as one_run
 from vaes.records import Record
+from vaes.store import RunFolder, run_folder
 
 CONFIG_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
@@ -37,6 +38,14 @@ class Job:
     @property
     def folder(self) -> str:
         return f"{slug(self.label)}-s{self.seed}-{self.run_id}"
+
+    def run_folder(self, out: Path) -> RunFolder:
+        """The job's run folder in the suite's output folder ``out`` (OUT/runs/FOLDER)."""
+        return run_folder(out, self.folder)
+
+    def config(self, out: Path) -> TrainConfig:
+        """The job's config, written into its run folder in ``out``."""
+        return self.cfg.replace(out=str(self.run_folder(out).path))
 
 
 def slug(label: str) -> str:
@@ -218,12 +227,20 @@ def expand(suite: dict, *, seeds: int | None = None, only: list[str] | None = No
 
 
 def job_status(out: Path, job: Job) -> str:
-    """'finished', 'failed', 'interrupted' (a checkpoint or a record says so), or 'new'."""
-    return one_run.run_status(out / "runs" / job.folder)
+    """The status of the job's run (:meth:`vaes.store.RunFolder.state`: its record decides, and
+    whether a live process holds it); :class:`vaes.store.FolderTaken` when its folder holds
+    another run."""
+    return job.run_folder(out).state(job.config(out)).status
 
 
-def run_job(job: Job, out: Path, suite_name: str, data=None, progress: bool | None = None) -> Record:
-    """:func:`vaes.run.run` of one job into OUT/runs/FOLDER, labelled with the suite; never raises
-    for the run's own failure (it becomes a failed record)."""
-    return one_run.run(job.cfg.replace(out=str(out / "runs" / job.folder)), data=data, progress=progress,
-               meta={"label": job.label, "suite": suite_name})
+def job_meta(job: Job, suite_name: str) -> dict:
+    """What a suite stores in each run's record beside the run's own fields."""
+    return {"label": job.label, "suite": suite_name}
+
+
+def run_job(job: Job, out: Path, suite_name: str, data=None, progress: bool | None = None,
+            wait: bool = True) -> Record:
+    """:func:`vaes.run.run` of one job into its run folder, labelled with the suite; never raises
+    for the run's own failure (it becomes a failed record). A run another process trains is
+    waited for, or with ``wait=False`` raises :class:`vaes.store.FolderHeld`."""
+    return one_run.run(job.config(out), data=data, progress=progress, meta=job_meta(job, suite_name), wait=wait)

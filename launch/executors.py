@@ -10,7 +10,6 @@ import contextlib
 import dataclasses
 import shutil
 import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,37 +18,34 @@ import submitit
 import torch
 
 from vaes.records import write_json
-from vaes.fit import request_stop
+from vaes.stop import StopRequests
 
 CLUSTERS = ("slurm", "local", "debug")
 
 
 class PreemptionGuard:
     """While active, SIGUSR2 (SLURM's time-limit / preemption signal, through submitit) asks
-    the trainer to checkpoint at the next step boundary instead of letting submitit's handler
-    requeue in the middle of a step. On a clean exit after such a signal, submitit's handler
-    is called: it calls the task's ``checkpoint()`` and requeues the job (then exits)."""
+    the trainer to checkpoint at the next step boundary (a stop request, vaes/stop.py) instead of
+    letting submitit's handler requeue in the middle of a step. On a clean exit after such a
+    signal, submitit's handler is called: it calls the task's ``checkpoint()`` and requeues the
+    job (then exits)."""
 
     def __init__(self):
         self.signalled = False
         self._prev = None
-        self._installed = False
+        self._stops = StopRequests((signal.SIGUSR2,), on_request=self._on_signal)
 
-    def _on_signal(self, signum, frame) -> None:
+    def _on_signal(self, signum: int) -> None:
         self.signalled = True
-        request_stop(signum)
         print(f"{signal.Signals(signum).name} received: checkpointing the current run", flush=True)
 
     def __enter__(self) -> "PreemptionGuard":
-        if threading.current_thread() is threading.main_thread():  # signals: main thread only
-            self._prev = signal.signal(signal.SIGUSR2, self._on_signal)
-            self._installed = True
+        self._prev = signal.getsignal(signal.SIGUSR2)  # submitit's handler, called on the way out
+        self._stops.__enter__()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if not self._installed:
-            return False
-        signal.signal(signal.SIGUSR2, self._prev)
+        self._stops.__exit__(exc_type, exc, tb)
         if self.signalled and exc_type is None and callable(self._prev):
             print("handing over to submitit: checkpoint() and requeue", flush=True)
             self._prev(signal.SIGUSR2, None)  # submitit: checkpoint + scontrol requeue + exit

@@ -15,7 +15,7 @@ from ``checkpoint.pt``):
 
 * time limit / preemption: SLURM sends SIGUSR2 ``signal_delay_s`` before the end (submitit sets
   ``--signal=USR2@90``). While a worker runs, its own handler (``PreemptionGuard``) turns the
-  signal into ``vaes.fit.request_stop()``: the trainer writes a step-level checkpoint at the
+  signal into a stop request (vaes/stop.py): the trainer writes a step-level checkpoint at the
   next step boundary and returns 'interrupted'; the trial is marked FAIL (``fail_kind`` =
   'interrupted') and its retry enqueued; then submitit's own handler runs: ``checkpoint()``
   (a fresh worker) and ``scontrol requeue``. The requeued worker (or another one) continues

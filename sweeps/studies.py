@@ -33,7 +33,7 @@ from vaes.variants.balanced import paper_kl_weight
 Objective = Callable[[optuna.Trial, Any], Any]
 
 # Sample-quality metrics of a record, best first: FID needs the Inception weights; the classifier
-# Frechet distance is the offline signal (DESIGN.md). Records hold a metric as a float or as
+# Frechet distance is the offline signal (docs/evaluation.md). Records hold a metric as a float or as
 # {'value': ..., provenance...}.
 QUALITY_METRICS = ("fid_samples", "cfd_samples")
 FALLBACK_METRIC = "neg_elbo"   # always in a finished record (vaes.metrics.heldout_metrics)

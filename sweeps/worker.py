@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import signal
 import time
 import warnings
 from pathlib import Path
@@ -40,10 +39,10 @@ from sweeps.faults import fail_dead_trials, owner_info, retry_trial
 from sweeps.storage import STORAGE_ENV, StorageError, make_storage
 from sweeps.studies import FALLBACK_METRIC, QUALITY_METRICS, Study, get_study
 from vaes.build import resolve
-from vaes.config import TrainConfig, run_id, to_dict
-from vaes.records import CorruptCheckpoint, Record, load_torch
+from vaes.config import TrainConfig, run_id
+from vaes.records import Record
 from vaes.run import DataCache, run
-from vaes.fit import request_stop
+from vaes.store import RunFolder, run_folder
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)   # what counts towards --trials
 
@@ -172,25 +171,22 @@ class TrialContext:
         except (ValueError, KeyError, TypeError) as e:
             self._fail(trial, "error", f"bad config: {e}")
             raise TrialFailed(f"bad config: {e}") from None
-        run_dir = trial.user_attrs.get("run_dir") or f"runs/trial-{origin:04d}-{run_id(cfg)}"
+        # the run folder relative to OUT, kept by the trial: a retry trains in the same one
+        run_dir = trial.user_attrs.get("run_dir") or str(run_folder(spec.out, f"trial-{origin:04d}-{run_id(cfg)}")
+                                                         .path.relative_to(spec.out))
         if not run_dir.endswith(run_id(cfg)):  # a retry must train what its checkpoint trained
             reason = (f"the config of {run_dir} changed since it started (now {run_id(cfg)}): "
                       "relaunch with the same --set and --device, or use a new --study-name")
             self._fail(trial, "error", reason)
             raise TrialFailed(reason)
         trial.set_user_attr("run_dir", run_dir)
-        out = Path(spec.out) / run_dir
+        folder = RunFolder(Path(spec.out) / run_dir)
         history: list[dict] = []
-        if (out / "checkpoint.pt").is_file():
-            try:
-                ck = load_torch(out / "checkpoint.pt")
-                history = list(ck["history"])
-                trial.set_user_attr("resumed_from", {"trial": origin, "epoch": int(ck["epoch"]),
-                                                     "step": int(ck["step"])})
-                print(f"trial {trial.number}: resuming {run_dir} at epoch {ck['epoch']} step {ck['step']}",
-                      flush=True)
-            except (CorruptCheckpoint, KeyError, TypeError):  # cut short or another version's layout
-                pass  # the trainer fails the run with the reason
+        saved = folder.progress()  # None for none, or a damaged one: the trainer fails the run with the reason
+        if saved is not None:
+            history = saved.history
+            trial.set_user_attr("resumed_from", {"trial": origin, "epoch": saved.epoch, "step": saved.step})
+            print(f"trial {trial.number}: resuming {run_dir} at epoch {saved.epoch} step {saved.step}", flush=True)
         prune = d.prune and not d.multi_objective
         if prune:
             for row in history:  # a resumed run's earlier epochs count for the pruner too
@@ -199,8 +195,6 @@ class TrialContext:
 
         def on_epoch(row: dict) -> None:
             rows.append(row)
-            if self.guard.signalled:
-                request_stop(signal.SIGUSR2)  # the signal came before train() armed its stop flag
             if prune:
                 trial.report(float(row[d.prune_on]), int(row["epoch"]))
                 if trial.should_prune():
@@ -213,14 +207,14 @@ class TrialContext:
             self._fail(trial, "interrupted", "signal received before the run started")
             raise TrialInterrupted("signal received before the run started")
         try:
-            rec = run(cfg.replace(out=str(out)), data=self.data(cfg), progress=False, meta=meta,
+            rec = run(cfg.replace(out=str(folder.path)), data=self.data(cfg), progress=False, meta=meta,
                       on_epoch=on_epoch)
         except optuna.TrialPruned as e:  # the pruner's decision, raised by on_epoch through run()
-            rec = Record.read(out / "record.json") or Record(run_id=run_id(cfg), seed=cfg.seed, config=to_dict(cfg))
-            rec.meta.update(meta)
-            rec.history = rows
-            rec.prune(str(e)).write(out / "record.json")
-            (out / "checkpoint.pt").unlink(missing_ok=True)  # a pruned trial is never resumed
+            with folder.claim():
+                rec = folder.read() or folder.start(cfg.replace(out=str(folder.path)))
+                rec.meta.update(meta)
+                rec.history = rows
+                folder.end(rec, "pruned", str(e))  # its checkpoints go: a pruned trial is never resumed
             raise
         if rec.status == "interrupted":
             self._fail(trial, "interrupted", rec.reason)
@@ -230,7 +224,7 @@ class TrialContext:
             raise TrialFailed(rec.reason or rec.status)
         if rec.meta.get("trial") != trial.number:  # finished by an earlier attempt that died before telling
             rec.meta.update(meta)
-            rec.write(out / "record.json")
+            folder.write(rec)
         timings = rec.timings or {}
         trial.set_user_attr("train_seconds", timings.get("train_seconds"))
         trial.set_user_attr("eval_seconds", timings.get("eval_seconds"))
@@ -262,8 +256,10 @@ class TrialContext:
         return self.metric(trial, rec, name)
 
 
-def make_sampler(definition: Study) -> optuna.samplers.BaseSampler:
-    """TPE; constant_liar keeps parallel workers from proposing the same point."""
+def make_sampler() -> optuna.samplers.BaseSampler:
+    """TPE, the same for every study (it handles one objective and several alike; unseeded, so
+    that workers draw different points); constant_liar keeps parallel workers from proposing
+    the same point."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(constant_liar=True)
@@ -305,7 +301,7 @@ class StudyWorker(submitit.helpers.Checkpointable):
         ctx = TrialContext(None, definition, spec, guard)  # type: ignore[arg-type]
         epochs = ctx.config(variant=TrainConfig.variant).epochs  # the pruner's horizon; no variant changes it
         study = optuna.load_study(study_name=spec.study_name, storage=storage,
-                                  sampler=make_sampler(definition), pruner=make_pruner(definition, epochs))
+                                  sampler=make_sampler(), pruner=make_pruner(definition, epochs))
         ctx.study = study
         me = owner_info()
         print(f"worker {index} ({me['host']} pid {me['pid']}, SLURM {me['slurm_job']} restart {me['restart']}): "

@@ -30,7 +30,8 @@ from vaes.classifier import load_or_train_classifier
 from vaes.data import DataMissing, _read_idx, load_dataset
 from vaes.fid import full_reference_key, reference_path, reference_statistics
 from vaes.records import CorruptCheckpoint, CorruptRecord, load_torch, read_json
-from vaes.run import run, run_status
+from vaes.run import run
+from vaes.store import status as run_status
 
 
 def npz_of(path, **arrays):

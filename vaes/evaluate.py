@@ -29,15 +29,16 @@ from vaes.build import build_model, build_stage2, pick_device, use_threads
 from vaes import feature_metrics
 from vaes.classifier import classifier_features, load_or_train_classifier
 from vaes.cli import EXIT_STATUSES, entry_point, refuse
-from vaes.config import TrainConfig, from_dict, parse_overrides
+from vaes.config import EVAL_FIELDS, EVAL_SETTINGS, from_dict, parse_overrides
 from vaes.data import get_dataset, load_dataset
 from vaes.fid import compute_inception_metrics, inception_score_refusal
 from vaes.fid_weights import PACKAGE_WEIGHTS, InceptionScoreUnavailable, InceptionWeightsMissing
 from vaes.frechet import feature_statistics, frechet_distance
 from vaes.metrics import heldout_metrics, to_float
 from vaes.networks import eval_mode
-from vaes.records import Record, load_torch
+from vaes.records import Record
 from vaes.renorm import renorm_statistics, rescale_codes, rescale_pixels
+from vaes.store import RunFolder
 
 _reported: set[str] = set()  # say each missing-weights message once per process
 
@@ -303,27 +304,23 @@ def _inception_estimate(fakes: dict, real: torch.Tensor, device: torch.device) -
 
 
 def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None) -> Record:
-    """(Re-)evaluate a finished run from its model.pt and update its record.json."""
-    run_dir = Path(run_dir)
-    rec = Record.read(run_dir / "record.json")
-    if rec is None or not (run_dir / "model.pt").is_file():
-        raise FileNotFoundError(f"{run_dir} has no record.json and model.pt of a finished run; "
-                                f"train it first with python -m vaes.train ... out={run_dir}")
+    """(Re-)evaluate a finished run from its weights and update its record: ``overrides``
+    (key=value) may change the evaluation settings (vaes.config.EVAL_SETTINGS) only."""
+    folder = RunFolder(run_dir)
+    rec = folder.read()
+    if rec is None or not folder.model_path.is_file():
+        raise FileNotFoundError(f"{folder.path} has no record and weights of a finished run ({folder.record_path}, "
+                                f"{folder.model_path}); train it first with python -m vaes.train ... out={folder.path}")
     cfg = from_dict(rec.config)
     if overrides:
-        # not bn_eval: the second stage learned codes encoded with the run's own BatchNorm statistics
-        allowed = {"eval_images", "fid", "fid_images", "fid_engine", "fid_weights", "fid_reference", "renorm_stats",
-                   "cache_dir", "device", "data_root"}
-        bad = [a.split("=", 1)[0] for a in overrides if a.split("=", 1)[0] not in allowed]
-        if bad:
-            raise ValueError(f"{', '.join(bad)}: only evaluation settings can change here: {', '.join(sorted(allowed))}")
+        check_overrides(overrides)
         changed = parse_overrides(overrides, base=cfg)
         cfg = dataclasses.replace(cfg, **{a.split("=", 1)[0]: getattr(changed, a.split("=", 1)[0]) for a in overrides})
     data = load_dataset(cfg.dataset, cfg.data_root, download=cfg.download, data_split=cfg.data_split,
                         image_size=cfg.image_size, jpeg_quality=cfg.jpeg_quality)
     device = pick_device(cfg.device)
     threads = use_threads(cfg)
-    weights = load_torch(run_dir / "model.pt")
+    weights = folder.load_model()
     model = build_model(cfg, data.shape)
     model.load_state_dict(weights["model"])
     model.to(device)
@@ -337,24 +334,19 @@ def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None) -> Rec
     metrics = heldout_metrics(model, data.test.to(device), bn_eval=cfg.bn_eval,
                               train_images=data.train[: cfg.n_train or None].to(device), levels=data.levels)
     timings["eval_heldout_seconds"] = time.perf_counter() - t0
-    metrics.update(evaluate_models(cfg, model, stage2, data, run_dir, timings=timings))
+    metrics.update(evaluate_models(cfg, model, stage2, data, folder.path, timings=timings))
     rec.metrics = metrics
     rec.timings = {**(rec.timings or {}), **timings, "eval_seconds": time.perf_counter() - t0,
                    "eval_threads": threads}
-    rec.config.update({k: getattr(cfg, k) for k in ("eval_images", "fid", "fid_images", "fid_engine", "fid_weights",
-                                                    "fid_reference", "renorm_stats")})
-    return rec.write(run_dir / "record.json")
-
-
-EVAL_KEYS = ("eval_images", "fid", "fid_images", "fid_engine", "fid_weights", "fid_reference",
-             "renorm_stats", "bn_eval", "cache_dir", "device", "data_root")  # what evaluating again may change
+    rec.config.update({k: getattr(cfg, k) for k in EVAL_FIELDS})
+    with folder.claim():  # not while another process trains or evaluates the same run
+        return folder.write(rec)
 
 
 def check_overrides(overrides: list[str]) -> None:
     """ValueError naming the argument, the value and what is allowed, for any key=value that is
     not an evaluation setting of TrainConfig or whose value TrainConfig refuses."""
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    allowed = [k for k in EVAL_KEYS if k in fields]
+    allowed = list(EVAL_SETTINGS)
     for a in overrides:
         if "=" not in a:
             raise ValueError(f"expected key=value after RUN_DIR, got {a!r}; keys: {', '.join(allowed)}")

@@ -32,6 +32,7 @@ from torchvision.utils import save_image
 from vaes import cli
 from vaes.load import RunNotLoadable, load_run
 from vaes.records import _umask, versions
+from vaes.store import RunFolder
 
 TASK = {"type": "unconditional-image-generation", "name": "Unconditional image generation"}
 # what each image set of a record is, in words (the agreed SET names of the metric keys)
@@ -171,7 +172,7 @@ def export(run_dir: str | Path, out: str | Path, *, n: int = 64, seed: int = 0) 
         if run.stage2 is not None:
             save_file(_tensors(run.stage2), staging / "stage2.safetensors", metadata=meta)
         (staging / "config.json").write_text(json.dumps(run.record.config, indent=1))
-        (staging / "record.json").write_text(json.dumps(run.record.to_json(), indent=1, allow_nan=True))
+        RunFolder(staging).write(run.record)
         save_image(run.sample(n, seed=seed).float() / 255, staging / "samples.png", nrow=max(1, math.isqrt(n - 1) + 1), padding=1)
         (staging / "README.md").write_text(model_card(run, name, n, seed))
         os.replace(staging, out)  # an empty OUT is replaced in the same step

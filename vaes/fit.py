@@ -2,9 +2,9 @@
 
 A model, a function giving each epoch's data, the optimiser's settings and a checkpoint path
 in; the per-epoch history and the status (finished, interrupted, failed) out. Checkpoints are
-written atomically every ``checkpoint_every`` epochs and on SIGTERM / SIGUSR1 (which SLURM
-sends before a time limit or preemption); :func:`fit` resumes from one bit-exactly
-(:func:`_resume`). The whole run around it (data, models, both stages, evaluation, the
+written atomically every ``checkpoint_every`` epochs and on a stop request (vaes/stop.py: the
+signals a caller turns into one); :func:`fit` resumes from one bit-exactly (:func:`_resume`),
+and :func:`saved_progress` tells others how far a checkpoint got without handing out its keys. The whole run around it (data, models, both stages, evaluation, the
 record) is vaes/run.py.
 """
 from __future__ import annotations
@@ -13,7 +13,6 @@ import dataclasses
 import math
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -24,34 +23,7 @@ from tqdm.auto import tqdm
 from vaes.metrics import to_float
 from vaes.model import VAE
 from vaes.records import CorruptCheckpoint, load_torch, save_torch
-
-# ---- stopping on a signal ----------------------------------------------------------------
-
-_stop: dict[str, int | None] = {"signum": None}
-
-
-def request_stop(signum: int = signal.SIGTERM) -> None:
-    """Ask the running loop to checkpoint at the next step boundary and return 'interrupted'."""
-    _stop["signum"] = signum
-
-
-class StopOnSignals:
-    """Within the block, SIGTERM and SIGUSR1 request a checkpoint-and-stop (main thread only)."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-
-    def __enter__(self):
-        _stop["signum"] = None
-        self.old = {}
-        if threading.current_thread() is threading.main_thread():
-            for s in self.SIGNALS:
-                self.old[s] = signal.signal(s, lambda signum, frame: request_stop(signum))
-        return self
-
-    def __exit__(self, *exc):
-        for s, h in self.old.items():
-            signal.signal(s, h)
-
+from vaes.stop import requested
 
 # ---- the loop ------------------------------------------------------------------------------
 
@@ -128,10 +100,10 @@ def fit(model: VAE, epoch_data: Callable[[int], torch.Tensor], *, epochs: int, l
                 bar.update(1)
                 if (step + 1) % 100 == 0 and not torch.isfinite(acc).all():
                     return _failed(acc, epoch, step, steps, history, seconds, images)
-                if _stop["signum"] is not None:
+                if requested() is not None:  # a signal (vaes.stop): checkpoint here and stop
                     seconds += time.perf_counter() - t0
                     save(epoch, step + 1)
-                    return FitResult("interrupted", f"signal {signal.Signals(_stop['signum']).name} "
+                    return FitResult("interrupted", f"signal {signal.Signals(requested()).name} "
                                      f"at epoch {epoch} step {step + 1}; checkpoint saved",
                                      history, seconds, images)
             sched.step()
@@ -186,6 +158,26 @@ def _resume(checkpoint: Path, model: VAE, opt: torch.optim.Optimizer, sched, acc
     if device.type == "cuda" and "cuda_rng" in ck:
         torch.cuda.set_rng_state(ck["cuda_rng"], device)
     return ck["epoch"], ck["step"], ck["seconds"], ck["images"], ck["history"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """How far a checkpoint got: where the fit goes on, and the history of the epochs behind it."""
+    epoch: int
+    step: int
+    history: list[dict]
+
+
+def saved_progress(checkpoint: Path) -> Progress | None:
+    """The progress saved in ``checkpoint``; None when there is none, or when it is damaged or of
+    another version (the fit that resumes it says so and fails the run with the reason)."""
+    if not Path(checkpoint).is_file():
+        return None
+    try:
+        ck = load_torch(checkpoint)
+        return Progress(int(ck["epoch"]), int(ck["step"]), list(ck["history"]))
+    except (CorruptCheckpoint, KeyError, TypeError, ValueError):
+        return None
 
 
 def _failed(acc, epoch, step, steps, history, seconds, images) -> FitResult:

@@ -31,8 +31,9 @@ from vaes.data import DataMissing, load_dataset
 from vaes.evaluate import generate, reconstruct
 from vaes.model import VAE
 from vaes.networks import eval_mode
-from vaes.records import CorruptCheckpoint, CorruptRecord, NotARecord, Record, load_torch
+from vaes.records import CorruptCheckpoint, CorruptRecord, NotARecord, Record
 from vaes.registry import variant_options
+from vaes.store import MODEL, RECORD, RunFolder
 
 SAMPLERS = ("mean", "ancestral")
 
@@ -155,24 +156,25 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Trained
     except (ValueError, RuntimeError) as e:
         raise ValueError(f"device={device!r}: {e}") from None
     run_dir = Path(run_dir)
-    record = _read_record(run_dir)
+    folder = RunFolder(run_dir)
+    record = _read_record(folder)
     status = record.status
     if status != "finished":
         raise RunNotLoadable(_not_finished(run_dir, record))
     cfg = _config(run_dir, record)
     # a folder written by python -m vaes.export holds safetensors instead of model.pt
-    exported = not (run_dir / "model.pt").exists() and (run_dir / "model.safetensors").is_file()
-    weights_path = run_dir / ("model.safetensors" if exported else "model.pt")
+    exported = not folder.model_path.exists() and (run_dir / "model.safetensors").is_file()
+    weights_path = run_dir / "model.safetensors" if exported else folder.model_path
     if not weights_path.is_file():
         raise RunNotLoadable(
-            f"{run_dir}: record.json says the run finished but {weights_path} is missing (results/ commits "
-            f"records without weights; was the folder copied without it?). Copy model.pt from where the run "
-            f"was trained, or train it again: delete {run_dir / 'record.json'} and run: "
+            f"{run_dir}: {RECORD} says the run finished but {weights_path} is missing (results/ commits "
+            f"records without weights; was the folder copied without it?). Copy {MODEL} from where the run "
+            f"was trained, or train it again: delete {folder.record_path} and run: "
             f"{_rerun_command(record, run_dir)}")
     retrain = (f"The weights are lost; to train the run again, delete {weights_path} and "
-               f"{run_dir / 'record.json'} and run: {_rerun_command(record, run_dir)}")
+               f"{folder.record_path} and run: {_rerun_command(record, run_dir)}")
     try:
-        weights = _exported_weights(run_dir, cfg.two_stage) if exported else load_torch(weights_path)
+        weights = _exported_weights(run_dir, cfg.two_stage) if exported else folder.load_model()
     except CorruptCheckpoint as e:
         cause = e.__context__  # load_torch's message says 'delete it to restart', wrong for a finished run
         why = f"{type(cause).__name__}: {str(cause)[:200]}" if cause is not None else str(e)
@@ -214,13 +216,13 @@ def _exported_weights(run_dir: Path, two_stage: bool) -> dict:
     return found
 
 
-def _read_record(run_dir: Path) -> Record:
-    path = run_dir / "record.json"
+def _read_record(folder: RunFolder) -> Record:
+    run_dir, path = folder.path, folder.record_path
     if not run_dir.is_dir():
         raise RunNotLoadable(f"{run_dir} is not a folder; pass a run folder (the out= of python -m vaes.train, "
                              f"or OUT/runs/FOLDER of a suite)")
     try:
-        record = Record.read(path)
+        record = folder.read()
     except NotARecord as e:
         raise RunNotLoadable(f"{e}; pass the folder of a run trained with python -m vaes.train") from None
     except CorruptRecord as e:
@@ -229,7 +231,7 @@ def _read_record(run_dir: Path) -> Record:
     except OSError as e:
         raise RunNotLoadable(f"{path} cannot be read ({type(e).__name__}: {e})") from None
     if record is None:
-        raise RunNotLoadable(f"{run_dir} has no record.json, so it is not a vaebench run folder; pass the "
+        raise RunNotLoadable(f"{run_dir} has no {RECORD}, so it is not a vaebench run folder; pass the "
                              f"out= of python -m vaes.train ... (or OUT/runs/FOLDER of a suite), or train "
                              f"one there first")
     return record
@@ -237,7 +239,7 @@ def _read_record(run_dir: Path) -> Record:
 
 def _not_finished(run_dir: Path, record: Record) -> str:
     status, reason = record.status, record.reason
-    head = f"{run_dir} holds a run that is not finished (record.json status {status!r}" + \
+    head = f"{run_dir} holds a run that is not finished ({RECORD} status {status!r}" + \
            (f", reason: {reason})" if reason else ")") + "; only finished runs have final weights. "
     if record.meta.get("suite"):
         suite_cmd = _rerun_command(record, run_dir)
@@ -255,7 +257,8 @@ def _not_finished(run_dir: Path, record: Record) -> str:
 def _rerun_command(record: Record, run_dir: Path) -> str:
     """The command that trains (or resumes) the run: its suite's, or vaes.train's."""
     if record.meta.get("suite"):  # suite folders are OUT/runs/FOLDER; the suite keeps its labels
-        out = shlex.quote(str(run_dir.parent.parent)) if run_dir.parent.name == "runs" else "OUT"
+        suite_out = RunFolder(run_dir).suite_out
+        out = shlex.quote(str(suite_out)) if suite_out is not None else "OUT"
         return f"python -m benchmarks.run --suite {shlex.quote(str(record.meta['suite']))} --out {out}"
     return _train_command(record, run_dir)
 
@@ -299,7 +302,7 @@ def _config(run_dir: Path, record: Record) -> TrainConfig:
     """The record's TrainConfig. Records store no format number, so the config's keys are the
     compatibility check: a key TrainConfig lacks was written by a newer or other vaebench
     (a missing key is an older record and takes its default)."""
-    path = run_dir / "record.json"
+    path = RunFolder(run_dir).record_path
     config = record.config
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(config) - known)

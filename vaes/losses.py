@@ -1,7 +1,7 @@
 """Loss terms shared by the variants.
 
-Every term is summed over dimensions per sample, then averaged over the batch
-(DESIGN.md), so weights between terms mean what they say.
+Every term is summed over dimensions per sample, then averaged over the batch, so weights
+between terms mean what they say.
 """
 from __future__ import annotations
 

@@ -1,8 +1,10 @@
-"""Run records and checkpoints on disk, written atomically (temporary file, then rename).
+"""Run records and torch files, written atomically (temporary file, then rename).
 
-:class:`Record` is what one run leaves in ``record.json``: the trainer starts it, every end
-(finished, interrupted, failed, pruned) has one method that sets it, and the suite runner,
-the sweep worker, the CLI and the frames of ``benchmarks.frames`` read the same type.
+:class:`Record` is the type of what one run leaves in its folder: its fields and their JSON,
+a start and one method per end (finished, interrupted, failed, pruned). The run store
+(vaes/store.py) is the one that starts, ends, writes and reads records in run folders; the
+suite runner, the sweep worker, the CLI and the frames of ``benchmarks.frames`` read the
+same type through it.
 """
 from __future__ import annotations
 

@@ -3,10 +3,11 @@
     record = run(cfg)   # cfg: a vaes.config.TrainConfig; its out= is the run's folder
 
 The command line (``python -m vaes.train``), the suite runner (``benchmarks``) and the sweep
-worker (``sweeps``) all call :func:`run`; the loop itself is vaes/fit.py. Steps, in order:
-the folder's record read once (another run's folder refused, a finished one returned), the
-data loaded, the config resolved once from the data set's protocol, the first stage and the
-second (two_stage) fitted, the weights saved, the run evaluated, the record written.
+worker (``sweeps``) all call :func:`run`; the loop itself is vaes/fit.py, the run folder is
+vaes/store.py. Steps, in order: the folder's status (another run's folder refused, a finished
+one returned), the run claimed from other processes, the data loaded, the config resolved
+once from the data set's protocol, the first stage and the second (two_stage) fitted, the
+weights saved, the run evaluated, the record written.
 
 :func:`run` never raises for a run's own failure: missing data, a NaN loss, running out of
 memory or a bug in a variant end in a record with status ``failed``, its reason (and, for a
@@ -17,7 +18,7 @@ stood on disk.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import signal
 import sys
 import time
 import traceback
@@ -26,23 +27,20 @@ from typing import Callable
 
 import torch
 
-from vaes.build import build_model, build_stage2, dataset_shape, pick_device, resolve, use_threads
-from vaes.config import EVAL_FIELDS, IDENTITY_FIELDS, TrainConfig, run_id, to_dict
+from vaes.build import build_model, build_stage2, pick_device, resolve, use_threads
+from vaes.config import EVAL_FIELDS, TrainConfig, run_id, to_dict
 from vaes.data import DataMissing, ImageData, load_dataset
 from vaes.evaluate import evaluate_models, evaluate_run
-from vaes.fit import FitResult, StopOnSignals, fit
+from vaes.fit import FitResult, fit
 from vaes.metrics import gamma_ratio, heldout_metrics, to_float, train_step_flops
 from vaes.model import VAE
 from vaes.networks import count_parameters, eval_mode
-from vaes.records import CorruptCheckpoint, CorruptRecord, Record, save_torch
+from vaes.records import CorruptCheckpoint, Record
+from vaes.stop import StopRequests
+from vaes.store import FolderHeld, RunFolder
 from vaes.tensorboard import EpochLogger, summary_writer
 
-CHECKPOINTS = ("checkpoint.pt", "checkpoint_stage2.pt")
-
-
-class FolderTaken(ValueError):
-    """``cfg.out`` holds another run (another identity): refused input, exit status 2 on a
-    command line; nothing was written."""
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # a plain kill, and SLURM's warning before a time limit
 
 
 class _CallerHook:
@@ -64,39 +62,47 @@ class _CallerHook:
 
 def run(cfg: TrainConfig, *, data: ImageData | None = None, progress: bool | None = None,
         meta: dict | None = None, on_epoch: Callable[[dict], None] | None = None,
-        evaluate: bool = True) -> Record:
+        evaluate: bool = True, wait: bool = True) -> Record:
     """Train and evaluate ``cfg`` into ``cfg.out``; its record (finished, interrupted or failed).
 
     A finished record of the same run is returned as it is, evaluated again where the
     evaluation settings changed; a checkpoint there is resumed; another run's folder is
-    refused with :class:`FolderTaken` (raised, nothing written). ``data``: the data set, when
+    refused with :class:`vaes.store.FolderTaken` (raised, nothing written). The run is claimed
+    first (vaes.store): a run another live process trains is waited for, saying so on stderr,
+    or with ``wait=False`` raises :class:`vaes.store.FolderHeld`. ``data``: the data set, when
     the caller has it loaded (a suite, a sweep worker). ``meta`` (a suite's label, a trial's
     number) is stored in the record. ``on_epoch`` is called after each first-stage epoch.
     ``evaluate=False`` trains only (held-out ELBO and reconstructions, no sample quality).
     """
-    path = Path(cfg.out) / "record.json"
-    try:
-        old = Record.read(path)  # the one read of this run's record
-    except (CorruptRecord, OSError) as e:  # left as it is for the user to look at; the message says what to do
-        return _unwritten(cfg, meta).fail(str(e) if isinstance(e, CorruptRecord) else f"{path} cannot be read: {e}")
-    old = same_run(cfg, old)  # FolderTaken before anything is written
-    if old is not None and old.ok:
-        return _evaluated_again(cfg, old) if evaluate else old
-    record = Record.start(run_id=run_id(cfg), seed=cfg.seed, config=to_dict(cfg), meta=meta)
+    folder = RunFolder(cfg.out)
+    st = folder.state(cfg)  # FolderTaken before anything is written
+    if st.damage is not None:  # left as it is for the user to look at; the message says what to do
+        return folder.unwritten(cfg, meta, st.damage)
+    if st.status == "finished" and not (evaluate and _changed_settings(cfg, st.record)):
+        return st.record
     hook = None if on_epoch is None else _CallerHook(on_epoch)
+    record = None
     try:
-        return _train_and_evaluate(cfg, record, data, progress, hook, evaluate)
+        with folder.claim(wait=wait):
+            st = folder.state(cfg)  # again, as it is now: the process we waited for may have ended it
+            if st.damage is not None:
+                return folder.unwritten(cfg, meta, st.damage)
+            if st.status == "finished":
+                return _evaluated_again(cfg, st.record) if evaluate else st.record
+            record = folder.start(cfg, meta)
+            return _train_and_evaluate(cfg, folder, record, data, progress, hook, evaluate)
+    except FolderHeld:
+        raise
     except Exception as e:  # noqa: BLE001 -- one broken run must not stop a suite or a study
         if hook is not None and e is hook.raised:
             raise
-        return _failed(record, path, e)
+        return _failed(folder, record or folder.start(cfg, meta), e)
 
 
-def _train_and_evaluate(cfg: TrainConfig, record: Record, data: ImageData | None, progress: bool | None,
-                        on_epoch: Callable[[dict], None] | None, evaluate: bool) -> Record:
+def _train_and_evaluate(cfg: TrainConfig, folder: RunFolder, record: Record, data: ImageData | None,
+                        progress: bool | None, on_epoch: Callable[[dict], None] | None, evaluate: bool) -> Record:
     """The run's steps, in order; ends the record finished or interrupted and writes it."""
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = folder.path
     if data is None:
         data = load_dataset(cfg.dataset, cfg.data_root, download=cfg.download, data_split=cfg.data_split,
                             image_size=cfg.image_size, jpeg_quality=cfg.jpeg_quality)
@@ -113,19 +119,18 @@ def _train_and_evaluate(cfg: TrainConfig, record: Record, data: ImageData | None
     record.device = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     train_x = train_x.to(device)  # the whole set lives on the device
     flops = train_step_flops(model, to_float(train_x[: cfg.batch_size])) / min(cfg.batch_size, len(train_x))
-    record.write(out / "record.json")  # status "running": a killed run is visible
+    folder.write(record)  # status "running": a killed run is visible
     writer = summary_writer(out) if cfg.tensorboard else None
-    with StopOnSignals(), contextlib.closing(writer) if writer is not None else contextlib.nullcontext():
-        res = _stage1(cfg, model, train_x, record, flops, writer, progress, on_epoch)
+    with StopRequests(STOP_SIGNALS), contextlib.closing(writer) if writer is not None else contextlib.nullcontext():
+        res = _stage1(cfg, folder, model, train_x, record, flops, writer, progress, on_epoch)
         if res.status != "finished":
-            return _end(record, out, res.status, res.reason)
+            return folder.end(record, res.status, res.reason)
         stage2 = None
         if cfg.two_stage:
-            stage2, res = _stage2(cfg, model, train_x, record, writer, progress)
+            stage2, res = _stage2(cfg, folder, model, train_x, record, writer, progress)
             if res.status != "finished":
-                return _end(record, out, res.status, "stage 2: " + res.reason)
-    save_torch(out / "model.pt", {"model": model.state_dict(),
-                                  "stage2": None if stage2 is None else stage2.state_dict()})
+                return folder.end(record, res.status, "stage 2: " + res.reason)
+    folder.save_model(model.state_dict(), None if stage2 is None else stage2.state_dict())
     t0 = time.perf_counter()
     record.metrics = heldout_metrics(model, data.test.to(device), bn_eval=cfg.bn_eval, train_images=train_x,
                                      levels=data.levels)
@@ -133,12 +138,10 @@ def _train_and_evaluate(cfg: TrainConfig, record: Record, data: ImageData | None
     if evaluate:
         record.metrics.update(evaluate_models(cfg, model, stage2, data, out, timings=record.timings))
     record.timings["eval_seconds"] = time.perf_counter() - t0
-    for name in CHECKPOINTS:
-        (out / name).unlink(missing_ok=True)
-    return _end(record, out, "finished")
+    return folder.end(record, "finished")
 
 
-def _stage1(cfg: TrainConfig, model: VAE, train_x: torch.Tensor, record: Record, flops: float, writer,
+def _stage1(cfg: TrainConfig, folder: RunFolder, model: VAE, train_x: torch.Tensor, record: Record, flops: float, writer,
             progress: bool | None, on_epoch: Callable[[dict], None] | None) -> FitResult:
     """Fit the first stage on the training images (``flops`` per image and step); its history,
     timings and cost into the record. TensorBoard's curves, when on, come before the caller's hook."""
@@ -151,7 +154,7 @@ def _stage1(cfg: TrainConfig, model: VAE, train_x: torch.Tensor, record: Record,
         for hook in hooks:
             hook(row)
     res = fit(model, lambda e: train_x, epochs=cfg.epochs, lr=cfg.lr, halve_every=cfg.lr_halve_every,
-              batch_size=cfg.batch_size, seed=cfg.seed, checkpoint=Path(cfg.out) / "checkpoint.pt",
+              batch_size=cfg.batch_size, seed=cfg.seed, checkpoint=folder.checkpoint(1),
               checkpoint_every=cfg.checkpoint_every, bf16=cfg.bf16, compile=cfg.compile,
               desc=f"{cfg.variant} {cfg.dataset}", progress=progress, on_epoch=each_epoch if hooks else None)
     record.history = res.history
@@ -164,12 +167,12 @@ def _stage1(cfg: TrainConfig, model: VAE, train_x: torch.Tensor, record: Record,
     return res
 
 
-def _stage2(cfg: TrainConfig, model: VAE, train_x: torch.Tensor, record: Record, writer,
+def _stage2(cfg: TrainConfig, folder: RunFolder, model: VAE, train_x: torch.Tensor, record: Record, writer,
             progress: bool | None) -> tuple[VAE, FitResult]:
     """Fit the second stage (:func:`train_stage2`); its history, timings and cost into the record."""
     per_epoch = (len(train_x) // cfg.batch_size) * cfg.batch_size
     log = None if writer is None else EpochLogger(writer, 2, per_epoch)
-    stage2, res = train_stage2(cfg, model, train_x, Path(cfg.out), progress, on_epoch=log)
+    stage2, res = train_stage2(cfg, model, train_x, folder.checkpoint(2), progress, on_epoch=log)
     record.stage2 = {"n_params": count_parameters(stage2), "history": res.history,
                      "train_seconds": res.seconds, "gamma_ratio": gamma_ratio(res.history)}
     codes = torch.zeros(cfg.batch_size, cfg.latent_dim, device=train_x.device)  # FLOPs do not depend on values
@@ -179,10 +182,10 @@ def _stage2(cfg: TrainConfig, model: VAE, train_x: torch.Tensor, record: Record,
     return stage2, res
 
 
-def train_stage2(cfg: TrainConfig, model: VAE, train_x: torch.Tensor, out: Path,
+def train_stage2(cfg: TrainConfig, model: VAE, train_x: torch.Tensor, checkpoint: Path,
                  progress: bool | None = None, on_epoch: Callable[[dict], None] | None = None) -> tuple[VAE, FitResult]:
     """Fit the second-stage VAE on z ~ q(z|x) of the trained first stage, re-sampled every epoch
-    (Dai & Wipf 2019, as Asperti & Trentin); ``out`` holds its checkpoint."""
+    (Dai & Wipf 2019, as Asperti & Trentin); ``checkpoint``: its checkpoint file."""
     mu, logvar = encode_all(model, train_x, bn_eval=cfg.bn_eval)
     std = torch.exp(0.5 * logvar)
     torch.manual_seed(cfg.seed + 1)
@@ -193,7 +196,7 @@ def train_stage2(cfg: TrainConfig, model: VAE, train_x: torch.Tensor, out: Path,
         return mu + std * torch.randn(mu.shape, generator=g, device=mu.device)
 
     res = fit(stage2, latents, epochs=cfg.stage2_epochs, lr=cfg.lr, halve_every=cfg.stage2_lr_halve_every,
-              batch_size=cfg.batch_size, seed=cfg.seed + 1, checkpoint=out / "checkpoint_stage2.pt",
+              batch_size=cfg.batch_size, seed=cfg.seed + 1, checkpoint=checkpoint,
               checkpoint_every=cfg.checkpoint_every, bf16=cfg.bf16, compile=cfg.compile,
               desc=f"stage 2 {cfg.stage2_variant}", progress=progress, to_input=lambda z: z, on_epoch=on_epoch)
     return stage2, res
@@ -209,110 +212,23 @@ def encode_all(model: VAE, images: torch.Tensor, batch_size: int = 1000, *,
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
-# ---- ends: finished, interrupted, failed ------------------------------------------------------
+# ---- a failure ------------------------------------------------------------------------------
 
-def _end(record: Record, out: Path, status: str, reason: str | None = None) -> Record:
-    """The record ended as ``status`` (fit's: finished, interrupted or failed), written."""
-    if status == "finished":
-        record.finish()
-    elif status == "interrupted":
-        record.interrupt(reason)
-    else:
-        record.fail(reason)
-    return record.write(out / "record.json")
-
-
-def _failed(record: Record, path: Path, e: Exception) -> Record:
+def _failed(folder: RunFolder, record: Record, e: Exception) -> Record:
     """The run's record as it stood, failed with what ``e`` says (a traceback for what is no
-    known failure: a bug), written if it can be; if not (a full disk, a folder that cannot be
-    made), returned unwritten with why in its reason, so that the caller still learns it."""
+    known failure: a bug), written if it can be (:meth:`RunFolder.end`)."""
     if isinstance(e, (DataMissing, CorruptCheckpoint)):
-        record.fail(f"{type(e).__name__}: {e}")
-    elif isinstance(e, torch.OutOfMemoryError):
-        record.fail(f"out of memory: {str(e)[:300]}; lower batch_size or use a larger device")
-    else:
-        record.fail(f"{type(e).__name__}: {e}", traceback.format_exc())
-    try:
-        return record.write(path)
-    except OSError as err:
-        record.reason += f" (and the record could not be written to {path}: {err})"
-        return record
+        return folder.end(record, "failed", f"{type(e).__name__}: {e}")
+    if isinstance(e, torch.OutOfMemoryError):
+        return folder.end(record, "failed", f"out of memory: {str(e)[:300]}; lower batch_size or use a larger device")
+    return folder.end(record, "failed", f"{type(e).__name__}: {e}", traceback.format_exc())
 
 
-def _unwritten(cfg: TrainConfig, meta: dict | None) -> Record:
-    """A record of ``cfg`` that is not on disk (beside a damaged record.json, which is kept)."""
-    return Record(run_id=run_id(cfg), seed=cfg.seed, config=to_dict(cfg), meta=dict(meta or {}))
+# ---- what a finished run is asked again ----------------------------------------------------
 
-
-# ---- a run folder's identity and what a finished run is asked again ------------------------
-
-def same_run(cfg: TrainConfig, rec: Record | None) -> Record | None:
-    """``rec`` (the record in ``cfg.out``) when it is of this run (same identity, vaes.config) or
-    leaves nothing to reuse, None when there is none; :class:`FolderTaken` when a finished,
-    running or interrupted run there (or any with a checkpoint left) is another one. A failed
-    or pruned run without a checkpoint leaves nothing to reuse and is run again."""
-    if rec is None:
-        return None
-    out = Path(cfg.out)
-    resumable = any((out / f).is_file() for f in CHECKPOINTS)
-    if rec.status in ("failed", "pruned") and not resumable:
-        return rec
-    diff = identity_diff(cfg, rec)
-    if not diff:
-        return rec
-    c = rec.config
-    raise FolderTaken(
-        f"out={cfg.out} already holds another run ({rec.status}: variant={c.get('variant')}, "
-        f"dataset={c.get('dataset')}, seed={rec.seed}, run id {rec.run_id}); this one (run id {run_id(cfg)}) "
-        f"differs in {', '.join(diff)}. A run folder answers for one run only, so nothing was "
-        f"written. Give this run another out= (e.g. out={cfg.out.rstrip('/')}-{run_id(cfg)}), or delete "
-        f"that folder to train this run there.")
-
-
-def earlier_run(cfg: TrainConfig) -> Record | None:
-    """:func:`same_run` of the record in ``cfg.out`` (None for none, or a damaged one, which
-    :func:`run` records): a suite checks its folders with it before any run starts."""
-    try:
-        rec = Record.read(Path(cfg.out) / "record.json")
-    except (CorruptRecord, OSError):
-        return None
-    return same_run(cfg, rec)
-
-
-def identity_diff(cfg: TrainConfig, rec: Record) -> list[str]:
-    """The identity fields in which ``cfg`` differs from the run of ``rec`` ([] = the same run).
-    ``cfg`` is compared as given, then resolved (a record is resolved once its data loaded), then
-    field by field."""
-    if rec.run_id == run_id(cfg):  # the usual case: nothing to resolve
-        return []
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    candidates = [cfg]
-    shape = (rec.data or {}).get("shape")
-    try:
-        shape = tuple(shape) if shape else dataset_shape(cfg)
-        if shape:
-            candidates.append(resolve(cfg, shape))
-    except (ValueError, KeyError, TypeError):  # no shape known without loading: compare unresolved
-        pass
-    if rec.run_id == run_id(candidates[-1]):
-        return []
-    # a record holds the resolved config once its data loaded (rec.data), else the one it was given
-    mine = to_dict(candidates[-1 if rec.data else 0])
-
-    def stored(k: str):
-        f = fields[k]
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        return rec.config.get(k, default)
-    diff = [k for k in IDENTITY_FIELDS if k in mine and stored(k) != mine[k]]
-    # every field agrees and the ids do not: the data file's content differs (its hash is part of
-    # the id), or the record's id was hashed by an older vaebench from other fields
-    return diff or ["the content of data_root (or the record's run id is from an older vaebench)"]
-
-
-def _evaluated_again(cfg: TrainConfig, rec: Record) -> Record:
-    """A finished run, evaluated again where cfg's evaluation settings differ from its record's
-    (other image counts update its metrics); as it is otherwise. A failed evaluation keeps the
-    record as it was and says so on stderr: the trained run is still finished."""
+def _changed_settings(cfg: TrainConfig, rec: Record) -> list[str]:
+    """The evaluation settings (vaes.config.EVAL_FIELDS) in which ``cfg`` differs from the
+    finished run of ``rec``, as key=value ([] = nothing to evaluate again)."""
     def text(v) -> str:
         return "none" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
     wanted = {k: getattr(cfg, k) for k in EVAL_FIELDS}
@@ -320,8 +236,15 @@ def _evaluated_again(cfg: TrainConfig, rec: Record) -> Record:
     # eval_images takes FID's count along, as vaes.build.resolve does
     if wanted["fid_images"] is None and wanted["eval_images"] is not None:
         wanted["fid_images"] = wanted["eval_images"]
-    changed = [f"{k}={text(v)}" for k, v in wanted.items()
-               if not (v is None and k in ("eval_images", "fid_images")) and k in rec.config and rec.config[k] != v]
+    return [f"{k}={text(v)}" for k, v in wanted.items()
+            if not (v is None and k in ("eval_images", "fid_images")) and k in rec.config and rec.config[k] != v]
+
+
+def _evaluated_again(cfg: TrainConfig, rec: Record) -> Record:
+    """A finished run, evaluated again where cfg's evaluation settings differ from its record's
+    (other image counts update its metrics); as it is otherwise. A failed evaluation keeps the
+    record as it was and says so on stderr: the trained run is still finished."""
+    changed = _changed_settings(cfg, rec)
     if not changed:
         return rec
     try:
@@ -354,15 +277,3 @@ class DataCache:
             except (OSError, EOFError, ValueError, RuntimeError):
                 self._data[key] = None
         return self._data[key]
-
-
-def run_status(run_dir: str | Path) -> str:
-    """'new' (no record), 'finished', 'failed' (also: an unreadable record), 'pruned', or
-    'interrupted' (anything else: a run that was stopped or killed, resumable from its checkpoint)."""
-    try:
-        rec = Record.read(Path(run_dir) / "record.json")
-    except CorruptRecord:
-        return "failed"  # run() says why, and --retry-failed tries it again
-    if rec is None:
-        return "new"
-    return rec.status if rec.status in ("finished", "failed", "pruned") else "interrupted"

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from pathlib import Path
 
 from vaes.cli import EXIT_STATUSES, entry_point, output_refusal, refuse
 from vaes.config import field_help, parse_overrides
 from vaes.registry import list_variants, variant_options
-from vaes.run import FolderTaken, run
+from vaes.run import run
+from vaes.store import FolderTaken, RunFolder
 
 
 def _help() -> str:
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
         rec = run(cfg)
     except FolderTaken as e:
         return refuse(e)
-    print(f"{rec.status}: {Path(cfg.out) / 'record.json'}"
+    print(f"{rec.status}: {RunFolder(cfg.out).record_path}"
           + (f"  reason: {rec.reason}" if rec.reason else "")
           + "".join(f"  {k}={v:.4g}" for k, v in (rec.metrics or {}).items() if isinstance(v, float)))
     return {"finished": 0, "interrupted": 3}.get(rec.status, 1)
