@@ -1,6 +1,6 @@
 """Which columns a report table shows and which record metrics feed them.
 
-Record metrics are named per image set (the agreed keys of issue 18): ``fid_SET``, ``kid_SET``
+Record metrics are named per image set: ``fid_SET``, ``kid_SET``
 (value, std, subset_size, subsets, n_images), ``prc_SET`` (precision, recall, k, n_images) and
 the classifier versions ``cfd_SET``, ``ckid_SET``, ``cprc_SET``, with SET one of samples,
 stage2 (z = decoder2(u), Asperti & Trentin), stage2_ancestral (z = decoder2(u) + gamma_z eps,

@@ -26,17 +26,18 @@ from benchmarks.frames import Runs, record_label
 from benchmarks.render import _cell_text, _headers, row_name
 from benchmarks.table import Table, label_order
 from vaes.balance import effective_beta, plot_effective_beta
+from vaes.store import RunFolder
 
 TEMPLATE = "report.html.j2"
 # the report's figures, in the order the page shows them (written by benchmarks.report)
 FIGURES = (("curves.png", "Training curves"), ("metrics.png", "Metrics per run"),
            ("tradeoff.png", "Reconstruction against generation"), ("samples.png", "Samples per label"),
            ("effective_beta.png", "Effective beta over training (k gamma², against ½ SSE; stage 2 dashed)"))
-# a run folder's grids (vaes/evaluate.py save_grids), in the order the page shows them
-GRIDS = (("samples.png", "samples"), ("samples_stage2.png", "two-stage samples"),
-         ("samples_renorm.png", "samples, renormalised"),
-         ("samples_stage2_renorm.png", "two-stage samples, renormalised"),
-         ("reconstructions.png", "reconstructions (originals above)"))
+# a run folder's grids (vaes.store.GRIDS), in the order the page shows them, with their captions
+GRIDS = (("samples", "samples"), ("samples_stage2", "two-stage samples"),
+         ("samples_renorm", "samples, renormalised"),
+         ("samples_stage2_renorm", "two-stage samples, renormalised"),
+         ("reconstructions", "reconstructions (originals above)"))
 # the curves of a run's inline SVG: history term, its title, log scale
 CURVE_TERMS = (("loss", "loss", False), ("mse", "MSE", True), ("kl", "KL (nats)", False),
                ("gamma", "decoder gamma", True))
@@ -133,14 +134,15 @@ def run_views(runs: Runs, out: Path, order: list[str]) -> list[RunView]:
     rank = {label: i for i, label in enumerate(order)}
     for _, r in df.sort_values(["label", "seed"], key=lambda s: s.map(rank) if s.name == "label" else s).iterrows():
         run_dir = Path(r["run_dir"])
+        folder = RunFolder(run_dir)
         mine = hist[hist["run_id"] == r["run_id"]] if len(hist) else hist
         reason = r.get("reason")
         views.append(RunView(
             anchor="run-" + "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in str(r["run_id"])),
             label=str(r["label"]), seed=str(r["seed"]), status=str(r["status"]),
             reason=" ".join(str(reason).split()) if isinstance(reason, str) else "",
-            record=_link(run_dir / "record.json", out),
-            grids=tuple((_link(run_dir / f, out), caption) for f, caption in GRIDS if (run_dir / f).is_file()),
+            record=_link(folder.record_path, out),
+            grids=tuple((_link(folder.grid(g), out), caption) for g, caption in GRIDS if folder.grid(g).is_file()),
             panels=_panels(mine) if len(mine) else (),
             balance=_balance(runs.record(run_dir))))
     return views

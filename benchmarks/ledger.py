@@ -3,9 +3,8 @@ of a data set, and say whether a run's record was measured under the same protoc
 
 A published FID means something beside ours only when both were measured alike: the same data
 (and JPEG round trip), network, training length, FID engine, image counts, reference split,
-pixel normalisation and sampler (issue 18, section 4; DESIGN.md, "Evaluation as the originals
-did it"). :func:`verdict` compares what both sides know and names every difference; a field the
-paper does not state ("unknown") is never compared, so "comparable" means "no known difference".
+pixel normalisation and sampler (docs/evaluation.md, "The originals' evaluation, as options").
+:func:`verdict` compares what both sides know and names every difference; a field the paper does not state ("unknown") is never compared, so "comparable" means "no known difference".
 """
 from __future__ import annotations
 
@@ -18,7 +17,9 @@ from typing import Any
 import pandas as pd
 
 from vaes.data import list_datasets
+from vaes.networks import default_network
 from vaes.registry import list_variants
+from vaes.store import RunFolder
 
 LEDGER_PATH = Path(__file__).with_name("ledger.toml")
 UNKNOWN = "unknown"
@@ -225,8 +226,8 @@ def record_protocol(record: dict, set_name: str) -> dict[str, Any]:
         "stage2_variant": cfg.get("stage2_variant") if two else None,
     }
     network = cfg.get("network")
-    if network == "auto" and ours["image_size"]:  # vaes/config.py: resnet for 32 and 64, conv below
-        network = "resnet" if ours["image_size"] >= 32 else "conv"
+    if network == "auto" and shape:  # the builder's own rule (vaes.networks.default_network)
+        network = default_network(tuple(shape))
     ours["network"] = None if network == "auto" else network
     params = record.get("n_params")
     if params is not None and two:
@@ -310,7 +311,7 @@ def matching_run(df: pd.DataFrame, entry: Entry) -> pd.Series | None:
 
 def verdicts_for(df: pd.DataFrame, dataset: str, records: dict | None = None) -> list[tuple[Entry, str]]:
     """The ledger's figures for ``dataset`` with each one's verdict against its matching run of
-    ``df`` (its record: from ``records``, run_dir -> Record, else read from its record.json), or
+    ``df`` (its record: from ``records``, run_dir -> Record, else read through vaes.store), or
     a sentence saying there is none."""
     out = []
     for entry in rows_for(dataset):
@@ -319,7 +320,7 @@ def verdicts_for(df: pd.DataFrame, dataset: str, records: dict | None = None) ->
             out.append((entry, f"no finished {entry.ours} run here to compare with"))
             continue
         rec = (records or {}).get(str(run["run_dir"]))
-        record = rec.to_json() if rec is not None else json.loads((Path(run["run_dir"]) / "record.json").read_text())
+        record = (rec if rec is not None else RunFolder(run["run_dir"]).read()).to_json()
         out.append((entry, f"vs {run['label']}{' (2-stage)' if entry.stage == 'two-stage' else ''}: "
                            + verdict(entry, record)))
     return out

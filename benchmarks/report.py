@@ -22,13 +22,13 @@ import sys
 from pathlib import Path
 
 from benchmarks.figures import label_palette, plot_curves, plot_metrics, plot_samples, plot_tradeoff
-from benchmarks.frames import Runs, find_records, read_record, read_runs
+from benchmarks.frames import Runs, read_runs
 from benchmarks.html import write_html
 from benchmarks.render import render_latex, render_markdown
 from benchmarks.suite import load_suite
 from vaes.cli import dirty_refusal, entry_point, output_refusal, parser
 from vaes.schema import record_refusal
-from vaes.store import runs_dir
+from vaes.store import RunFolder, record_paths, runs_dir
 from benchmarks.table import Table, build_table, label_order
 
 # ----------------------------------------------------------------------------- the report
@@ -134,8 +134,8 @@ def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
                                     f"(OUT/runs of python -m benchmarks.run --suite {name} --out OUT)")
         if why := dirty_refusal(out, a.allow_dirty) or output_refusal(out, "--out"):
             raise ValueError(why)
-        for path in find_records(runs):
-            if why := record_refusal(read_record(path), path):
+        for path in record_paths(runs):
+            if why := record_refusal(RunFolder(path.parent).read(), path):
                 raise ValueError(f"{why}; this record was not written by vaebench as it is: restore it "
                                  "from a copy, or move its run folder out of --runs")
         if validate_only:

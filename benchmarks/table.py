@@ -9,7 +9,7 @@ Table rows are labels (a record's ``label``, else its variant). A two-stage labe
 gives the second stage's sample quality (as Dai & Wipf 2019, Table 1, list the 2-stage VAE as a
 model of its own). Which columns are shown, and from which image sets, is
 benchmarks/columns.py; the statistics over seeds are benchmarks/stats.py. The classifier's
-distances are always headed 'CFD' / 'CKID' with a dagger, never FID or KID (DESIGN.md).
+distances are always headed 'CFD' / 'CKID' with a dagger, never FID or KID.
 """
 from __future__ import annotations
 
@@ -151,18 +151,19 @@ def _published(df: pd.DataFrame, suite: dict, dataset: str, sample_kind: str,
 
 def build_table(df: pd.DataFrame, suite: dict | None = None, sets: str | None = None,
                 records: dict | None = None) -> Table:
-    """The comparison table of a suite's runs (``df`` from :func:`load_records`).
+    """The comparison table of a suite's runs (``df``: ``benchmarks.frames.read_runs(...).frame``).
 
     One row per label (mean +- the 95% interval's half-width over its finished seeds), one
     '<label> (2-stage)' row per two-stage label (the published sampler of its second stage), one
-    row marked failed / interrupted for a label without a finished seed, and Dai & Wipf's
-    reported FIDs (the ledger's, each with its verdict, also in ``Table.published``) when the suite asks for them (``reference: true``) or its data set is one of
-    theirs and the sample metric is a real FID. Bold marks the best mean of each column that has
-    a direction (lower KID, FID, CFD, MSE; higher PSNR, precision, recall). ``sets`` (else the
-    suite's ``quality_sets``, else 'vaebench') picks the image sets of the quality columns:
-    'vaebench' or 'renorm' (the original code's renormalised sets). ``records`` (run_dir -> its
-    Record, as :attr:`benchmarks.frames.Runs.by_dir`) spares the ledger's verdicts a second
-    read of each record.json.
+    row marked failed / interrupted for a label without a finished seed, and, in a block of their
+    own, the published figures of the ledger (benchmarks/ledger.toml: several papers), each with
+    its verdict, also in ``Table.published``, when the suite asks for them (``reference: true``)
+    or its data set is one of theirs and the sample metric is a real FID. Bold marks the best
+    mean of each column that has a direction, ≈ each row a Welch t-test cannot tell from it.
+    ``sets`` (else the suite's ``quality_sets``, else 'vaebench') picks the image sets of the
+    quality columns: 'vaebench' or 'renorm' (the original code's renormalised sets). ``records``
+    (run_dir -> its Record, as :attr:`benchmarks.frames.Runs.by_dir`) spares the ledger's
+    verdicts a second read of each record.
     """
     suite = dict(suite or {})
     dataset, ref_dataset = _dataset(df, suite)

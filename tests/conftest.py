@@ -20,7 +20,10 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
 import vaes  # noqa: F401  (registers the variants)
+from vaes.classifier import classifier_features
 from vaes.data import load_dataset
+from vaes.fid import compute_inception_metrics
+from vaes.frechet import feature_statistics, frechet_distance
 from tests.services import REPO, _tail  # REPO is defined there once; the tests take it from here
 from tests.services import pdflatex, postgres_url, slurm_cluster  # noqa: F401  (real services)
 
@@ -129,3 +132,22 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         module = item.module.__name__
         item.add_marker(pytest.mark.xdist_group("services" if module in uses_services else module))
+
+
+def compute_fids(fakes: dict, reference_key: dict, real_images_fn, **kwargs) -> dict:
+    """The FID entry of each set in ``fakes``: vaes.fid.compute_inception_metrics without KID
+    and precision/recall (same keywords)."""
+    return {name: m["fid"] for name, m in
+            compute_inception_metrics(fakes, reference_key, real_images_fn, kid_prc=False, **kwargs).items()}
+
+
+def compute_fid(fake_images: torch.Tensor, reference_key: dict, real_images_fn, **kwargs) -> dict:
+    """The FID entry of one uint8 image set (:func:`compute_fids` with one entry)."""
+    return compute_fids({"fake": fake_images}, reference_key, real_images_fn, **kwargs)["fake"]
+
+
+def classifier_frechet_distance(fake: torch.Tensor, real: torch.Tensor, classifier) -> float:
+    """The Frechet distance of two uint8 image sets in ``classifier``'s features, as
+    vaes.evaluate's cfd_* metrics compute it."""
+    return frechet_distance(*feature_statistics(classifier_features(fake, classifier)),
+                            *feature_statistics(classifier_features(real, classifier)))

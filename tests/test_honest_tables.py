@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.caption import CAPTION_CHARS
-from benchmarks.frames import load_records
+from benchmarks.frames import read_runs
 from benchmarks.ledger import load_ledger
 from benchmarks.render import render_latex, render_markdown
 from benchmarks.stats import detectable_difference, pooled_std
@@ -31,7 +31,7 @@ def test_a_collapsed_generator_is_marked_never_bold_and_out_of_the_pool(tmp_path
         _fake(tmp_path, "flat", seed, metrics={"prc_samples": _prc(1.0, 0.0), "active_units": 0,
                                                "sample_spread": 1e-5})
         _fake(tmp_path, "blurry", seed, metrics={"prc_samples": _prc(0.3 + seed / 10, 0.2), "active_units": 3})
-    table = build_table(load_records(tmp_path), {"name": "t", "reference": False})
+    table = build_table(read_runs(tmp_path).frame, {"name": "t", "reference": False})
     rows = {r.name: r for r in table.rows}
     flat, real = rows["flat"], rows["real"]
     assert flat.collapsed and not real.collapsed
@@ -62,7 +62,7 @@ def test_caption_counts_come_from_the_records_not_the_suite(tmp_path):
     _fake(tmp_path, "b", 0, metrics={"kid_samples": _kid(0.2, 50)})
     _fake(tmp_path, "b", 1, status="failed", reason="boom")
     suite = {"name": "mnist", "description": "every variant, 3 seeds, 10k images for FID", "reference": False}
-    table = build_table(load_records(tmp_path), suite)
+    table = build_table(read_runs(tmp_path).frame, suite)
     caption = " ".join(table.caption)
     assert len(caption) <= CAPTION_CHARS
     assert "10k" not in caption and "3 seeds" not in caption  # the description is not printed
@@ -77,7 +77,7 @@ def test_welch_marks_rows_the_seeds_cannot_tell_from_the_best(tmp_path):
     for label, vs in values.items():
         for seed, v in enumerate(vs):
             _fake(tmp_path, label, seed, metrics={"kid_samples": _kid(v)})
-    table = build_table(load_records(tmp_path), {"name": "t", "reference": False})
+    table = build_table(read_runs(tmp_path).frame, {"name": "t", "reference": False})
     rows = {r.name: r.cells["samples_kid"] for r in table.rows}
     assert rows["best"].bold and not rows["best"].near
     assert rows["noisy"].near and not rows["noisy"].bold  # Welch p > 0.05 at 3 seeds
@@ -95,7 +95,7 @@ def test_a_sigma_runs_likelihood_is_on_one_footing(tmp_path):
             "neg_elbo": 40.0, "iw_elbo": -20.0, "iw_nll": -25.0 - seed, "iw_bpd": 4.1, "iw_k": 50,
             "iw_images": 100, "bpd_levels": 17, "likelihood_gamma": 0.1,
             "likelihood_gamma_source": "running training MSE"})
-    table = build_table(load_records(tmp_path), {"name": "t", "reference": False})
+    table = build_table(read_runs(tmp_path).frame, {"name": "t", "reference": False})
     keys = [c.key for c in table.columns]
     assert "iw_elbo" in keys and "neg_elbo" not in keys  # the -ELBO column is NLL_K's images and std
     sigma = next(r for r in table.rows if r.name == "sigma")
@@ -108,7 +108,7 @@ def test_a_sigma_runs_likelihood_is_on_one_footing(tmp_path):
 def test_old_records_say_their_likelihood_is_not_on_one_footing(tmp_path):
     _fake(tmp_path, "sigma", 0, variant="sigma", metrics={"neg_elbo": 50.0, "iw_nll": -35.0, "iw_k": 50,
                                                           "iw_images": 100})
-    table = build_table(load_records(tmp_path), {"name": "t", "reference": False})
+    table = build_table(read_runs(tmp_path).frame, {"name": "t", "reference": False})
     assert "neg_elbo" in [c.key for c in table.columns]
     assert "not on one footing" in " ".join(t for _, t in table.notes)
 
@@ -130,7 +130,7 @@ def test_cross_entropy_row_matches_a_bernoulli_run_and_names_table_3(tmp_path):
           config={"options": {"likelihood": "gaussian"}})
     _fake(tmp_path, "beta_bce", 0, dataset="mnist", metrics={"fid_samples": fid},
           config={"options": {"likelihood": "bernoulli"}})
-    table = build_table(load_records(tmp_path), {"name": "m", "dataset": "mnist", "reference": True})
+    table = build_table(read_runs(tmp_path).frame, {"name": "m", "dataset": "mnist", "reference": True})
     notes = dict(table.notes)
     xent = next(r for r in table.rows if r.name.endswith("VAE (cross-entr.)"))
     assert "vs beta_bce:" in notes[xent.notes[0]] and "likelihood" not in notes[xent.notes[0]].split("vs beta_bce:")[1]

@@ -14,7 +14,8 @@ from vaes.data import DATASETS, DatasetSpec, Protocol, get_dataset, list_dataset
 from vaes.registry import (VARIANTS, KLWeights, Registry, UnknownName, get_variant, list_variants,
                            register_variant, variant_options)
 
-# The balancing strategies DESIGN.md specifies (the papers' four): the registry must hold them
+# The balancing strategies of the four papers vaebench compares (Higgins et al.; Dai & Wipf;
+# Asperti & Trentin; Rybkin et al.): the registry must hold them
 # whatever else it holds. A requirement, so named here rather than derived from the registry.
 PAPER_VARIANTS = {"balanced", "beta", "learned_gamma", "sigma"}
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaes.frechet import cache_file, cached, check_images, describe, feature_statistics, frechet_distance
+from vaes.frechet import cache_file, cached, check_images, describe
 from vaes.records import cache_root, load_torch, save_torch
 
 log = logging.getLogger(__name__)
@@ -218,17 +218,3 @@ def classifier_features(images: torch.Tensor, classifier: DataClassifier, *,
     chunks = [classifier.features(images[s:s + batch_size].to(device)).double().cpu().numpy()
               for s in range(0, images.shape[0], batch_size)]
     return np.concatenate(chunks)
-
-
-def classifier_statistics(images: torch.Tensor, classifier: DataClassifier) -> tuple[np.ndarray, np.ndarray]:
-    """(mu, sigma) of the classifier's features of uint8 images: compute the real side once
-    when several sets of images are compared with it."""
-    return feature_statistics(classifier_features(images, classifier))
-
-
-def classifier_frechet_distance(fake_uint8: torch.Tensor, real: torch.Tensor | tuple[np.ndarray, np.ndarray],
-                                classifier: DataClassifier) -> float:
-    """Classifier Frechet distance: Frechet distance of the classifier's features (never call it FID).
-    ``real`` is uint8 images or their :func:`classifier_statistics`."""
-    real_stats = real if isinstance(real, tuple) else classifier_statistics(real, classifier)
-    return frechet_distance(*classifier_statistics(fake_uint8, classifier), *real_stats)

@@ -1,4 +1,4 @@
-"""What every command line of vaebench shares (issue 19): the exit statuses, one way to refuse
+"""What every command line of vaebench shares: the exit statuses, one way to refuse
 input, argparse value checks in TrainConfig's message style (the argument, the value, what is
 allowed), and the refusal to write committed results from uncommitted code.
 """
@@ -117,19 +117,6 @@ def number(kind: type = int, *, low: float | None = None, high: float | None = N
             raise argparse.ArgumentTypeError(f"{text!r} is out of range; expected {allowed}")
         return value
     read.__name__ = kind.__name__  # argparse names the type in its own messages
-    return read
-
-
-def int_list(*, low: int = 1, what: str = "") -> Callable[[str], list[int]]:
-    """An argparse ``type=`` for comma-separated whole numbers, each >= ``low``."""
-    one = number(int, low=low, what=what)
-
-    def read(text: str) -> list[int]:
-        parts = [p for p in text.split(",") if p.strip()]
-        if not parts:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated whole numbers >= {low}")
-        return [one(p.strip()) for p in parts]
-    read.__name__ = "list"
     return read
 
 

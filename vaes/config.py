@@ -45,7 +45,7 @@ class TrainConfig:
     jpeg_quality: int = 0              # 0 = off; 1..95: PIL JPEG round trip (4:2:0) of training and held-out images, as both originals store CIFAR-10 (75)
     network: str = "auto"              # auto: resnet for 32x32 and 64x64, conv for 8x8 and 28x28
     latent_dim: int | None = None      # d; default 64 (Dai & Wipf), 16 for 8x8 images
-    # how to train (None = the data set's protocol: DESIGN.md, "Paper protocol")
+    # how to train (None = the data set's protocol, vaes/data.py: the paper's where it has one)
     epochs: int | None = None          # training epochs of the (first-stage) VAE
     batch_size: int = 100              # the paper's batch size
     lr: float | None = None            # Adam learning rate
@@ -198,7 +198,7 @@ def typed(value: Any, tp: Any, key: str) -> Any:
     raise ValueError(f"{key}={value!r:.80}: expected {_describe(tp)}, got {type(value).__name__}")
 
 
-# ---- a run's identity (issue 19): the one rule for finding earlier work -------------------
+# ---- a run's identity: the one rule for finding earlier work -------------------
 # Identity = everything that changes the trained weights. A finished, running or interrupted
 # run in cfg.out is reused only when its identity matches (vaes.run); a suite's folder names
 # and every record carry run_id, the hash of it. tests/test_identity.py checks that every

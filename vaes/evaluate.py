@@ -100,14 +100,15 @@ GRIDS = (("samples", "samples"), ("samples_stage2", "stage2"),
 
 
 def save_grids(images: dict[str, torch.Tensor], real: torch.Tensor, out: Path) -> None:
-    """samples.png, samples_stage2.png, their renormalised twins (samples_renorm.png,
-    samples_stage2_renorm.png), and reconstructions.png (originals above reconstructions)."""
+    """The run folder's grids (vaes.store.GRIDS): samples, samples_stage2, their renormalised
+    twins, and reconstructions (originals above reconstructions)."""
+    folder = RunFolder(out)
     for name, key in GRIDS:
         if key in images:
-            save_image(images[key][:64].float() / 255, out / f"{name}.png", nrow=8, padding=1)
+            save_image(images[key][:64].float() / 255, folder.grid(name), nrow=8, padding=1)
     if "recon" in images:
         pair = torch.cat([real[:32], images["recon"][:32]]).float() / 255
-        save_image(pair, out / "reconstructions.png", nrow=8, padding=1)
+        save_image(pair, folder.grid("reconstructions"), nrow=8, padding=1)
 
 
 def renormalised_sets(cfg, model, stage2, data, images: dict, real: torch.Tensor) -> dict:

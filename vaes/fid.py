@@ -227,14 +227,6 @@ def _load_statistics(path: Path, full_key: dict) -> tuple[np.ndarray, np.ndarray
         return stored["mu"], stored["sigma"], stored["features"]
 
 
-def compute_fids(fakes: dict[str, torch.Tensor], reference_key: dict,
-                 real_images_fn: Callable[[], torch.Tensor], **kwargs) -> dict[str, dict]:
-    """FID of each uint8 image set in ``fakes`` against one set of cached real statistics:
-    :func:`compute_inception_metrics` without KID and precision/recall (same keywords)."""
-    return {name: m["fid"] for name, m in
-            compute_inception_metrics(fakes, reference_key, real_images_fn, kid_prc=False, **kwargs).items()}
-
-
 def compute_inception_metrics(fakes: dict[str, torch.Tensor], reference_key: dict,
                               real_images_fn: Callable[[], torch.Tensor], *, engine: str = "torch-fidelity",
                               weights_path=None, device="cpu", batch_size: int = 50,
@@ -336,9 +328,3 @@ def inception_score(images: torch.Tensor, *, weights_path=None, device="cpu", ba
     out = isc_features_to_metric(torch.from_numpy(logits), splits=splits)
     return {"value": out[KEY_METRIC_ISC_MEAN], "std": out[KEY_METRIC_ISC_STD], "splits": splits,
             "n_images": len(logits), "weights": weights_provenance(weights)}
-
-
-def compute_fid(fake_images: torch.Tensor, reference_key: dict, real_images_fn: Callable[[], torch.Tensor],
-                **kwargs) -> dict:
-    """FID of one uint8 image set: :func:`compute_fids` with a single entry (same keywords)."""
-    return compute_fids({"fake": fake_images}, reference_key, real_images_fn, **kwargs)["fake"]
