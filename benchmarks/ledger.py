@@ -294,7 +294,7 @@ def verdict(entry: Entry, record: dict) -> str:
 
 
 def matching_run(df: pd.DataFrame, entry: Entry) -> pd.Series | None:
-    """The finished run of ``df`` (a frame of benchmarks.frames.load_records) that ``entry``'s
+    """The finished run of ``df`` (benchmarks.frames.read_runs(...).frame) that ``entry``'s
     row corresponds to: its variant (a run labelled as the variant first), two-stage where the
     figure is; the lowest seed."""
     fin = df[(df["status"] == "finished") & (df["variant"] == entry.variant)]
