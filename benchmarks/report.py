@@ -4,14 +4,14 @@
 
 which reads every record.json under DIR (default runs/NAME/runs) and writes into OUT
 (default runs/NAME): table.tex, table.md, runs.csv, curves.png, metrics.png,
-tradeoff.png, samples.png, effective_beta.png and report.html (benchmarks/html.py). NAME is a suite of benchmarks/suites (or a .toml path): its
+tradeoff.png, samples.png, effective_beta.png and report.html (benchmarks/reporting/html.py). NAME is a suite of benchmarks/suites (or a .toml path): its
 description, data set, ``reference`` flag and the order of its [[runs]] shape the table.
 
 One function writes a report, :func:`write_report` (the CLI and :func:`report_or_say`, which
 the suite runner, cluster array tasks and sweeps call, both use it): it reads every record once
-(benchmarks/frames.py read_runs) and writes the table model (benchmarks/table.py, its columns
-from the one list of metrics in benchmarks/columns.py) through its renderers
-(benchmarks/render.py), the figures (benchmarks/figures.py) and the page (benchmarks/html.py)
+(benchmarks/reporting/frames.py read_runs) and writes the table model (benchmarks/reporting/table.py, its columns
+from the one list of metrics in benchmarks/reporting/columns.py) through its renderers
+(benchmarks/reporting/render.py), the figures (benchmarks/reporting/figures.py) and the page (benchmarks/reporting/html.py)
 into one folder.
 """
 from __future__ import annotations
@@ -21,15 +21,15 @@ import os
 import sys
 from pathlib import Path
 
-from benchmarks.figures import label_palette, plot_curves, plot_metrics, plot_samples, plot_tradeoff
-from benchmarks.frames import Runs, read_runs
-from benchmarks.html import write_html
-from benchmarks.render import render_latex, render_markdown
+from benchmarks.reporting.figures import label_palette, plot_curves, plot_metrics, plot_samples, plot_tradeoff
+from benchmarks.reporting.frames import Runs, read_runs
+from benchmarks.reporting.html import write_html
+from benchmarks.reporting.render import render_latex, render_markdown
 from benchmarks.suite import load_suite
 from vaes.cli import dirty_refusal, entry_point, output_refusal, parser
 from vaes.schema import record_refusal
 from vaes.store import RunFolder, record_paths, runs_dir
-from benchmarks.table import Table, build_table, label_order
+from benchmarks.reporting.table import Table, build_table, label_order
 
 # ----------------------------------------------------------------------------- the report
 
@@ -50,12 +50,12 @@ def write_report(runs: str | Path | Runs, out: str | Path, suite: dict | None = 
     """Write runs.csv, table.tex, table.md, the five figures and report.html into ``out``.
 
     ``runs`` is a folder searched recursively for record.json files, or the
-    :class:`~benchmarks.frames.Runs` of :func:`~benchmarks.frames.read_runs` (a test may change
+    :class:`~benchmarks.reporting.frames.Runs` of :func:`~benchmarks.reporting.frames.read_runs` (a test may change
     its frame); either way each record is read once. ``suite`` (the dict of
     benchmarks.suite.load_suite, or any dict with some of name, dataset, description,
     reference, runs, quality_sets) feeds the caption and orders the rows; ``sets`` ('vaebench'
     or 'renorm', default the suite's quality_sets, else 'vaebench') picks the image sets of the
-    quality columns (:func:`benchmarks.table.build_table`).
+    quality columns (:func:`benchmarks.reporting.table.build_table`).
     """
     runs = runs if isinstance(runs, Runs) else read_runs(runs)
     df, hist = runs.frame, runs.history

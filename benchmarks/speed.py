@@ -19,17 +19,17 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision.models import inception_v3
 
-from vaes import feature_metrics
+from vaes.evaluation import feature_metrics
 from vaes.build import build_model, dataset_shape, pick_device, resolve
 from benchmarks import run as bench_run
 from benchmarks.speed_suite import TimedCommandFailed, part_suite, suite_args
 from vaes.cli import choice_list, dirty_refusal, entry_point, number, output_refusal, parser, refuse
 from vaes.config import TrainConfig
 from vaes.data import DataMissing, get_dataset, load_dataset
-from vaes.evaluate import generate
-from vaes.fid import build_feature_fn, extract_features
-from vaes.frechet import feature_statistics, frechet_distance_to_features
-from vaes.metrics import train_step_flops
+from vaes.evaluation.quality import generate
+from vaes.evaluation.fid import build_feature_fn, extract_features
+from vaes.evaluation.frechet import feature_statistics, frechet_distance_to_features
+from vaes.evaluation.metrics import train_step_flops
 from vaes.networks import count_parameters
 from vaes.records import git_commit
 from vaes.registry import Registry
@@ -229,10 +229,10 @@ def random_inception(seed: int, device: torch.device):
 
 def inception_scores(fake: torch.Tensor, real: torch.Tensor, fn, device, batch: int) -> dict:
     """FID, KID and precision/recall of uint8 ``fake`` against ``real`` through feature function
-    ``fn``, each step timed (as vaes.fid computes them: float64 features, float32 for KID/PRC)."""
+    ``fn``, each step timed (as vaes.evaluation.fid computes them: float64 features, float32 for KID/PRC)."""
     (f_fake, f_real), t_feat = timed(device, lambda: (extract_features(fake, fn, device=device, batch_size=batch),
                                                       extract_features(real, fn, device=device, batch_size=batch)))
-    # as vaes.fid: no sqrtm for N <= 2048
+    # as vaes.evaluation.fid: no sqrtm for N <= 2048
     fid, t_fid = timed(device, lambda: frechet_distance_to_features(f_fake, *feature_statistics(f_real)))
     a, b = f_fake.astype(np.float32), f_real.astype(np.float32)
     kid, t_kid = timed(device, lambda: feature_metrics.kid(a, b))

@@ -36,7 +36,7 @@ Objective = Callable[[optuna.Trial, Any], Any]
 # Frechet distance is the offline signal (docs/evaluation.md). Records hold a metric as a float or as
 # {'value': ..., provenance...}.
 QUALITY_METRICS = ("fid_samples", "cfd_samples")
-FALLBACK_METRIC = "neg_elbo"   # always in a finished record (vaes.metrics.heldout_metrics)
+FALLBACK_METRIC = "neg_elbo"   # always in a finished record (vaes.evaluation.metrics.heldout_metrics)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
 import vaes  # noqa: F401  (registers the variants)
-from vaes.classifier import classifier_features
+from vaes.evaluation.classifier import classifier_features
 from vaes.data import load_dataset
-from vaes.fid import compute_inception_metrics
-from vaes.frechet import feature_statistics, frechet_distance
+from vaes.evaluation.fid import compute_inception_metrics
+from vaes.evaluation.frechet import feature_statistics, frechet_distance
 from tests.services import REPO, _tail  # REPO is defined there once; the tests take it from here
 from tests.services import pdflatex, postgres_url, slurm_cluster  # noqa: F401  (real services)
 
@@ -135,7 +135,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 def compute_fids(fakes: dict, reference_key: dict, real_images_fn, **kwargs) -> dict:
-    """The FID entry of each set in ``fakes``: vaes.fid.compute_inception_metrics without KID
+    """The FID entry of each set in ``fakes``: vaes.evaluation.fid.compute_inception_metrics without KID
     and precision/recall (same keywords)."""
     return {name: m["fid"] for name, m in
             compute_inception_metrics(fakes, reference_key, real_images_fn, kid_prc=False, **kwargs).items()}

@@ -26,9 +26,9 @@ from vaes import balance, evaluate, export, sample
 from vaes import train as vaes_train
 from vaes.cli import entry_point
 from vaes.config import TrainConfig, from_dict
-from vaes.classifier import load_or_train_classifier
+from vaes.evaluation.classifier import load_or_train_classifier
 from vaes.data import DataMissing, _read_idx, load_dataset
-from vaes.fid import full_reference_key, reference_path, reference_statistics
+from vaes.evaluation.fid import full_reference_key, reference_path, reference_statistics
 from vaes.records import CorruptCheckpoint, CorruptRecord, load_torch, read_json
 from vaes.run import run
 from vaes.store import status as run_status

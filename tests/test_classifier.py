@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from tests.conftest import blur, classifier_frechet_distance, digits, mnist_t10k, noisy
-from vaes import classifier as clf
-from vaes.classifier import DataClassifier, load_or_train_classifier, train_classifier
+from vaes.evaluation import classifier as clf
+from vaes.evaluation.classifier import DataClassifier, load_or_train_classifier, train_classifier
 
 
 def random_halves(images: torch.Tensor, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:

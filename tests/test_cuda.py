@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from benchmarks.speed import fresh_model, random_inception
-from vaes import feature_metrics
+from vaes.evaluation import feature_metrics
 from vaes.build import resolve
 from vaes.config import TrainConfig
-from vaes.fid import extract_features
-from vaes.frechet import feature_statistics, frechet_distance_to_features
+from vaes.evaluation.fid import extract_features
+from vaes.evaluation.frechet import feature_statistics, frechet_distance_to_features
 from vaes.fit import fit
 from vaes.stop import StopRequests, request_stop
 from tests.conftest import REPO

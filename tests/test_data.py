@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.frames import read_runs
-from benchmarks.table import build_table
+from benchmarks.reporting.frames import read_runs
+from benchmarks.reporting.table import build_table
 from vaes.config import TrainConfig
 from vaes.data import (DATASETS, DataMissing, DatasetSpec, ImageData, Protocol, load_dataset, load_digits_data,
                        register_dataset)

@@ -14,7 +14,7 @@ from vaes.config import TrainConfig, from_dict, to_dict
 from vaes.data import get_dataset, list_datasets
 from vaes.load import RunNotLoadable, load_run
 from vaes.records import Record
-from vaes.evaluate import _inception_estimate
+from vaes.evaluation.quality import _inception_estimate
 
 SHAPE = (1, 28, 28)  # for npz, whose shape is known only after loading
 

@@ -8,8 +8,8 @@ import torch
 from benchmarks.run import default_jobs
 from benchmarks.suite import expand, load_suite
 from vaes.config import TrainConfig
-from vaes.evaluate import HEADLINE_SETS, equal_sets, inception_sets
-from vaes.fid import _features_in_one_pass, extract_features
+from vaes.evaluation.quality import HEADLINE_SETS, equal_sets, inception_sets
+from vaes.evaluation.fid import _features_in_one_pass, extract_features
 from vaes.build import use_threads
 from tests.conftest import digit_images
 

@@ -7,11 +7,11 @@ import sys
 import pytest
 import torch
 
-from vaes.classifier import load_or_train_classifier
+from vaes.evaluation.classifier import load_or_train_classifier
 from vaes.config import TrainConfig
 from vaes.data import load_dataset
-from vaes import inception_weights
-from vaes.evaluate import fid_metrics, generate, reconstruct, reference_key
+from vaes.evaluation import inception_weights
+from vaes.evaluation.quality import fid_metrics, generate, reconstruct, reference_key
 from vaes.records import load_torch
 from vaes.build import build_model, build_stage2, resolve
 from vaes.run import run

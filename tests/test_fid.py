@@ -20,12 +20,12 @@ from torch import nn
 import pytorch_fid.inception
 import torch_fidelity.feature_extractor_inceptionv3
 from tests.conftest import compute_fid, digit_images, noisy
-from vaes import fid, fid_weights
-from vaes import frechet, inception_weights
-from vaes.frechet import frechet_distance
-from vaes.fid_weights import (ENGINES, WEIGHTS_ENV, InceptionWeightsMissing, default_hub_checkpoints, engine_spec,
+from vaes.evaluation import fid, fid_weights
+from vaes.evaluation import frechet, inception_weights
+from vaes.evaluation.frechet import frechet_distance
+from vaes.evaluation.fid_weights import (ENGINES, WEIGHTS_ENV, InceptionWeightsMissing, default_hub_checkpoints, engine_spec,
                               resolve_weights, seed_torch_hub_cache)
-from vaes.fid import fid_statistics, reference_statistics
+from vaes.evaluation.fid import fid_statistics, reference_statistics
 
 # Read before the fixtures below clear it: a real weights file (or folder) if the user has one.
 REAL_WEIGHTS = os.environ.get(WEIGHTS_ENV)

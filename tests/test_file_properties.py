@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from benchmarks import report, speed
 from benchmarks import run as bench_run
-from benchmarks.frames import read_runs
+from benchmarks.reporting.frames import read_runs
 from sweeps import run as sweeps_run
 from sweeps.storage import make_storage
 from tests.conftest import REPO

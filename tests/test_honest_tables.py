@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.caption import CAPTION_CHARS
-from benchmarks.frames import read_runs
-from benchmarks.ledger import load_ledger
-from benchmarks.render import render_latex, render_markdown
-from benchmarks.stats import detectable_difference, pooled_std
-from benchmarks.table import build_table
+from benchmarks.reporting.caption import CAPTION_CHARS
+from benchmarks.reporting.frames import read_runs
+from benchmarks.reporting.ledger import load_ledger
+from benchmarks.reporting.render import render_latex, render_markdown
+from benchmarks.reporting.stats import detectable_difference, pooled_std
+from benchmarks.reporting.table import build_table
 from tests.test_report import _fake
 
 

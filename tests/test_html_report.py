@@ -1,4 +1,4 @@
-"""report.html (benchmarks/html.py): built from committed shapes records copied to a temporary
+"""report.html (benchmarks/reporting/html.py): built from committed shapes records copied to a temporary
 folder, checked as text (the Table model's rows, relative links that resolve, nothing online,
 escaping) and in a real browser: Debian's Chromium, headless, driven by Selenium, opens it from
 disk and checks the labels, that every image loaded, and the layout at phone width; it saves a
@@ -17,10 +17,10 @@ from urllib.parse import unquote
 import markupsafe
 import pytest
 
-from benchmarks.frames import read_runs
-from benchmarks.html import _balance
+from benchmarks.reporting.frames import read_runs
+from benchmarks.reporting.html import _balance
 from benchmarks.report import write_report
-from benchmarks.table import build_table
+from benchmarks.reporting.table import build_table
 from vaes.store import RunFolder
 from tests.services import CHROMIUM_FLAGS, REPO, chromium  # noqa: F401  (the browser fixture)
 

@@ -11,9 +11,9 @@ from torch import nn
 from vaes.build import build_model, resolve
 from vaes.config import TrainConfig
 from vaes.data import load_dataset
-from vaes.likelihood import bits_per_dim, importance_weighted_nll
+from vaes.evaluation.likelihood import bits_per_dim, importance_weighted_nll
 from vaes.losses import gaussian_nll, kl_standard_normal, squared_error
-from vaes.metrics import heldout_metrics
+from vaes.evaluation.metrics import heldout_metrics
 from vaes.model import VAE
 
 D, LATENT = 6, 2

@@ -12,10 +12,10 @@ from torch_fidelity.metric_kid import kid_features_to_metric
 
 from tests.conftest import REPO, digit_images, noisy
 from tests.test_fid import StandIn
-from vaes import feature_metrics, fid, fid_weights
+from vaes.evaluation import feature_metrics, fid, fid_weights
 from vaes.config import TrainConfig
 from vaes.data import load_dataset
-from vaes.evaluate import classifier_metrics, fid_metrics
+from vaes.evaluation.quality import classifier_metrics, fid_metrics
 
 KEY = {"dataset": "digits", "split": "test", "n": 60}
 

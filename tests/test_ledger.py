@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from benchmarks import ledger
-from benchmarks.frames import read_runs
-from benchmarks.render import render_latex, render_markdown
+from benchmarks.reporting import ledger
+from benchmarks.reporting.frames import read_runs
+from benchmarks.reporting.render import render_latex, render_markdown
 from benchmarks.report import report_or_say
-from benchmarks.table import build_table
+from benchmarks.reporting.table import build_table
 from tests.conftest import REPO
 
 # a committed record (its folder's run id changes when the suite is retrained): seed 0 of 'balanced'

@@ -11,9 +11,9 @@ import torch
 from vaes.build import build_model, resolve
 from vaes.config import TrainConfig
 from vaes.data import load_dataset
-from vaes.likelihood import bits_per_dim
+from vaes.evaluation.likelihood import bits_per_dim
 from vaes.networks import eval_mode
-from vaes.metrics import COLLAPSED_SPREAD, heldout_metrics, sample_spread, sampled_mse
+from vaes.evaluation.metrics import COLLAPSED_SPREAD, heldout_metrics, sample_spread, sampled_mse
 
 
 @pytest.fixture(scope="module")

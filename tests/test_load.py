@@ -15,9 +15,9 @@ from PIL import Image
 import vaes
 from vaes.config import TrainConfig, from_dict, parse_overrides, to_dict
 from vaes.data import load_dataset
-from vaes.evaluate import to_uint8
+from vaes.evaluation.quality import to_uint8
 from vaes.load import RunNotLoadable, load_run
-from vaes.metrics import heldout_metrics
+from vaes.evaluation.metrics import heldout_metrics
 from vaes.records import save_torch
 from vaes.sample import main as sample_main
 from vaes.run import run as train_run

@@ -9,11 +9,11 @@ from vaes.build import build_model, resolve
 from vaes.config import TrainConfig, parse_overrides
 from vaes.data import ImageData, load_dataset
 from vaes.images import jpeg_round_trip
-from vaes.evaluate import evaluate_models, reconstruct, reference_key, renormalised_sets
-from vaes.metrics import heldout_metrics, to_float
+from vaes.evaluation.quality import evaluate_models, reconstruct, reference_key, renormalised_sets
+from vaes.evaluation.metrics import heldout_metrics, to_float
 from vaes.networks import eval_mode
 from vaes.records import load_torch
-from vaes.renorm import renorm_statistics, rescale_codes, rescale_pixels
+from vaes.evaluation.renorm import renorm_statistics, rescale_codes, rescale_pixels
 from vaes.run import DataCache, run
 
 

@@ -1,4 +1,4 @@
-"""Records -> frames -> tables and figures (benchmarks.frames, benchmarks.report).
+"""Records -> frames -> tables and figures (benchmarks.reporting.frames, benchmarks.report).
 
 Three suites in temporary folders: real records from a few tiny trainer runs on the 8x8 digits
 (one of them two-stage), and synthetic records written as JSON for what tiny runs cannot
@@ -18,12 +18,12 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from benchmarks import columns
-from benchmarks.frames import read_runs
+from benchmarks.reporting import columns
+from benchmarks.reporting.frames import read_runs
 from tests.conftest import REPO
-from benchmarks.render import render_latex
+from benchmarks.reporting.render import render_latex
 from benchmarks.report import main, write_report
-from benchmarks.table import REFERENCE_SOURCE, Table, build_table
+from benchmarks.reporting.table import REFERENCE_SOURCE, Table, build_table
 from benchmarks.suite import load_suite
 from vaes.config import TrainConfig
 from vaes.data import load_dataset

@@ -1,4 +1,4 @@
-"""The statistics of the report's tables (benchmarks/stats.py): the confidence interval against
+"""The statistics of the report's tables (benchmarks/reporting/stats.py): the confidence interval against
 scipy's, the detectable difference against Cohen's tables and against a simulation. Seconds."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from benchmarks.stats import ci_half_width, detectable_difference, pooled_std, t_test_power
+from benchmarks.reporting.stats import ci_half_width, detectable_difference, pooled_std, t_test_power
 
 
 @pytest.mark.parametrize("n", [2, 3, 5, 10])

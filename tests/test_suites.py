@@ -11,7 +11,7 @@ import pytest
 import vaes
 from vaes.data import list_datasets
 
-from benchmarks import ledger
+from benchmarks.reporting import ledger
 from benchmarks.run import job_status, run_suite
 from benchmarks.suite import expand, list_suites, load_suite
 from tests.conftest import REPO, wait_until

@@ -74,7 +74,7 @@ class Protocol:
     fid_images: int = 10_000
     # the second stage's MLP width; None: by image size (vaes.build.resolve). Digits' 16-d codes: 128
     stage2_width: int | None = None
-    # the sets Inception scores: "all", or "headline" (vaes.evaluate.HEADLINE_SETS: what a table
+    # the sets Inception scores: "all", or "headline" (vaes.evaluation.quality.HEADLINE_SETS: what a table
     # shows); on small data the classifier scores the auxiliary sets, at ~1% of Inception's cost
     inception_sets: str = "all"
 
@@ -321,7 +321,7 @@ def load_npz_data(root: str, download: bool, **_) -> ImageData:
 class DatasetSpec:
     """Everything vaebench knows about a data set, in one place: how to load it, its image shape
     (without loading it), its training-set size, its protocol and its display name (the FIDs
-    published for it are in benchmarks/ledger.toml). Registered with :func:`register_dataset`; everything else asks here."""
+    published for it are in benchmarks/reporting/ledger.toml). Registered with :func:`register_dataset`; everything else asks here."""
     name: str
     loader: Callable[..., ImageData]
     protocol: Protocol

@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from vaes.metrics import to_float
+from vaes.evaluation.metrics import to_float
 from vaes.model import VAE
 from vaes.records import CorruptCheckpoint, load_torch, save_torch
 from vaes.stop import requested

@@ -28,7 +28,7 @@ from safetensors.torch import load_file as load_safetensors
 from vaes.build import build_model, build_stage2, dataset_shape, pick_device
 from vaes.config import TrainConfig, from_dict
 from vaes.data import DataMissing, load_dataset
-from vaes.evaluate import generate, reconstruct
+from vaes.evaluation.quality import generate, reconstruct
 from vaes.model import VAE
 from vaes.networks import eval_mode
 from vaes.records import CorruptCheckpoint, CorruptRecord, NotARecord, Record

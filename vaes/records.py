@@ -3,7 +3,7 @@
 :class:`Record` is the type of what one run leaves in its folder: its fields and their JSON,
 a start and one method per end (finished, interrupted, failed, pruned). The run store
 (vaes/store.py) is the one that starts, ends, writes and reads records in run folders; the
-suite runner, the sweep worker, the CLI and the frames of ``benchmarks.frames`` read the
+suite runner, the sweep worker, the CLI and the frames of ``benchmarks.reporting.frames`` read the
 same type through it.
 """
 from __future__ import annotations
@@ -214,9 +214,9 @@ class Record:
     history: list | None = None        # one dict per epoch: loss, recon, kl, mse, gamma, lr
     gamma_ratio: float | None = None   # gamma / sqrt(MSE) at the end (1 once the balance holds)
     timings: dict | None = None        # train_seconds, train_images_per_second, eval_seconds
-    cost: dict | None = None           # FLOPs per image and in all (vaes.metrics.train_step_flops)
+    cost: dict | None = None           # FLOPs per image and in all (vaes.evaluation.metrics.train_step_flops)
     stage2: dict | None = None         # n_params, history, train_seconds, gamma_ratio
-    metrics: dict | None = None        # vaes.metrics.heldout_metrics + vaes.evaluate.evaluate_models
+    metrics: dict | None = None        # vaes.evaluation.metrics.heldout_metrics + vaes.evaluation.quality.evaluate_models
     traceback: str | None = None
     ended: str | None = None
     meta: dict = dataclasses.field(default_factory=dict)

@@ -30,9 +30,10 @@ import torch
 from vaes.build import build_model, build_stage2, pick_device, resolve, use_threads
 from vaes.config import EVAL_FIELDS, TrainConfig, run_id, to_dict
 from vaes.data import DataMissing, ImageData, load_dataset
-from vaes.evaluate import evaluate_models, evaluate_run
+from vaes.evaluate import evaluate_run
+from vaes.evaluation.quality import evaluate_models
 from vaes.fit import FitResult, fit
-from vaes.metrics import gamma_ratio, heldout_metrics, to_float, train_step_flops
+from vaes.evaluation.metrics import gamma_ratio, heldout_metrics, to_float, train_step_flops
 from vaes.model import VAE
 from vaes.networks import count_parameters, eval_mode
 from vaes.records import CorruptCheckpoint, Record

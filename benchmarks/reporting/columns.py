@@ -8,7 +8,7 @@ Dai & Wipf), recon (decode the posterior mean), recon_sample (decode one z ~ q(z
 original code's renormalised samples_renorm, stage2_renorm, recon_renorm.
 
 METRICS is the one list of the report's metrics, in display order: the table's columns
-(:func:`quality_columns`) and the panels of metrics.png (benchmarks/figures.py) both come from
+(:func:`quality_columns`) and the panels of metrics.png (benchmarks/reporting/figures.py) both come from
 it, so adding a metric to the report is one :class:`Metric` here (and the record key).
 
 Width: a table keeps one column per question a reader asks of it (how good are samples, how

@@ -24,7 +24,7 @@ import math
 
 import torch
 
-from vaes.metrics import to_float
+from vaes.evaluation.metrics import to_float
 from vaes.networks import eval_mode
 
 VARIANCE_LOSS_THRESHOLD = 0.25  # computed_gamma.py: adjust only "if there is an evident variance loss"

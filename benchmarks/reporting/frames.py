@@ -4,7 +4,7 @@
 vaes.store.read_index) and returns them with both frames, one row per run
 (:func:`records_frame`) and the per-epoch histories (:func:`histories_frame`), as a
 :class:`Runs`: what benchmarks.report.write_report and the HTML page use. Tables and figures
-are pure functions of these frames (benchmarks/table.py, render.py, figures.py). A folder is
+are pure functions of these frames (benchmarks/reporting/table.py, render.py, figures.py). A folder is
 searched recursively for run records, so a suite's output folder, its runs folder or a single
 run folder all work. The records are
 flattened by ``pandas.json_normalize``; what is written here is only which path of the JSON
@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from vaes.metrics import gamma_ratio
+from vaes.evaluation.metrics import gamma_ratio
 from vaes.records import Record
 from vaes.store import RunFolder, RunIndex, read_index
 
@@ -181,7 +181,7 @@ def records_frame(records: list[Record], run_dirs: list[str | Path]) -> pd.DataF
     clash = sorted(set(metrics.columns) & set(df.columns))
     if clash:
         raise ValueError(f"{run_dirs[0] if len(run_dirs) == 1 else 'a record'}: metric name(s) {clash} clash "
-                         "with run columns of benchmarks.frames; rename the metric in vaes")
+                         "with run columns of benchmarks.reporting.frames; rename the metric in vaes")
     return pd.concat([df.reset_index(drop=True), metrics], axis=1)
 
 

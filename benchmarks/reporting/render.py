@@ -1,4 +1,4 @@
-"""LaTeX (booktabs) and Markdown renderings of a :class:`benchmarks.table.Table`."""
+"""LaTeX (booktabs) and Markdown renderings of a :class:`benchmarks.reporting.table.Table`."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,8 +6,8 @@ import math
 
 import pandas as pd
 
-from benchmarks.columns import Column, _decimals, _number
-from benchmarks.table import REASON_CHARS, REFERENCE_SOURCE, Cell, Table
+from benchmarks.reporting.columns import Column, _decimals, _number
+from benchmarks.reporting.table import REASON_CHARS, REFERENCE_SOURCE, Cell, Table
 
 # ----------------------------------------------------------------------------- formatting
 

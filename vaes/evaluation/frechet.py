@@ -7,8 +7,8 @@ pytorch-fid, whose ``calculate_frechet_distance`` (0.3.0) is the same formula bu
 with SciPy 1.17.1, installed here), and prints to stdout when it retries. This module
 adds the exact n x n path for fewer samples than dimensions (:func:`frechet_distance_to_features`).
 
-Below both feature distances (FID in vaes/fid.py, the classifier distance in
-vaes/classifier.py) it also holds what they share: the check of the images they consume
+Below both feature distances (FID in vaes/evaluation/fid.py, the classifier distance in
+vaes/evaluation/classifier.py) it also holds what they share: the check of the images they consume
 (:func:`check_images`), the name of a cache file for a key (:func:`cache_file`) and the
 load-or-make of a cached value (:func:`cached`: FID's real statistics, the trained
 classifier), written through the one atomic writer, :func:`vaes.records.atomic_path`.

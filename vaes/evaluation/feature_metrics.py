@@ -1,7 +1,7 @@
 """KID and precision/recall between two feature sets, through torch-fidelity's own functions.
 
-Both take the features FID already extracts (Inception pool features, vaes/fid.py) or the
-domain classifier's (vaes/classifier.py), so no image is run through a network twice.
+Both take the features FID already extracts (Inception pool features, vaes/evaluation/fid.py) or the
+domain classifier's (vaes/evaluation/classifier.py), so no image is run through a network twice.
 
 - KID (Binkowski et al., ICLR 2018, https://arxiv.org/abs/1801.01401): the unbiased squared
   MMD under the cubic polynomial kernel k(x, y) = (x.y / d + 1)^3, averaged over random subsets

@@ -2,13 +2,13 @@
 confidence interval over its finished seeds), a '<label> (2-stage)' row per two-stage label,
 failed labels marked, Dai & Wipf's published FIDs where they apply; bold on the best mean of a
 column; the caption and notes (with the difference the seeds can detect; their sentences are
-benchmarks/caption.py). Renderers (benchmarks/render.py) turn a :class:`Table` into LaTeX and
+benchmarks/reporting/caption.py). Renderers (benchmarks/reporting/render.py) turn a :class:`Table` into LaTeX and
 Markdown.
 
 Table rows are labels (a record's ``label``, else its variant). A two-stage label's second row
 gives the second stage's sample quality (as Dai & Wipf 2019, Table 1, list the 2-stage VAE as a
 model of its own). Which columns are shown, and from which image sets, is
-benchmarks/columns.py; the statistics over seeds are benchmarks/stats.py. The classifier's
+benchmarks/reporting/columns.py; the statistics over seeds are benchmarks/reporting/stats.py. The classifier's
 distances are always headed 'CFD' / 'CKID' with a dagger, never FID or KID.
 """
 from __future__ import annotations
@@ -21,15 +21,15 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from benchmarks.caption import caption_and_notes, display_name, reasons_note
-from benchmarks.columns import (QUALITY_SETS, Column, _number, check_sets, quality_columns, stage2_set)
-from benchmarks.stats import ci_half_width, indistinguishable
-from benchmarks import ledger
-from vaes.metrics import COLLAPSED_SPREAD, CONVERGED_RATIO
+from benchmarks.reporting.caption import caption_and_notes, display_name, reasons_note
+from benchmarks.reporting.columns import (QUALITY_SETS, Column, _number, check_sets, quality_columns, stage2_set)
+from benchmarks.reporting.stats import ci_half_width, indistinguishable
+from benchmarks.reporting import ledger
+from vaes.evaluation.metrics import COLLAPSED_SPREAD, CONVERGED_RATIO
 
-# Published FIDs live in the ledger (benchmarks/ledger.toml, with their papers and protocols);
-# each data set's display name in the data-set registry (vaes/data.py, via benchmarks/caption.py).
-REFERENCE_SOURCE = "Published (benchmarks/ledger.toml)"  # the heading of the published rows
+# Published FIDs live in the ledger (benchmarks/reporting/ledger.toml, with their papers and protocols);
+# each data set's display name in the data-set registry (vaes/data.py, via benchmarks/reporting/caption.py).
+REFERENCE_SOURCE = "Published (benchmarks/reporting/ledger.toml)"  # the heading of the published rows
 REASON_CHARS = 240  # a failure reason longer than this is cut in table.tex (table.md has it whole)
 
 # ----------------------------------------------------------------------------- the table model
@@ -141,28 +141,28 @@ def _published(df: pd.DataFrame, suite: dict, dataset: str, sample_kind: str,
     published = ledger.rows_for(dataset)
     if flag and not published:
         raise ValueError(
-            f"suite {suite.get('name')!r} sets reference: true, but benchmarks/ledger.toml holds no "
+            f"suite {suite.get('name')!r} sets reference: true, but benchmarks/reporting/ledger.toml holds no "
             f"published FID for dataset {dataset!r} (it covers {', '.join(ledger.datasets())})")
     if published and sample_kind != "FID":
-        return [], ("Published FIDs (benchmarks/ledger.toml) are not listed: these runs have no FID, "
+        return [], ("Published FIDs (benchmarks/reporting/ledger.toml) are not listed: these runs have no FID, "
                     "and a classifier distance is not comparable with them." if flag else None)
     return ledger.verdicts_for(df, dataset, records), None
 
 
 def build_table(df: pd.DataFrame, suite: dict | None = None, sets: str | None = None,
                 records: dict | None = None) -> Table:
-    """The comparison table of a suite's runs (``df``: ``benchmarks.frames.read_runs(...).frame``).
+    """The comparison table of a suite's runs (``df``: ``benchmarks.reporting.frames.read_runs(...).frame``).
 
     One row per label (mean +- the 95% interval's half-width over its finished seeds), one
     '<label> (2-stage)' row per two-stage label (the published sampler of its second stage), one
     row marked failed / interrupted for a label without a finished seed, and, in a block of their
-    own, the published figures of the ledger (benchmarks/ledger.toml: several papers), each with
+    own, the published figures of the ledger (benchmarks/reporting/ledger.toml: several papers), each with
     its verdict, also in ``Table.published``, when the suite asks for them (``reference: true``)
     or its data set is one of theirs and the sample metric is a real FID. Bold marks the best
     mean of each column that has a direction, ≈ each row a Welch t-test cannot tell from it.
     ``sets`` (else the suite's ``quality_sets``, else 'vaebench') picks the image sets of the
     quality columns: 'vaebench' or 'renorm' (the original code's renormalised sets). ``records``
-    (run_dir -> its Record, as :attr:`benchmarks.frames.Runs.by_dir`) spares the ledger's
+    (run_dir -> its Record, as :attr:`benchmarks.reporting.frames.Runs.by_dir`) spares the ledger's
     verdicts a second read of each record.
     """
     suite = dict(suite or {})
@@ -224,7 +224,7 @@ def _dataset(df: pd.DataFrame, suite: dict) -> tuple[str, str]:
 
 def _stage2_set(fin: pd.DataFrame, sets: str) -> tuple[str, str | None]:
     """(image set, second-stage variant) of a two-stage label's '(2-stage)' row: the published
-    sampler of its second stage (benchmarks.columns.stage2_set); records older than the
+    sampler of its second stage (benchmarks.reporting.columns.stage2_set); records older than the
     ancestral sampler fall back to 'stage2' (z = decoder2(u))."""
     variants = fin["stage2_variant"].dropna().unique() if "stage2_variant" in fin else []
     variant = str(variants[0]) if len(variants) == 1 else None
@@ -337,7 +337,7 @@ def _with_shift(col: Column, rows: list[Row]) -> Column:
 def _bold_best(rows: list[Row], columns: list[Column]) -> None:
     """Mark the best measured mean of each directed column bold (ties on the printed value all
     bold, unless every row ties: then none is best), and '≈' each other row that a two-sided
-    Welch t-test over the seeds cannot tell from it (benchmarks.stats.indistinguishable). A
+    Welch t-test over the seeds cannot tell from it (benchmarks.reporting.stats.indistinguishable). A
     collapsed row's precision and recall are never bold nor ≈ (1 and 0 by construction)."""
     for col in columns:
         if col.better is None:

@@ -12,7 +12,7 @@ import math
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from vaes.likelihood import iw_metrics
+from vaes.evaluation.likelihood import iw_metrics
 from vaes.losses import bernoulli_nll, gaussian_nll, kl_standard_normal, softclip, squared_error
 from vaes.networks import eval_mode
 
@@ -48,7 +48,7 @@ SEED = 0
 def heldout_metrics(model, images: torch.Tensor, *, batch_size: int = 500, bn_eval: str = "debiased",
                     train_images: torch.Tensor | None = None, levels: int = 256) -> dict[str, float]:
     """recon_mse, psnr, kl, neg_elbo (nats per image), active_units, gamma (the variant's own at
-    the end of training), sample_spread, and the likelihood on one footing (vaes/likelihood.py):
+    the end of training), sample_spread, and the likelihood on one footing (vaes/evaluation/likelihood.py):
     iw_nll and iw_elbo on the same first held-out images with the same decoder std
     (likelihood_gamma, iw_gamma; likelihood_gamma_source says where it came from), their bits
     per dimension at ``levels`` pixel levels (bpd_levels), iw_k, iw_images; on uint8 images.

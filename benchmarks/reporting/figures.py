@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vaes.metrics import CONVERGED_RATIO
+from vaes.evaluation.metrics import CONVERGED_RATIO
 from vaes.store import RunFolder
-from benchmarks.columns import lead_with_kid, metrics_in_order
-from benchmarks.table import label_order
+from benchmarks.reporting.columns import lead_with_kid, metrics_in_order
+from benchmarks.reporting.table import label_order
 
 # ----------------------------------------------------------------------------- figures
 
@@ -107,7 +107,7 @@ IMAGE_SETS = (("samples", "samples"), ("stage2", "2-stage samples"), ("recon", "
 
 def _metric_specs(df: pd.DataFrame) -> list[tuple[str, str]]:
     """(column, title) of the metrics the finished runs hold, in the order of METRICS
-    (benchmarks/columns.py; sample quality first, the lead Inception distance first of all):
+    (benchmarks/reporting/columns.py; sample quality first, the lead Inception distance first of all):
     a per-set metric once per image set of IMAGE_SETS."""
     fin = df[df["status"] == "finished"]
     specs = []

@@ -1,4 +1,4 @@
-"""The published-numbers ledger (benchmarks/ledger.toml): load and check it, pick the figures
+"""The published-numbers ledger (benchmarks/reporting/ledger.toml): load and check it, pick the figures
 of a data set, and say whether a run's record was measured under the same protocol.
 
 A published FID means something beside ours only when both were measured alike: the same data
@@ -294,7 +294,7 @@ def verdict(entry: Entry, record: dict) -> str:
 
 
 def matching_run(df: pd.DataFrame, entry: Entry) -> pd.Series | None:
-    """The finished run of ``df`` (benchmarks.frames.read_runs(...).frame) that ``entry``'s
+    """The finished run of ``df`` (benchmarks.reporting.frames.read_runs(...).frame) that ``entry``'s
     row corresponds to: its variant (a run labelled as the variant first), two-stage where the
     figure is; the lowest seed."""
     fin = df[(df["status"] == "finished") & (df["variant"] == entry.variant)]

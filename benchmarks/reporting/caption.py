@@ -3,7 +3,7 @@ finished, the image counts, what bold and ≈ mean: at most CAPTION_CHARS charac
 numbered notes under it (the protocol, how each metric was computed, the detectable
 difference). Every number in them is read from the records, never from the suite's file, whose
 description is not printed (a suite's name is the title). Pure functions of the records' frame
-(benchmarks/frames.py); benchmarks/table.py puts them into the :class:`Table` model, so that
+(benchmarks/reporting/frames.py); benchmarks/reporting/table.py puts them into the :class:`Table` model, so that
 every renderer says the same."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 
 import pandas as pd
 
-from benchmarks.columns import BIASED_BELOW, QUALITY_SETS, _number, fid_biased, metric_sentences
-from benchmarks.stats import ALPHA, LEVEL, POWER, detectable_difference, pooled_std
+from benchmarks.reporting.columns import BIASED_BELOW, QUALITY_SETS, _number, fid_biased, metric_sentences
+from benchmarks.reporting.stats import ALPHA, LEVEL, POWER, detectable_difference, pooled_std
 from vaes.data import get_dataset
 
 CAPTION_CHARS = 600  # the caption above a table stays short; the rest goes to numbered notes
@@ -185,7 +185,7 @@ def _general_notes(rows, columns, dataset: str, fid_missing: list[str], publishe
                              f"features of a small classifier trained on {display_name(dataset)} itself, "
                              "comparable only within this table, never with published FIDs."))
     if published:
-        general.append(("", "Published (benchmarks/ledger.toml): FIDs as printed in their papers, never bold, "
+        general.append(("", "Published (benchmarks/reporting/ledger.toml): FIDs as printed in their papers, never bold, "
                             "± their standard deviation over the paper's trials (not an interval); a row whose "
                             "image count or normalisation differs from the runs' says so in its name. The ledger "
                             "holds each one's table and protocol; each row's note says whether the matching run "
@@ -197,8 +197,8 @@ def _general_notes(rows, columns, dataset: str, fid_missing: list[str], publishe
 
 def _detectable_note(rows, columns) -> str | None:
     """Per directed column, the smallest difference between two rows that their seeds detect
-    (benchmarks.stats.detectable_difference) from the within-row std pooled over the table's rows
-    (rows without spread left out: benchmarks.stats.pooled_std); None when no column has one."""
+    (benchmarks.reporting.stats.detectable_difference) from the within-row std pooled over the table's rows
+    (rows without spread left out: benchmarks.reporting.stats.pooled_std); None when no column has one."""
     parts = []
     ns = [c.n for r in rows if r.kind in ("run", "stage2") for c in r.cells.values() if c.n >= 2]
     min_n = min(ns, default=0)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaes.frechet import cache_file, cached, check_images, describe
+from vaes.evaluation.frechet import cache_file, cached, check_images, describe
 from vaes.records import cache_root, load_torch, save_torch
 
 log = logging.getLogger(__name__)
