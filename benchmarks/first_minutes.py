@@ -15,7 +15,8 @@ Parts (each a real command in a subprocess, timed by the wall clock):
 Every command gets a fresh cache folder (``VAEBENCH_CACHE_DIR``) unless said otherwise, so a
 figure never rides on an earlier command's work. A command that fails saves nothing: the
 figure of a failed command is not a measurement. Results: ``OUT/cpu-quick.json`` and ``.md``
-with the commit, the machine's load before and after each command, and each figure.
+with the commit, the machine's load before and after each command, and each figure; and the
+quick suite's ``runs.csv`` as ``OUT/cpu-quick-runs.csv``, to compare with results/quick.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -32,6 +34,7 @@ from pathlib import Path
 
 from vaes.cli import choice_list, dirty_refusal, refuse
 from vaes.records import git_commit
+from vaes.store import RunFolder, read_index, runs_dir
 
 PARTS = ("quick", "jobs", "single", "tests")
 REPO = Path(__file__).resolve().parents[1]
@@ -65,11 +68,10 @@ def phases(runs: Path) -> dict:
     """Mean seconds of each phase over the finished records under ``runs`` (stage2_seconds: the
     second stage's training, from the record's stage2 entry), and the threads they state."""
     timings = []
-    for path in sorted(runs.glob("*/record.json")):
-        rec = json.loads(path.read_text())
-        if rec.get("status") == "finished":
-            t = dict(rec.get("timings") or {})
-            t["stage2_seconds"] = (rec.get("stage2") or {}).get("train_seconds", 0.0)
+    for rec in read_index(runs, missing_ok=True).records:
+        if rec.status == "finished":
+            t = dict(rec.timings or {})
+            t["stage2_seconds"] = (rec.stage2 or {}).get("train_seconds", 0.0)
             timings.append(t)
     out = {k: round(statistics.fmean(t.get(k, 0.0) for t in timings), 2) for k in PHASES} if timings else {}
     out["runs"] = len(timings)
@@ -85,12 +87,12 @@ def measure(parts: list[str], scratch: Path) -> dict:
         out = scratch / "quick"
         res["quick"] = timed([py, "-m", "benchmarks.run", "--suite", "quick", "--out", str(out)],
                              cache=scratch / "cache-quick", log=scratch / "quick.log")
-        res["quick"]["phases"] = phases(out / "runs")
+        res["quick"]["phases"] = phases(runs_dir(out))
     if "jobs" in parts:
         out = scratch / "jobs"
         res["jobs"] = timed([py, "-m", "benchmarks.run", "--suite", "quick", "--jobs", "1", "--set", "threads=2",
                              "--out", str(out)], cache=scratch / "cache-jobs", log=scratch / "jobs.log")
-        res["jobs"]["phases"] = phases(out / "runs")
+        res["jobs"]["phases"] = phases(runs_dir(out))
     if "single" in parts:
         cache = scratch / "cache-single"
         for name in ("single_cold", "single_warm"):
@@ -107,8 +109,7 @@ def measure(parts: list[str], scratch: Path) -> dict:
 
 def _one(run_dir: Path) -> dict:
     """The phases of one run folder's record."""
-    rec = json.loads((run_dir / "record.json").read_text())
-    t = dict(rec.get("timings") or {})
+    t = dict(RunFolder(run_dir).read().timings or {})
     return {k: round(t[k], 2) for k in PHASES if k in t} | {"threads": t.get("threads")}
 
 
@@ -154,12 +155,14 @@ def main(argv: list[str] | None = None) -> int:
             res = measure(args.parts, Path(tmp))
         except CommandFailed as e:
             return refuse(str(e))
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "cpu-quick.json").write_text(json.dumps({"meta": meta, **res}, indent=1) + "\n")
-        (args.out / "cpu-quick.md").write_text(markdown(res, meta))
-    except OSError as e:
-        return refuse(f"cannot write the results under {args.out}: {e}")
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "cpu-quick.json").write_text(json.dumps({"meta": meta, **res}, indent=1) + "\n")
+            (args.out / "cpu-quick.md").write_text(markdown(res, meta))
+            if "quick" in res:  # the metrics the README's command gave, to compare with results/quick bit for bit
+                shutil.copyfile(Path(tmp) / "quick" / "runs.csv", args.out / "cpu-quick-runs.csv")
+        except OSError as e:
+            return refuse(f"cannot write the results under {args.out}: {e}")
     print(markdown(res, meta))
     return 0
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch_fidelity.metric_kid import kid_features_to_metric
 
-from tests.conftest import REPO, digit_images, noisy
+from tests.conftest import REPO, compute_fids, digit_images, noisy
 from tests.test_fid import StandIn
 from vaes.evaluation import feature_metrics, fid, fid_weights
 from vaes.config import TrainConfig
@@ -75,7 +75,7 @@ def test_precision_falls_for_blur_and_recall_for_collapse():
 def test_fid_unchanged_and_kid_prc_on_the_same_cached_features(tmp_path):
     extractor, real = StandIn(dim=32), digit_images(60)
     fakes = {"noisy": noisy(digit_images(60, seed=1), 40), "same": digit_images(60, seed=2)}
-    fids = fid.compute_fids(fakes, KEY, lambda: real, extractor=extractor, cache_dir=tmp_path / "a")
+    fids = compute_fids(fakes, KEY, lambda: real, extractor=extractor, cache_dir=tmp_path / "a")
     first = fid.compute_inception_metrics(fakes, KEY, lambda: real, extractor=extractor, cache_dir=tmp_path / "b")
     again = fid.compute_inception_metrics(fakes, KEY, lambda: pytest.fail("real images loaded on a cache hit"),
                                           extractor=extractor, cache_dir=tmp_path / "b")

@@ -70,9 +70,12 @@ def test_a_damaged_record_is_failed_and_another_identity_refused(tmp_path):
 def test_a_second_process_waits_for_the_run_another_trains_and_does_not_train_it_again(tmp_path):
     out = tmp_path / "r"
     code = textwrap.dedent(f"""
+        import time
         from vaes.config import TrainConfig
         from vaes.run import run
-        rec = run(TrainConfig(dataset="digits", epochs=12, fid=False, eval_images=100, out={str(out)!r}), progress=False)
+        # a second an epoch: the first process still trains when the second reaches the run
+        rec = run(TrainConfig(dataset="digits", epochs=12, fid=False, eval_images=100, out={str(out)!r}), progress=False,
+                  on_epoch=lambda row: time.sleep(1.0))
         print(rec.status, rec.started, flush=True)
     """)
     first = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
