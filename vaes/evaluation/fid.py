@@ -35,6 +35,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 from tqdm.auto import tqdm
 
 from vaes.evaluation import feature_metrics, inception_weights
@@ -85,7 +86,7 @@ def _torch_fidelity_features(weights: Path, device) -> FeatureFn:
         "inception-v3-compat", ["2048"], feature_extractor_weights_path=str(weights))
     # channels_last: oneDNN's convolutions and pooling run 1.4-1.6x faster on a CPU (features
     # equal to 1e-6 relative); on CUDA it is what cuDNN prefers too
-    model.to(device, memory_format=torch.channels_last).eval()
+    _fuse_batchnorm(model.eval()).to(device, memory_format=torch.channels_last)
     return lambda images: model(images)[0]  # forward returns a tuple, one entry per feature
 
 
@@ -95,9 +96,20 @@ def _pytorch_fid_features(weights: Path, device) -> FeatureFn:
 
     seed_torch_hub_cache(weights, "pytorch-fid")
     model = lib.InceptionV3([lib.InceptionV3.BLOCK_INDEX_BY_DIM[2048]])
-    model.to(device, memory_format=torch.channels_last).eval()  # as torch-fidelity's, above
+    _fuse_batchnorm(model.eval()).to(device, memory_format=torch.channels_last)  # as torch-fidelity's, above
     # forward returns a list of (B, 2048, 1, 1) maps, one per requested block.
     return lambda images: model(images.float() / 255.0)[0].flatten(1)
+
+
+def _fuse_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """Fold each eval-mode BatchNorm into the convolution before it, in every block of the form
+    conv -> bn (both engines' BasicConv2d): the same network up to rounding (2e-6 relative on the
+    features), 10-13% faster on a CPU. ``model`` must be in eval mode; it is changed in place."""
+    for block in model.modules():
+        conv, bn = getattr(block, "conv", None), getattr(block, "bn", None)
+        if isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d):
+            block.conv, block.bn = fuse_conv_bn_eval(conv, bn), torch.nn.Identity()
+    return model
 
 
 def _as_rgb_uint8(images: torch.Tensor) -> torch.Tensor:
