@@ -2,6 +2,8 @@
 waiting on another process, the services."""
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import os
 import time
@@ -151,3 +153,16 @@ def classifier_frechet_distance(fake: torch.Tensor, real: torch.Tensor, classifi
     vaes.evaluate's cfd_* metrics compute it."""
     return frechet_distance(*feature_statistics(classifier_features(fake, classifier)),
                             *feature_statistics(classifier_features(real, classifier)))
+
+
+def exit_outcome(call) -> tuple[int, str]:
+    """(exit status, stderr) of an entry point called in-process, as a shell would see them:
+    SystemExit's code is the status (None 0, a message 1); any other exception escapes and fails
+    the test with its traceback."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = call()
+        except SystemExit as e:
+            code = 0 if e.code is None else e.code if isinstance(e.code, int) else 1
+    return code, err.getvalue()

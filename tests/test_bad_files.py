@@ -3,9 +3,7 @@ objects: a one-paragraph error naming the file and the fix, never a traceback; a
 is computed again."""
 from __future__ import annotations
 
-import contextlib
 import gzip
-import io
 import json
 import pickle
 import shutil
@@ -19,7 +17,7 @@ import torch
 from benchmarks import report, speed, speed_suite
 from benchmarks.run import main
 from benchmarks.suite import load_suite
-from tests.conftest import REPO, digit_images, digits
+from tests.conftest import REPO, digit_images, digits, exit_outcome
 from tests.test_fid import KEY, StandIn
 from sweeps import run as sweeps_run
 from vaes import balance, evaluate, export, sample
@@ -186,15 +184,6 @@ def test_damaged_classifier_cache_is_trained_again(tmp_path):
 
 
 # ---- every input a clear answer: the examples of the files a user damages or mistypes ----------
-def _status(call) -> tuple[int, str]:
-    """(exit status, stderr) of an entry point; any other exception fails the test."""
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            code = call()
-        except SystemExit as e:
-            code = e.code
-    return code, err.getvalue()
 
 
 SUITE_HEAD = 'name = "t"\ndataset = "digits"\n'
@@ -219,7 +208,7 @@ ROW = '[[runs]]\nlabel = "a"\nvariant = "beta"\n'
 def test_a_suite_file_with_an_error_runs_nothing(tmp_path, body, needle):
     path = tmp_path / "t.toml"
     path.write_text(SUITE_HEAD + body)
-    code, err = _status(lambda: main(["--suite", str(path), "--out", str(tmp_path / "out")]))
+    code, err = exit_outcome(lambda: main(["--suite", str(path), "--out", str(tmp_path / "out")]))
     assert code == 2 and f"suite {path}" in err and needle in err, err
     assert not (tmp_path / "out").exists()
 
@@ -228,10 +217,10 @@ def test_a_suite_file_with_an_error_runs_nothing(tmp_path, body, needle):
     (["two_stage=maybe"], "two_stage='maybe': expected a boolean"), (["lr=nan"], "lr=nan: expected a finite"),
     (["variant=beta", "beta=nan"], "beta=nan: expected a finite"), (["lr=inf"], "lr=inf"), (["seed=-1"], "seed must be >= 0")])
 def test_key_value_and_set_refuse_what_a_suite_refuses(argv, needle):
-    code, err = _status(lambda: vaes_train.main(argv, validate_only=True))
+    code, err = exit_outcome(lambda: vaes_train.main(argv, validate_only=True))
     assert code == 2 and needle in err, err
     if argv[0] != "variant=beta":
-        code, err = _status(lambda: main(["--suite", "quick", "--set", *argv], validate_only=True))
+        code, err = exit_outcome(lambda: main(["--suite", "quick", "--set", *argv], validate_only=True))
         assert code == 2 and needle.split(":")[0].split(" ")[0] in err, err
 
 
@@ -256,9 +245,9 @@ def test_a_truncated_model_is_refused_by_name(finished_run, tmp_path):
     shutil.copytree(finished_run, run_dir)
     model = run_dir / "model.pt"
     model.write_bytes(model.read_bytes()[:3000])
-    code, err = _status(lambda: sample.main([str(run_dir), f"out={tmp_path / 'g.png'}"]))
+    code, err = exit_outcome(lambda: sample.main([str(run_dir), f"out={tmp_path / 'g.png'}"]))
     assert code == 2 and f"{model} is damaged" in err and not (tmp_path / "g.png").exists()
-    code, err = _status(lambda: export.main([str(run_dir), str(tmp_path / "exp")]))
+    code, err = exit_outcome(lambda: export.main([str(run_dir), str(tmp_path / "exp")]))
     assert code == 2 and f"{model} is damaged" in err and not (tmp_path / "exp").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no staging folder left either
 
@@ -267,7 +256,7 @@ def test_a_truncated_model_given_to_evaluate_is_refused_by_name(finished_run, tm
     run_dir = tmp_path / "run"
     shutil.copytree(finished_run, run_dir)
     (run_dir / "model.pt").write_bytes((run_dir / "model.pt").read_bytes()[:3000])
-    code, err = _status(lambda: evaluate.main([str(run_dir), "fid=false"]))
+    code, err = exit_outcome(lambda: evaluate.main([str(run_dir), "fid=false"]))
     assert code == 2 and "model.pt" in err
 
 
@@ -276,11 +265,11 @@ def test_a_record_whose_metrics_are_not_a_mapping_is_refused_by_name(tmp_path):
     path.parent.mkdir(parents=True)
     rec = json.loads(next((REPO / "results" / "quick" / "runs").glob("beta-s0-*/record.json")).read_text())
     path.write_text(json.dumps({**rec, "metrics": [1, 2]}))
-    code, err = _status(lambda: report.main(["--suite", "quick", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "rep")]))
+    code, err = exit_outcome(lambda: report.main(["--suite", "quick", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "rep")]))
     assert code == 2 and f"{path}: its 'metrics' is [1, 2], not an object" in err
     assert not (tmp_path / "rep").exists()
     path.write_text(json.dumps({**rec, "history": [{"epoch": "one"}]}))
-    code, err = _status(lambda: balance.main(["--run", str(path.parent)]))
+    code, err = exit_outcome(lambda: balance.main(["--run", str(path.parent)]))
     assert code == 2 and f"{path}: its history epoch 1" in err
 
 
@@ -292,7 +281,7 @@ def test_a_damaged_study_journal_is_refused_by_name(tmp_path, content, needle):
     out = tmp_path / "sweep"
     out.mkdir()
     (out / "study.journal").write_bytes(content)
-    code, err = _status(lambda: sweeps_run.main(["--study", "smoke", "--trials", "1", "--cluster", "debug",
+    code, err = exit_outcome(lambda: sweeps_run.main(["--study", "smoke", "--trials", "1", "--cluster", "debug",
                                                  "--out", str(out)]))
     assert code == 2 and f"the study journal {out / 'study.journal'}" in err and needle in err, err
     assert [p.name for p in out.iterdir()] == ["study.journal"]  # nothing written beside it
@@ -300,9 +289,9 @@ def test_a_damaged_study_journal_is_refused_by_name(tmp_path, content, needle):
 
 def test_output_paths_that_cannot_be_made_are_refused_before_anything_is_written(tmp_path):
     (tmp_path / "file").write_text("x")
-    code, err = _status(lambda: main(["--suite", "quick", "--out", str(tmp_path / "file" / "out")]))
+    code, err = exit_outcome(lambda: main(["--suite", "quick", "--out", str(tmp_path / "file" / "out")]))
     assert code == 2 and "is a file, not a folder" in err
-    code, err = _status(lambda: sweeps_run.main(["--study", "smoke", "--trials", "1", "--cluster", "debug", "--out",
+    code, err = exit_outcome(lambda: sweeps_run.main(["--study", "smoke", "--trials", "1", "--cluster", "debug", "--out",
                                                  str(tmp_path / "sw"), "--storage", str(tmp_path)]))
     assert code == 2 and f"--storage {str(tmp_path)!r} is a folder" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
@@ -310,7 +299,7 @@ def test_output_paths_that_cannot_be_made_are_refused_before_anything_is_written
 
 @pytest.mark.parametrize("argv", [["--gamma", "1e300"], ["--beta", "1e308"], ["--gamma", "1e200", "--kl-weight", "1e300"]])
 def test_balance_refuses_a_weight_beyond_a_float(argv):
-    code, err = _status(lambda: balance.main(argv))
+    code, err = exit_outcome(lambda: balance.main(argv))
     assert code == 2 and "beyond a float's range" in err
 
 
@@ -319,11 +308,11 @@ def test_no_speed_figure_from_a_failed_command(tmp_path, monkeypatch):
     suite.write_text(SUITE_HEAD + "[config]\nepochs = 1\nfid = false\n" + ROW)
     common = ["--dataset", "digits", "--device", "cpu", "--n-train", "100", "--parts", "suite", "--suite", str(suite),
               "--suite-seeds", "1", "--jobs", "1", "--out", str(tmp_path / "speed")]
-    code, err = _status(lambda: speed.main([*common, "--suite-set", "two_stage=maybe"]))  # refused by benchmarks.run
+    code, err = exit_outcome(lambda: speed.main([*common, "--suite-set", "two_stage=maybe"]))  # refused by benchmarks.run
     assert code == 2 and "two_stage='maybe'" in err
     failed = subprocess.CompletedProcess([], 1, "", "a run failed")
     monkeypatch.setattr(speed_suite.subprocess, "run", lambda *a, **k: failed)
-    code, err = _status(lambda: speed.main(common))
+    code, err = exit_outcome(lambda: speed.main(common))
     assert code == 1 and "exit status 1" in err and "no speed figure is saved" in err
     assert not (tmp_path / "speed").exists()
 
@@ -334,5 +323,5 @@ def test_an_unanticipated_error_stays_a_traceback():
             raise error
         with pytest.raises(type(error)):
             entry_point(failing)()
-    code, err = _status(lambda: entry_point(lambda: open("/nonexistent/folder/file"))())
+    code, err = exit_outcome(lambda: entry_point(lambda: open("/nonexistent/folder/file"))())
     assert code == 2 and "/nonexistent/folder/file: it does not exist" in err

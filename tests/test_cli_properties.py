@@ -4,9 +4,7 @@ validate-only path (nothing trained, nothing written); each is accepted (0) or r
 exit status 2 and an 'error' message, never a traceback."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,6 +17,7 @@ from vaes import evaluate, sample
 from vaes import train as vaes_train
 from vaes.config import TrainConfig
 from vaes.registry import list_variants, variant_options
+from tests.conftest import exit_outcome
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 JUNK = st.sampled_from(["", "0", "-1", "1", "2", "3.5", "-0.0", "1e309", "nan", "inf", "true", "none", "x",
@@ -27,19 +26,10 @@ VALUES = st.one_of(JUNK, st.integers(-5, 10**6).map(str), st.floats(allow_nan=Tr
                    st.text(max_size=6))
 
 
-def _outcome(call) -> tuple[int, str]:
-    """(exit status, stderr) of a validate-only call; argparse's SystemExit is its status."""
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            code = call()
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 2
-    return code, err.getvalue()
 
 
 def _check(call) -> None:
-    code, err = _outcome(call)  # any other exception escapes and fails the test with its traceback
+    code, err = exit_outcome(call)  # any other exception escapes and fails the test with its traceback
     assert code in (0, 2), (code, err)
     if code == 2:
         assert "error" in err and "Traceback" not in err, err
@@ -132,10 +122,10 @@ def test_sweeps_run(argv):
     (["--suite", "quick", "--epochs-scale", "-1"], "--epochs-scale"),
     (["--suite", "quick", "--cluster", "slurm", "--workers", "0"], "--workers")])
 def test_the_issue_cases_of_benchmarks_run_are_refused(argv, needle):
-    code, err = _outcome(lambda: bench_run.main(argv, validate_only=True))
+    code, err = exit_outcome(lambda: bench_run.main(argv, validate_only=True))
     assert code == 2 and needle in err
 
 
 def test_zero_trials_is_refused_by_name():
-    code, err = _outcome(lambda: sweeps_run.main(["--study", "smoke", "--trials", "0"], validate_only=True))
+    code, err = exit_outcome(lambda: sweeps_run.main(["--study", "smoke", "--trials", "0"], validate_only=True))
     assert code == 2 and "--trials" in err and "'0'" in err

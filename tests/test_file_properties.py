@@ -5,9 +5,7 @@ refused with exit status 2 and a message naming the file, never a traceback, and
 on a value of the wrong type."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import json
 import math
 import shutil
@@ -22,7 +20,7 @@ from benchmarks import run as bench_run
 from benchmarks.reporting.frames import read_runs
 from sweeps import run as sweeps_run
 from sweeps.storage import make_storage
-from tests.conftest import REPO
+from tests.conftest import REPO, exit_outcome
 from vaes import balance, sample
 from vaes import train as vaes_train
 from vaes.config import TrainConfig, _hints, typed
@@ -34,16 +32,6 @@ OPTIONS = sorted({f.name for v in list_variants() for f in dataclasses.fields(va
 RECORD = next((REPO / "results" / "quick" / "runs").glob("balanced-s0-*/record.json"))
 
 
-def outcome(call) -> tuple[int, str]:
-    """(exit status, stderr) of an entry point; argparse's SystemExit is its status, and any
-    other exception escapes and fails the test with its traceback."""
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            code = call()
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 2
-    return code, err.getvalue()
 
 
 def refused_naming(code: int, err: str, *names) -> bool:
@@ -111,7 +99,7 @@ def test_suite_files_are_run_or_refused_by_name(tmp_path, drawn):
     text, values = drawn
     path = tmp_path / "suite.toml"
     path.write_text(text)
-    code, err = outcome(lambda: bench_run.main(["--suite", str(path), "--out", str(tmp_path / "out")], validate_only=True))
+    code, err = exit_outcome(lambda: bench_run.main(["--suite", str(path), "--out", str(tmp_path / "out")], validate_only=True))
     if not refused_naming(code, err, path, "data_root"):
         assert not any(mistyped(k, v) for k, v in values), (text, err)  # nonsense never exits 0
     assert not (tmp_path / "out").exists()  # validation writes nothing
@@ -164,11 +152,11 @@ def test_damaged_records_are_reported_or_refused_by_name(tmp_path, damage):
     run_dir = tmp_path / "runs" / "r"
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "record.json").write_bytes(damaged(damage))
-    code, err = outcome(lambda: report.main(["--suite", "quick", "--runs", str(tmp_path / "runs"),
+    code, err = exit_outcome(lambda: report.main(["--suite", "quick", "--runs", str(tmp_path / "runs"),
                                              "--out", str(tmp_path / "rep")], validate_only=True))
     if not refused_naming(code, err, run_dir / "record.json"):
         read_runs(tmp_path / "runs")  # what the report accepts, its frames read
-    code, err = outcome(lambda: balance.main(["--run", str(run_dir)]))
+    code, err = exit_outcome(lambda: balance.main(["--run", str(run_dir)]))
     refused_naming(code, err, run_dir / "record.json")
 
 
@@ -210,7 +198,7 @@ def test_damaged_journals_are_resumed_or_refused_by_name(tmp_path_factory, data)
         GOOD_JOURNAL.append(_journal(tmp_path_factory.mktemp("journal")))
     out = tmp_path_factory.mktemp("sweep")
     (out / "study.journal").write_bytes(data.draw(damaged_journals(GOOD_JOURNAL[0])))
-    code, err = outcome(lambda: sweeps_run.main(["--study", "smoke", "--trials", "1", "--out", str(out)],
+    code, err = exit_outcome(lambda: sweeps_run.main(["--study", "smoke", "--trials", "1", "--out", str(out)],
                                                 validate_only=True))
     assert sorted(p.name for p in out.iterdir()) == ["study.journal"]  # nothing else written
     if not refused_naming(code, err, out / "study.journal"):  # then the study resumes from it, as run_study does
@@ -241,7 +229,7 @@ def test_output_paths_under_files_are_refused_before_anything_is_written(tmp_pat
     (root / "dir").mkdir(parents=True)
     (root / "file").write_text("a file")
     out = root.joinpath(*parts)
-    code, err = outcome(_commands(str(out))[which])
+    code, err = exit_outcome(_commands(str(out))[which])
     under_a_file = any(p.is_file() for p in out.parents)
     if under_a_file:  # refused, naming the path (sample names a non-PNG before it looks at the folder)
         assert code == 2 and str(out) in err and "Traceback" not in err, (out, code, err)

@@ -356,8 +356,7 @@ def _fixed(shape: tuple[int, int, int]) -> Callable[[int | None], tuple[int, int
 
 
 # The paper's protocols: CIFAR-10 and CelebA follow Asperti & Trentin's code.
-# digits: 1,500 steps (at 600 the balanced gamma was still 1.17 x sqrt(MSE), at 1,500 1.02); the
-# second stage twice that, the paper's ratio (at 1,500 its samples' KID was 0.031 against 0.023)
+# digits: 1,500 steps (at 600 the balanced gamma was 1.17 sqrt(MSE)), stage 2 twice: the paper's ratio
 register_dataset(DatasetSpec("digits", load_digits_data, Protocol(epochs=100, lr=1e-3, lr_halve_every=0, stage2_epochs=200,
                                                                  eval_images=300, fid_images=50, inception_sets="headline",
                                                                  stage2_width=128),
