@@ -26,8 +26,6 @@ VALUES = st.one_of(JUNK, st.integers(-5, 10**6).map(str), st.floats(allow_nan=Tr
                    st.text(max_size=6))
 
 
-
-
 def _check(call) -> None:
     code, err = exit_outcome(call)  # any other exception escapes and fails the test with its traceback
     assert code in (0, 2), (code, err)

@@ -32,8 +32,6 @@ OPTIONS = sorted({f.name for v in list_variants() for f in dataclasses.fields(va
 RECORD = next((REPO / "results" / "quick" / "runs").glob("balanced-s0-*/record.json"))
 
 
-
-
 def refused_naming(code: int, err: str, *names) -> bool:
     assert code in (0, 2), (code, err)
     if code == 2:
