@@ -174,12 +174,13 @@ def load_or_train_classifier(images: torch.Tensor, labels: torch.Tensor, *, data
                              seed: int = 0, epochs: int | None = None, device="cpu") -> DataClassifier:
     """The classifier of ``dataset``: loaded from ``cache_dir`` if trained before, else trained and saved.
 
-    The cache key is the data set's name, image shape, number of images, seed, epochs and
+    The cache key is the data set's name, image shape, number of images, seed, epochs, torch's
+    threads (its weights differ in their last bits at another count, and so would every CFD) and
     CLASSIFIER_VERSION; the file is written atomically.
     """
     _check_images(images)
     key = {"dataset": dataset, "shape": list(images.shape[1:]), "n": int(images.shape[0]),
-           "seed": seed, "epochs": epochs, "version": CLASSIFIER_VERSION}
+           "seed": seed, "epochs": epochs, "threads": torch.get_num_threads(), "version": CLASSIFIER_VERSION}
     path = classifier_cache_path(key, default_cache_dir() if cache_dir is None else cache_dir)
 
     def save(path: Path, model: DataClassifier) -> None:

@@ -47,6 +47,7 @@ from vaes.records import atomic_path, cache_root
 # Fields a reference key must name so that two cached statistics are never confused.
 REFERENCE_KEY_FIELDS = ("dataset", "split", "n")
 
+EXTRACTOR = "channels_last, batchnorm folded"  # how the engines' networks run here (_fuse_batchnorm)
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]  # uint8 (B, 3, H, W) -> (B, 2048) float
 
 
@@ -169,7 +170,10 @@ def full_reference_key(key: dict, engine: str, extractor: torch.nn.Module | None
     spec = engine_spec(engine)
     # A stand-in extractor gets its own version so its statistics never pass for Inception's.
     version = spec.version if extractor is None else f"stand-in {type(extractor).__qualname__}"
-    full = {**key, "engine": spec.name, "engine_version": version, "resize": spec.resize}
+    # the network as vaebench runs it (channels_last, BatchNorm folded) and torch's threads: either
+    # moves the features in their last bits, and a cached reference must equal a fresh one
+    full = {**key, "engine": spec.name, "engine_version": version, "resize": spec.resize,
+            "extractor": EXTRACTOR, "threads": torch.get_num_threads()}
     if weights is not None:  # statistics under other weights are other statistics
         full["weights"] = weights
     return full
