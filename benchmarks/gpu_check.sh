@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 22's measurement on a lent GPU machine, one command of under 5 minutes:
+# The GPU measurement (speed, bf16, a suite, the CUDA tests), one command of under 5 minutes:
 #
 #   benchmarks/gpu_check.sh OUT [--tiny] [--wheels DIR]
 #

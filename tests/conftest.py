@@ -34,7 +34,7 @@ SHARED_DATA = Path(os.environ.get("VAEBENCH_SHARED_DATA", REPO.parent / "shared"
 
 @pytest.fixture
 def mnist_root() -> Path:
-    """Folder holding the real MNIST t10k files (../shared/data), or skip."""
+    """Folder holding the real MNIST t10k files ($VAEBENCH_SHARED_DATA, else shared/data beside the repository), or skip."""
     if not (SHARED_DATA / "mnist" / "t10k-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"real MNIST test files not found under {SHARED_DATA}/mnist "
                     "(set VAEBENCH_SHARED_DATA to the folder that holds mnist/)")

@@ -1,4 +1,4 @@
-"""Property-based tests of every entry point's parsing (issue 19): argument lists built from the
+"""Property-based tests of every entry point's parsing: argument lists built from the
 real keys and flags, with values of every type and junk, go through the REAL parser's
 validate-only path (nothing trained, nothing written); each is accepted (0) or refused with
 exit status 2 and an 'error' message, never a traceback."""

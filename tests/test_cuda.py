@@ -1,4 +1,4 @@
-"""Correctness on CUDA (issue 22), run by benchmarks/gpu_check.sh on a lent GPU; skipped without one.
+"""Correctness on CUDA, run by benchmarks/gpu_check.sh on a GPU machine; skipped without one.
 
 TF32: every comparison runs at torch's defaults, which benchmarks.speed records: cuDNN
 convolutions in TF32 (torch.backends.cudnn.allow_tf32 = True), matrix products in fp32

@@ -1,4 +1,4 @@
-"""Evaluation defaults that fit the data (issue 20): image counts come from the data set's
+"""Evaluation defaults that fit the data: image counts come from the data set's
 protocol, suites that set them keep theirs, and a record with a removed key is refused by name."""
 from __future__ import annotations
 

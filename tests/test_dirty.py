@@ -1,4 +1,4 @@
-"""Committed results come from committed code (issue 19): '+dirty' ignores results/ and runs/,
+"""Committed results come from committed code: '+dirty' ignores results/ and runs/,
 and writing into results/ from a tree with other uncommitted changes is refused unless
 --allow-dirty. Checked on a real temporary git repository (no mock of git)."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A run folder answers for one run only (issue 19): a run's identity is what changes its
+"""A run folder answers for one run only: a run's identity is what changes its
 trained weights (vaes.config.identity); another run in the same out= is refused with exit
 status 2 and nothing written; other evaluation settings re-evaluate the same run."""
 from __future__ import annotations

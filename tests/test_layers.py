@@ -126,7 +126,7 @@ def test_imports_inside_functions_say_why():
     assert not silent, "imports inside functions without a reason beside them:\n" + "\n".join(silent)
 
 
-# ---- size limits (issue 20): a module a reader takes in at once, a function that fits a screen or two
+# ---- size limits: a module a reader takes in at once, a function that fits a screen or two
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 100
 MAX_NOQA = 5  # suppressions in the product; each says why on its line

@@ -418,14 +418,14 @@ def test_a_label_with_line_breaks_stays_one_latex_row(cfd_suite):
     assert {"low mse now", "high mse", "high mse (2-stage)"} <= set(rows)
 
 
-# ----------------------------------------------------------------------------- the metrics of issue 18
+# ----------------------------------------------------------------------------- the metrics per image set
 
 SETS = ("samples", "stage2", "stage2_ancestral", "recon", "recon_sample",
         "samples_renorm", "stage2_renorm", "recon_renorm")
 
 
 def _new_metrics(base: float, seed: int) -> dict:
-    """Every agreed key of issue 18; set i's KID is base + i/100 + seed/1000, so a cell names its set."""
+    """Every metric key of every image set; set i's KID is base + i/100 + seed/1000, so a cell names its set."""
     m = {"recon_mse": 0.01 * base, "psnr": 20.0 / base, "kl": 10.0, "neg_elbo": 100.0 * base,
          "iw_nll": 95.0 * base, "iw_bpd": 1.5 * base, "iw_k": 100, "cfd_samples": 5.0 * base,
          "ckid_samples": {"value": 0.5 * base, "std": 0.01, "subset_size": 50, "subsets": 100, "n_images": 100},
