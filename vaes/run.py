@@ -113,7 +113,7 @@ def _train_and_evaluate(cfg: TrainConfig, folder: RunFolder, record: Record, dat
     record.data = {"name": data.name, "shape": list(data.shape), "n_train": len(train_x),
                    "n_heldout": len(data.test), "note": data.note}
     device = pick_device(cfg.device)
-    record.timings = {**(record.timings or {}), "threads": use_threads(cfg)}
+    record.timings = {"threads": use_threads(cfg)}  # a new record: the first of its timings
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, data.shape).to(device)
     record.n_params = count_parameters(model)

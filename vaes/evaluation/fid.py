@@ -292,8 +292,8 @@ def _features_in_one_pass(fakes: dict[str, torch.Tensor], feature_fn: FeatureFn,
     if len({tuple(images.shape[1:]) for images in fakes.values()}) > 1:  # mixed shapes: set by set
         return {name: extract_features(images, feature_fn, device=device, batch_size=batch_size,
                                        progress=progress, desc=f"FID {name}") for name, images in fakes.items()}
-    if any(n == 0 for n in sizes.values()) or not sizes:
-        raise ValueError(f"FID needs at least 2 images in every set, got {sizes}")
+    if not fakes:
+        return {}
     features = extract_features(torch.cat(list(fakes.values())), feature_fn, device=device,
                                 batch_size=batch_size, progress=progress, desc=f"FID {len(fakes)} sets")
     bounds = np.cumsum([0, *sizes.values()])
