@@ -40,6 +40,7 @@ from sweeps.storage import STORAGE_ENV, StorageError, make_storage
 from sweeps.studies import FALLBACK_METRIC, QUALITY_METRICS, Study, get_study
 from vaes.build import resolve
 from vaes.config import TrainConfig, run_id
+from vaes.evaluation.catalog import value
 from vaes.records import Record
 from vaes.run import DataCache, run
 from vaes.store import RunFolder, run_folder
@@ -103,13 +104,6 @@ class SweepSpec:
                                "must pass the environment on (sbatch --export=ALL, SLURM's default)")
         return url
 
-
-def metric_value(metrics: dict, name: str) -> float | None:
-    """A record metric as a float ({'value': v} dicts unwrapped); None when absent or None."""
-    v = (metrics or {}).get(name)
-    if isinstance(v, dict):
-        v = v.get("value")
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
 class TrialContext:
@@ -233,7 +227,7 @@ class TrialContext:
     # -- objective values
     def metric(self, trial: optuna.Trial, rec: Record, name: str) -> float:
         """Metric ``name`` of a finished record; the trial fails when it is absent or not finite."""
-        v = metric_value(rec.metrics or {}, name)
+        v = value(rec.metrics or {}, name)
         if v is None or not math.isfinite(v):
             reason = f"the record has no finite {name!r} (metrics: {sorted(rec.metrics or {})})"
             self._fail(trial, "error", reason)
@@ -246,7 +240,7 @@ class TrialContext:
         name = self.study.user_attrs.get("objective_metric")
         if name is None:
             metrics = rec.metrics or {}
-            name = next((m for m in QUALITY_METRICS if metric_value(metrics, m) is not None), FALLBACK_METRIC)
+            name = next((m for m in QUALITY_METRICS if value(metrics, m) is not None), FALLBACK_METRIC)
             self.study.set_user_attr("objective_metric", name)
         if name == FALLBACK_METRIC and not self._warned:
             self._warned = True

@@ -117,5 +117,5 @@ def test_a_shortened_real_protocol_run_writes_its_record_and_tables(tmp_path):
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     (rec,) = [json.loads(p.read_text()) for p in (out / "runs").glob("*/record.json")]
     assert rec["status"] == "finished" and rec["device"].startswith("cuda") and rec["stage2"]
-    assert len(rec["history"]) == 6 and math.isfinite(rec["metrics"]["neg_elbo"])
+    assert len(rec["history"]) == 6 and math.isfinite(rec["metrics"]["neg_elbo"]["value"])
     assert (out / "table.md").is_file()

@@ -39,22 +39,22 @@ def two_stage_run(tmp_path_factory):
 def test_record_has_every_metric_and_a_real_fid_with_its_weights(two_stage_run):
     cfg, rec, out = two_stage_run
     assert rec.status == "finished", rec.reason
-    m = rec.metrics
+    m, setup = rec.metrics, rec.evaluations
     for k in ("recon_mse", "psnr", "kl", "neg_elbo", "active_units", "gamma",
-              "cfd_samples", "cfd_stage2", "cfd_recon", "classifier_accuracy",
-              "cfd_stage2_ancestral", "cfd_recon_sample"):
-        assert m[k] is not None, k
+              "cfd_samples", "cfd_stage2", "cfd_recon", "cfd_stage2_ancestral", "cfd_recon_sample"):
+        assert m[k]["value"] is not None, k
+    inception = setup["inception"]  # written once, for every set it scored
+    assert inception["reference"]["n"] == 40 and inception["engine"] == "torch-fidelity"
+    assert inception["weights"]["source"] == inception_weights.PROVENANCE and len(inception["weights"]["sha256"]) == 64
     for k in ("fid_samples", "fid_stage2", "fid_recon"):  # the headline sets: on Inception
-        assert m[k]["value"] > 0, k
-        assert m[k]["n_images"] == 40 and m[k]["reference"]["n"] == 40 and m[k]["engine"] == "torch-fidelity"
-        assert m[k]["weights"]["source"] == inception_weights.PROVENANCE and len(m[k]["weights"]["sha256"]) == 64
+        assert m[k]["value"] > 0 and m[k]["n_images"] == 40 and m[k]["evaluation"] == "inception", k
     # on digits the auxiliary sets are scored by the classifier only (Inception costs ~100x more)
     for k in ("stage2_ancestral", "recon_sample", "recon_renorm"):
-        assert f"fid_{k}" not in m and f"kid_{k}" not in m and m[f"cfd_{k}"] is not None, k
+        assert f"fid_{k}" not in m and f"kid_{k}" not in m and m[f"cfd_{k}"]["value"] is not None, k
     # reconstructions are closer to the held-out images than samples, in Inception space too
     assert m["fid_recon"]["value"] < m["fid_samples"]["value"]
-    assert m["classifier_accuracy"][0] > 0.9
-    assert 0 <= m["active_units"] <= 16 and m["psnr"] > 10
+    assert setup["classifier"]["accuracy"][0] > 0.9 and setup["classifier"]["reference"]["n"] == 297  # all of digits' held-out
+    assert 0 <= m["active_units"]["value"] <= 16 and m["psnr"]["value"] > 10
     for grid in ("samples.png", "samples_stage2.png", "reconstructions.png"):
         assert (out / grid).stat().st_size > 500
 
@@ -85,7 +85,7 @@ def test_samples_of_both_stages_have_the_right_shape_and_beat_noise(two_stage_ru
     d_noise = classifier_frechet_distance(noise, data.test, clf)
     assert classifier_frechet_distance(s2, data.test, clf) < d_noise
     assert classifier_frechet_distance(s1, data.test, clf) < d_noise
-    assert rec.metrics["cfd_recon"] < rec.metrics["cfd_samples"]  # reconstructions are closest
+    assert rec.metrics["cfd_recon"]["value"] < rec.metrics["cfd_samples"]["value"]  # reconstructions are closest
 
 
 def test_evaluate_cli_re_evaluates_and_updates_the_record(two_stage_run, tmp_path):
@@ -95,7 +95,8 @@ def test_evaluate_cli_re_evaluates_and_updates_the_record(two_stage_run, tmp_pat
     assert res.returncode == 0, res.stderr
     new = json.loads((out / "record.json").read_text())
     assert new["config"]["eval_images"] == 200 and "fid_samples" not in new["metrics"]
-    assert new["metrics"]["recon_mse"] == pytest.approx(rec.metrics["recon_mse"])
+    assert new["metrics"]["recon_mse"]["value"] == pytest.approx(rec.metrics["recon_mse"]["value"])
+    assert new["format"] == 2 and "inception" not in new["evaluations"] and new["evaluations"]["classifier"]
     bad = subprocess.run([sys.executable, "-m", "vaes.evaluate", str(out), "epochs=3"],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "only evaluation settings" in bad.stderr

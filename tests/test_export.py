@@ -15,6 +15,7 @@ from PIL import Image
 from vaes.config import TrainConfig
 from vaes.export import main, model_index, to_yaml
 from vaes.load import RunNotLoadable, load_run
+from vaes.records import Record
 from vaes.run import run
 
 
@@ -78,18 +79,19 @@ def test_model_card_front_matter_is_the_hubs(exported):
     assert result["task"]["type"] == "unconditional-image-generation" and result["dataset"]["type"] == "digits"
     mse = next(m for m in result["metrics"] if m["type"] == "mse")
     rec = json.loads((exported / "record.json").read_text())
-    assert mse["value"] == pytest.approx(rec["metrics"]["recon_mse"]) and "50 held-out images" in mse["name"]
+    n_heldout = rec["evaluations"]["heldout"]["n_images"]
+    assert mse["value"] == pytest.approx(rec["metrics"]["recon_mse"]["value"]) and f"{n_heldout} held-out images" in mse["name"]
     hub = pytest.importorskip("huggingface_hub")
     card = hub.ModelCard.load(exported / "README.md")  # the Hub's own parser (no network for a path)
     assert card.data.library_name == "vaebench" and any(r.metric_type == "mse" for r in card.data.eval_results)
 
 
 def test_fid_metrics_name_their_protocol():
-    rec = type("R", (), {"config": {"dataset": "cifar10", "eval_images": 1000}, "metrics": {
+    rec = Record.from_json({"config": {"dataset": "cifar10", "eval_images": 1000}, "metrics": {
         "fid_stage2": {"value": 71.2, "engine": "torch-fidelity", "engine_version": "0.4.0", "n_images": 10000,
                        "resize": "tf1x-bilinear-299", "reference": {"split": "heldout:test", "n": 10000}},
         "kid_samples": {"value": 0.05, "std": 0.01, "subset_size": 1000, "subsets": 100, "n_images": 10000},
-        "cfd_samples": float("nan")}})()
+        "cfd_samples": float("nan")}})  # an older record's form, migrated on reading
     (entry,) = model_index(rec, "m")
     (result,) = entry["results"]
     fid, kid = result["metrics"]

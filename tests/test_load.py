@@ -82,7 +82,7 @@ def test_load_run_gives_the_trained_models_in_eval_mode(run, run_dir, heldout):
     # the weights are the trained ones: the held-out MSE of the record is reproduced exactly
     rec = json.loads((run_dir / "record.json").read_text())
     assert heldout_metrics(run.model, load_dataset("digits").test)["recon_mse"] == pytest.approx(
-        rec["metrics"]["recon_mse"], rel=1e-6)
+        rec["metrics"]["recon_mse"]["value"], rel=1e-6)
 
 
 @pytest.mark.parametrize("stage,sampler", [(None, "mean"), (1, "mean"), (2, "mean"), (2, "ancestral")])

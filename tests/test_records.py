@@ -28,13 +28,15 @@ def test_each_end_sets_its_status_reason_and_time():
 
 def test_json_round_trip_keeps_fields_and_meta_at_the_top(tmp_path):
     rec = started(suite="quick", label="beta").finish()
-    rec.metrics, rec.history = {"recon_mse": 0.01, "fid_samples": {"value": None, "missing": "no weights"}}, [{"epoch": 1}]
+    rec.set_metrics({"recon_mse": 0.01, "fid_samples": {"value": None, "missing": "no weights", "engine": "pytorch-fid"}})
+    rec.history = [{"epoch": 1}]
     rec.write(tmp_path / "record.json")
     on_disk = json.loads((tmp_path / "record.json").read_text())
     assert on_disk["suite"] == "quick" and on_disk["label"] == "beta" and "meta" not in on_disk
     assert "stage2" not in on_disk and on_disk["reason"] is None  # optional parts absent until set
     back = Record.read(tmp_path / "record.json")
     assert back == rec and back.to_json() == on_disk
+    assert on_disk["evaluations"]["inception"] == {"engine": "pytorch-fid"} and on_disk["format"] == 2
 
 
 def test_unknown_fields_of_another_version_are_kept():

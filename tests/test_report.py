@@ -155,10 +155,14 @@ def test_frames_of_real_runs(real_suite):
 
 
 def test_fid_dicts_flatten_to_value_and_setup(fid_suite):
+    """An FID becomes its value and image count; its setup, the run's Inception evaluation's, one
+    set of columns per run."""
     df = read_runs(fid_suite).frame.set_index("label")
     assert df.loc["with_fid", "fid_samples"] == 40.0
-    assert df.loc["with_fid", "fid_samples_engine_version"] == "0.3.0"
-    assert df.loc["with_fid", "fid_samples_reference_n"] == 10000
+    assert df.loc["with_fid", "inception_engine_version"] == "0.3.0"
+    assert df.loc["with_fid", "inception_reference_n"] == 10000
+    assert not any(c.startswith("fid_samples_") and c not in ("fid_samples_n_images", "fid_samples_missing")
+                   for c in df.columns)
     assert df.loc["no_fid", "fid_samples"] != df.loc["no_fid", "fid_samples"]  # NaN
     assert df.loc["no_fid", "fid_samples_missing"].startswith("Inception weights")
 
@@ -480,7 +484,7 @@ def test_new_metrics_columns_and_caption(new_suite, tmp_path):
         assert text in caption, text
     written = write_report(new_suite, tmp_path, {"name": "new"})
     csv = written.files["runs.csv"].read_text().splitlines()[0]
-    assert all(c in csv for c in ("cprc_samples_recall", "kid_recon_sample", "prc_recon_precision", "iw_k"))
+    assert all(c in csv for c in ("cprc_samples_recall", "kid_recon_sample", "prc_recon_precision", "likelihood_k"))
     tex = written.files["table.tex"].read_text()
     assert "CKID$^\\dagger$" in tex and "$-$ELBO" in tex
     for name in ("metrics.png", "tradeoff.png"):  # the figures take the new keys
@@ -509,9 +513,9 @@ def test_kid_caption_keeps_each_metrics_own_subsets_apart():
     # Inception's KID runs on FID's count, the classifier's CKID on eval_images: one list mixing
     # the two ("subsets of 148, 25 of the 2000, 297, 50 images") told a reader nothing
     df = pd.DataFrame({"status": ["finished", "finished", "failed"],
-                       "kid_samples_subsets": [100, 100, 100], "kid_samples_subset_size": [25, 25, 7],
+                       "inception_kid_subsets": [100, 100, 100], "kid_samples_subset_size": [25, 25, 7],
                        "kid_samples_n_images": [50, 50, 14],
-                       "ckid_samples_subsets": [100, 100, None], "ckid_samples_subset_size": [1000, 1000, None],
+                       "classifier_kid_subsets": [100, 100, None], "ckid_samples_subset_size": [1000, 1000, None],
                        "ckid_samples_n_images": [2000, 2000, None]})
     assert columns._kid_setup(df, "kid", ["samples"]) == "100 subsets of 25 of the 50 images"
     assert columns._kid_setup(df, "ckid", ["samples"]) == "100 subsets of 1000 of the 2000 images"

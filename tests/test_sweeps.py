@@ -201,7 +201,7 @@ def test_debug_multi_objective_study_writes_pareto_front(tmp_path):
     done = _check_finished_records(study, out, 2)
     assert all(len(t.values) == 2 for t in done)
     rec = json.loads((out / done[0].user_attrs["run_dir"] / "record.json").read_text())
-    assert done[0].values[1] == pytest.approx(rec["metrics"]["recon_mse"])
+    assert done[0].values[1] == pytest.approx(rec["metrics"]["recon_mse"]["value"])
     assert (out / "pareto_front.png").is_file()
 
 

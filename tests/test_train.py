@@ -114,7 +114,7 @@ def test_real_mnist_test_files_train_one_epoch(mnist_root, tmp_path):
     rec = run(TrainConfig(dataset="mnist", data_root=str(mnist_root), data_split="test_only",
                           epochs=1, out=str(tmp_path)))
     assert rec.status == "finished", rec.reason
-    assert rec.data["n_train"] == 8000 and rec.metrics["recon_mse"] < 0.2
+    assert rec.data["n_train"] == 8000 and rec.metrics["recon_mse"]["value"] < 0.2
 
 
 def test_cost_is_in_the_record_and_counted_by_torch(tmp_path):

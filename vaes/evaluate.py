@@ -56,10 +56,10 @@ def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None) -> Rec
                               train_images=data.train[: cfg.n_train or None].to(device), levels=data.levels)
     timings["eval_heldout_seconds"] = time.perf_counter() - t0
     metrics.update(evaluate_models(cfg, model, stage2, data, folder.path, timings=timings))
-    rec.metrics = metrics
     rec.timings = {**(rec.timings or {}), **timings, "eval_seconds": time.perf_counter() - t0,
                    "eval_threads": threads}
     rec.config.update({k: getattr(cfg, k) for k in EVAL_FIELDS})
+    rec.set_metrics(metrics)
     with folder.claim():  # not while another process trains or evaluates the same run
         return folder.write(rec)
 
@@ -96,9 +96,11 @@ def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
         rec = evaluate_run(argv[0], argv[1:])
     except (FileNotFoundError, ValueError, TypeError) as e:
         return refuse(e)
-    for k, v in rec.metrics.items():
-        v = v.get("value") if isinstance(v, dict) else v
-        print(f"{k:<20} {v if v is not None else '-- (missing)'}")
+    for k, entry in rec.metrics.items():
+        for field in ("value", "precision", "recall"):
+            if field in entry:
+                name = k if field == "value" else f"{k} {field}"
+                print(f"{name:<28} {entry[field] if entry[field] is not None else '-- (missing)'}")
     return 0
 
 

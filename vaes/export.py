@@ -30,6 +30,7 @@ from safetensors.torch import save_file
 from torchvision.utils import save_image
 
 from vaes import cli
+from vaes.evaluation.catalog import provenance
 from vaes.load import RunNotLoadable, load_run
 from vaes.records import _umask, versions
 from vaes.store import RunFolder
@@ -59,43 +60,45 @@ class Refused(ValueError):
 def model_index(record, name: str) -> list[dict]:
     """The record's metrics as the Hub's ``model-index``: one result (the task on the data set's
     held-out split) whose metrics each say how they were measured."""
-    cfg, metrics = record.config, record.metrics or {}
-    n_eval = cfg.get("eval_images")
+    cfg, metrics, evaluations = record.config, record.metrics or {}, record.evaluations or {}
     split = "heldout"
     out = []
-    for key, value in metrics.items():
+    for key, entry in metrics.items():
         stem, _, image_set = key.partition("_")
         words = SETS.get(image_set)
-        if isinstance(value, dict) and words and stem in ("fid", "kid", "prc", "cfd", "ckid", "cprc"):
-            ref = value.get("reference") or {}
-            split = ref.get("split", split) if stem == "fid" else split
+        setup = provenance(evaluations, metrics, key)
+        if words and stem in ("fid", "kid", "prc", "cfd", "ckid", "cprc"):
+            split = (setup.get("reference") or {}).get("split", split) if stem == "fid" else split
             space = (f"features of a classifier trained on {cfg.get('dataset')} (not Inception)"
                      if stem.startswith("c") else "Inception features")
-            out += _set_metrics(stem, value, words, ref, space)
-        elif stem == "cfd" and words and _finite(value):
-            out.append({"type": "cfd", "value": value, "name": f"Frechet distance in the features of a classifier "
-                        f"trained on {cfg.get('dataset')} (not FID), {words}"})
-        elif key in SCALARS and _finite(value):
+            out += _set_metrics(stem, entry, words, setup, space)
+        elif key in SCALARS and _finite(entry.get("value")):
             kind, what = SCALARS[key]
-            count = f"{metrics.get('iw_k')} importance samples, " if key.startswith("iw_") else ""
-            out.append({"type": kind, "value": value, "name": f"{what}, {count}{n_eval} held-out images"})
+            count = (f"{setup.get('k')} importance samples, {setup.get('n_images')}" if key.startswith("iw_")
+                     else f"{setup.get('n_images')}")
+            out.append({"type": kind, "value": entry["value"], "name": f"{what}, {count} held-out images"})
     dataset = {"type": str(cfg.get("dataset")), "name": str(cfg.get("dataset")), "split": split}
     return [{"name": name, "results": [{"task": TASK, "dataset": dataset, "metrics": out}] if out else []}]
 
 
-def _set_metrics(stem: str, m: dict, words: str, ref: dict, space: str) -> list[dict]:
-    n = m.get("n_images")
+def _set_metrics(stem: str, m: dict, words: str, setup: dict, space: str) -> list[dict]:
+    """The Hub metrics of one image set's entry ``m``, each naming how it was measured (``setup``:
+    its evaluation's provenance)."""
+    n, ref = m.get("n_images"), setup.get("reference") or {}
     if stem == "fid" and _finite(m.get("value")):
-        return [{"type": "fid", "value": m["value"], "args": {k: m.get(k) for k in ("engine", "engine_version", "resize")},
-                 "name": f"FID, {words}: {m.get('engine')} {m.get('engine_version')}, {n} generated vs "
-                         f"{ref.get('n')} {ref.get('split')} images, {m.get('resize')}"}]
+        return [{"type": "fid", "value": m["value"], "args": {k: setup.get(k) for k in ("engine", "engine_version", "resize")},
+                 "name": f"FID, {words}: {setup.get('engine')} {setup.get('engine_version')}, {n} generated vs "
+                         f"{ref.get('n')} {ref.get('split')} images, {setup.get('resize')}"}]
+    if stem == "cfd" and _finite(m.get("value")):
+        return [{"type": "cfd", "value": m["value"], "name": f"Frechet distance in the {space}, {words}"}]
     if stem in ("kid", "ckid") and _finite(m.get("value")):
+        subsets = setup.get("kid_subsets")
         return [{"type": stem, "value": m["value"], "args": {"std": m.get("std"), "subset_size": m.get("subset_size"),
-                                                            "subsets": m.get("subsets")},
-                 "name": f"{stem.upper()}, {words}: {space}, mean of {m.get('subsets')} subsets of "
+                                                            "subsets": subsets},
+                 "name": f"{stem.upper()}, {words}: {space}, mean of {subsets} subsets of "
                          f"{m.get('subset_size')}, {n} images"}]
     if stem in ("prc", "cprc"):
-        return [{"type": part, "value": m[part], "name": f"{part} (k = {m.get('k')}), {words}: {space}, {n} images"}
+        return [{"type": part, "value": m[part], "name": f"{part} (k = {setup.get('prc_k')}), {words}: {space}, {n} images"}
                 for part in ("precision", "recall") if _finite(m.get(part))]
     return []
 
@@ -193,7 +196,6 @@ def push_refusal(repo_id: str) -> str | None:
     try:
         # optional extra: only --push needs it, and the export itself must work without it
         import huggingface_hub  # the hub extra
-        import huggingface_hub.constants  # the hub extra; a lazy package: its submodule by name
         from huggingface_hub.utils import HFValidationError, validate_repo_id  # the hub extra
     except ImportError:
         return ("--push needs huggingface_hub, which is not installed: pip install 'vaebench[hub]' "
@@ -204,7 +206,8 @@ def push_refusal(repo_id: str) -> str | None:
         return f"--push {repo_id!r}: not a Hub repository id ({e}); give USER/NAME"
     if "/" not in repo_id:
         return f"--push {repo_id!r}: give the full repository id, USER/NAME or ORG/NAME"
-    if os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE") or huggingface_hub.constants.HF_HUB_OFFLINE:
+    # read now, as huggingface_hub reads them (its constant is fixed when the package is first imported)
+    if any(os.environ.get(k, "").upper() in ("1", "ON", "YES", "TRUE") for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
         return (f"--push {repo_id}: HF_HUB_OFFLINE is set, so no connection to the Hub is allowed; unset it to "
                 "push, or export without --push and upload the folder later (hf upload REPO_ID OUT)")
     if not huggingface_hub.get_token():

@@ -26,6 +26,8 @@ import numpy
 import torch
 import torchvision
 
+from vaes.evaluation.catalog import FORMAT, record_form
+
 
 CACHE_ENV = "VAEBENCH_CACHE_DIR"
 
@@ -216,12 +218,14 @@ class Record:
     timings: dict | None = None        # train_seconds, train_images_per_second, eval_seconds
     cost: dict | None = None           # FLOPs per image and in all (vaes.evaluation.metrics.train_step_flops)
     stage2: dict | None = None         # n_params, history, train_seconds, gamma_ratio
-    metrics: dict | None = None        # vaes.evaluation.metrics.heldout_metrics + vaes.evaluation.quality.evaluate_models
+    metrics: dict | None = None        # one entry per metric (vaes.evaluation.catalog): value, spread, evaluation
+    evaluations: dict | None = None    # each evaluation's setup, once (engine, weights, reference set...)
+    format: int = FORMAT               # the form of metrics and evaluations (older records: 1, migrated on reading)
     traceback: str | None = None
     ended: str | None = None
     meta: dict = dataclasses.field(default_factory=dict)
 
-    ALWAYS: ClassVar[tuple[str, ...]] = ("run_id", "seed", "status", "reason", "config")
+    ALWAYS: ClassVar[tuple[str, ...]] = ("run_id", "seed", "status", "reason", "config", "format")
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -254,6 +258,13 @@ class Record:
     def prune(self, reason: str) -> "Record":
         return self._end("pruned", reason)
 
+    def set_metrics(self, raw: dict) -> "Record":
+        """An evaluation's output ``raw`` (each number with its setup) as the record's ``metrics``
+        and ``evaluations`` (vaes.evaluation.catalog.record_form); an undeclared metric raises."""
+        self.metrics, self.evaluations = record_form(raw, context={
+            "jpeg_quality": self.config.get("jpeg_quality"), "n_heldout": (self.data or {}).get("n_heldout")})
+        return self
+
     @property
     def ok(self) -> bool:
         return self.status == "finished"
@@ -281,6 +292,19 @@ class Record:
         known.setdefault("run_id", None)
         known.setdefault("seed", obj["config"].get("seed"))
         known.setdefault("status", "running")
+        known["format"] = obj.get("format", 1)
+        # an older form: each metric with its setup beside it, as the evaluation returns it; the same
+        # split as a run's (a metrics field that is no object is left for vaes.schema to name)
+        if known["format"] < FORMAT and isinstance(known.get("metrics"), dict):
+            data = obj.get("data") if isinstance(obj.get("data"), dict) else {}
+            try:
+                known["metrics"], known["evaluations"] = record_form(
+                    known["metrics"], strict=False,
+                    context={"jpeg_quality": obj["config"].get("jpeg_quality"), "n_heldout": data.get("n_heldout")})
+            except (ValueError, AttributeError, TypeError) as e:
+                raise NotARecord(f"{where}: its metrics cannot be read in the current form ({e}); restore it "
+                                 "from a copy, or delete it to run that run again") from None
+            known["format"] = FORMAT
         try:
             return cls(**known, meta={k: v for k, v in obj.items() if k not in names})
         except ValueError as e:

@@ -133,11 +133,12 @@ def _train_and_evaluate(cfg: TrainConfig, folder: RunFolder, record: Record, dat
                 return folder.end(record, res.status, "stage 2: " + res.reason)
     folder.save_model(model.state_dict(), None if stage2 is None else stage2.state_dict())
     t0 = time.perf_counter()
-    record.metrics = heldout_metrics(model, data.test.to(device), bn_eval=cfg.bn_eval, train_images=train_x,
-                                     levels=data.levels)
+    metrics = heldout_metrics(model, data.test.to(device), bn_eval=cfg.bn_eval, train_images=train_x,
+                              levels=data.levels)
     record.timings["eval_heldout_seconds"] = time.perf_counter() - t0
     if evaluate:
-        record.metrics.update(evaluate_models(cfg, model, stage2, data, out, timings=record.timings))
+        metrics.update(evaluate_models(cfg, model, stage2, data, out, timings=record.timings))
+    record.set_metrics(metrics)
     record.timings["eval_seconds"] = time.perf_counter() - t0
     return folder.end(record, "finished")
 

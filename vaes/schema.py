@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from vaes.config import from_dict
+from vaes.evaluation.catalog import declaration
 from vaes.records import Record
 
 
@@ -35,11 +36,28 @@ def _history(h: Any) -> str | None:
     return None
 
 
+def _metrics(metrics: Any) -> str | None:
+    """Why a declared metric's entry is not one (an object whose numbers are numbers or None), or None.
+    Metrics no declaration knows are the reader's to show as they are."""
+    for key, entry in (metrics or {}).items() if isinstance(metrics, dict) else ():
+        m = declaration(key)
+        if m is None:
+            continue
+        if not isinstance(entry, dict):
+            return f"{key!r} is {entry!r:.60}, not an object"
+        bad = [f for f in ("value", "precision", "recall", "std", "subset_size", "n_images")
+               if entry.get(f) is not None and not _number(entry[f])]
+        if bad:
+            return f"{key!r} has {bad[0]} {entry[bad[0]]!r:.60}, not a number"
+    return None
+
+
 # part -> (what it must be, its check); None always passes (an optional part not reached)
 PARTS = {
     "seed": ("a whole number", _whole), "n_params": ("a whole number", _whole),
     "gamma_ratio": ("a number", _number), "run_id": ("a string", lambda v: isinstance(v, str)),
     "metrics": ("an object", lambda v: isinstance(v, dict)),
+    "evaluations": ("an object of objects", lambda v: isinstance(v, dict) and all(isinstance(e, dict) for e in v.values())),
     "timings": ("an object of numbers", _numbers),
     "cost": ("an object of numbers and notes", lambda v: _numbers(v, text_ok=True)),
     "data": ("an object with a list 'shape' of whole numbers and whole counts", lambda v: isinstance(v, dict) and (
@@ -57,6 +75,9 @@ def record_refusal(rec: Record, path: str | Path, names: tuple[str, ...] = ("var
         value = getattr(rec, name)
         if value is not None and not ok(value):
             return f"{path}: its {name!r} is {value!r:.60}, not {what}"
+    why = _metrics(rec.metrics)
+    if why:
+        return f"{path}: its metric {why}"
     for name, history in (("history", rec.history), ("stage2 history", (rec.stage2 or {}).get("history"))):
         why = history is not None and _history(history)
         if why:

@@ -16,6 +16,7 @@ import sys
 
 from vaes.cli import EXIT_STATUSES, entry_point, output_refusal, refuse
 from vaes.config import field_help, parse_overrides
+from vaes.evaluation.catalog import value
 from vaes.registry import list_variants, variant_options
 from vaes.run import run
 from vaes.store import FolderTaken, RunFolder
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
         return refuse(e)
     print(f"{rec.status}: {RunFolder(cfg.out).record_path}"
           + (f"  reason: {rec.reason}" if rec.reason else "")
-          + "".join(f"  {k}={v:.4g}" for k, v in (rec.metrics or {}).items() if isinstance(v, float)))
+          + "".join(f"  {k}={v:.4g}" for k in (rec.metrics or {}) if (v := value(rec.metrics, k)) is not None))
     return {"finished": 0, "interrupted": 3}.get(rec.status, 1)
 
 

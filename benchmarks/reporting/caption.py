@@ -43,14 +43,14 @@ def setup_sentence(df: pd.DataFrame, image_sets: list[str]) -> tuple[str, list[s
         if m not in fin:
             continue
         for _, r in fin.iterrows():
-            if pd.notna(r[m]):
-                real = f" vs {_int_text(r.get(f'{m}_reference_n'))} real"
-                split = r.get(f"{m}_reference_split")
+            if pd.notna(r[m]):  # the setup is the run's Inception evaluation's (inception_*)
+                real = f" vs {_int_text(r.get('inception_reference_n'))} real"
+                split = r.get("inception_reference_split")
                 real += f" ({split} split)" if isinstance(split, str) else ""
-                weights = r.get(f"{m}_weights_source")
-                setups.add(f"{r.get(f'{m}_engine')} {r.get(f'{m}_engine_version')}, "
+                weights = r.get("inception_weights_source")
+                setups.add(f"{r.get('inception_engine')} {r.get('inception_engine_version')}, "
                            f"{_int_text(r.get(f'{m}_n_images'))} generated{real} images, "
-                           f"resized {r.get(f'{m}_resize')}".replace(" vs nan real", "")
+                           f"resized {r.get('inception_resize')}".replace(" vs nan real", "")
                            + (f", Inception weights {weights}" if isinstance(weights, str) else ""))
                 biased = fid_biased(df)
             elif isinstance(r.get(f"{m}_missing"), str):
@@ -119,11 +119,13 @@ def statistics_sentence(seeds: list) -> str:
 
 
 def _counts(df: pd.DataFrame, sets: list[str], field: str) -> str | None:
-    """The distinct image counts a metric field recorded for ``sets`` over finished runs:
-    '300' or '50, 300' (overridden per run); None when none is recorded."""
+    """The distinct image counts of ``sets`` over finished runs: '300' or '50, 300' (overridden
+    per run); None when none is recorded. ``field``: 'n_images' (the generated images of the
+    sets' Inception metrics) or 'reference_n' (the real images of the Inception evaluation)."""
     fin = df[df["status"] == "finished"]
     for metric in ("fid", "kid", "prc"):
-        cols = [f"{metric}_{s}_{field}" for s in sets if f"{metric}_{s}_{field}" in fin]
+        cols = [c for c in ([f"{metric}_{s}_{field}" for s in sets] if field == "n_images"
+                            else ["inception_reference_n"]) if c in fin]
         vals = pd.concat([pd.to_numeric(fin[c], errors="coerce") for c in cols]).dropna() if cols else []
         if len(vals):
             return ", ".join(f"{int(v):,}" for v in sorted(set(vals)))

@@ -1,15 +1,17 @@
 """Which columns a report table shows and which record metrics feed them.
 
-Record metrics are named per image set: ``fid_SET``, ``kid_SET``
-(value, std, subset_size, subsets, n_images), ``prc_SET`` (precision, recall, k, n_images) and
-the classifier versions ``cfd_SET``, ``ckid_SET``, ``cprc_SET``, with SET one of samples,
-stage2 (z = decoder2(u), Asperti & Trentin), stage2_ancestral (z = decoder2(u) + gamma_z eps,
-Dai & Wipf), recon (decode the posterior mean), recon_sample (decode one z ~ q(z|x)) and the
-original code's renormalised samples_renorm, stage2_renorm, recon_renorm.
+Record metrics are named per image set: ``fid_SET``, ``kid_SET`` (value, std, subset_size,
+n_images), ``prc_SET`` (precision, recall, n_images) and the classifier versions ``cfd_SET``,
+``ckid_SET``, ``cprc_SET``, with SET one of samples, stage2 (z = decoder2(u), Asperti &
+Trentin), stage2_ancestral (z = decoder2(u) + gamma_z eps, Dai & Wipf), recon (decode the
+posterior mean), recon_sample (decode one z ~ q(z|x)) and the original code's renormalised
+samples_renorm, stage2_renorm, recon_renorm. How each was measured is its evaluation's, one
+set of frame columns per run (inception_engine, inception_reference_n, classifier_kid_subsets).
 
-METRICS is the one list of the report's metrics, in display order: the table's columns
-(:func:`quality_columns`) and the panels of metrics.png (benchmarks/reporting/figures.py) both come from
-it, so adding a metric to the report is one :class:`Metric` here (and the record key).
+The metrics and their display order are vaes.evaluation.catalog.METRICS, which the record also
+reads: the table's columns (:func:`quality_columns`) and the panels of metrics.png
+(benchmarks/reporting/figures.py) both come from it, so adding a metric to the report is one
+declaration there.
 
 Width: a table keeps one column per question a reader asks of it (how good are samples, how
 good are reconstructions, how tight is the likelihood bound); everything else a record holds
@@ -22,6 +24,9 @@ import math
 
 import numpy as np
 import pandas as pd
+
+from vaes.evaluation import catalog
+from vaes.evaluation.catalog import Metric, declaration
 
 BIASED_BELOW = 2048  # fewer real images than Inception's 2048 feature dimensions: a biased FID
 SIG = 3            # significant digits of a table entry
@@ -101,67 +106,12 @@ class Column:
         return (self.source or self.key).format(set=image_set)
 
 
-@dataclasses.dataclass(frozen=True)
-class Metric:
-    """One metric of the report: its table column and its panel in metrics.png.
-
-    ``key`` is a record metric (a frame column), or with ``per_set`` a family whose frame
-    columns are ``{key}_{SET}{field}`` for each image set (kid_samples, prc_recon_precision).
-    ``short`` heads the table column (for a per-set metric, the line under 'Samples' / 'Recon.'),
-    ``unit`` is its second header line; ``title`` is the figure panel's (a per-set one gets
-    ': samples ↓' and the like added); '' leaves the metric out of the figure. ``table``: shown
-    'always', only where 'recorded' by some finished run, or never (None); per-set metrics are
-    shown where recorded. ``spread``: a one-run std column ``{key}_{SET}_std`` (KID's over
-    subsets); ``recon``: also a reconstruction column (the lead Inception distance and CFD only).
-    """
-
-    key: str
-    short: str
-    title: str
-    better: str | None = None  # 'lower', 'higher' or None (never bolded, no arrow)
-    unit: str = ""
-    per_set: bool = False
-    field: str = ""        # per-set field after the set: prc_SET_precision
-    spread: bool = False
-    recon: bool = False
-    integer: bool = False  # counts (active units): no decimals when the mean is whole
-    table: str | None = "always"
-
-    def column(self, image_set: str) -> str:
-        """The frame column of a per-set metric for ``image_set`` (the key of any other)."""
-        return f"{self.key}_{image_set}{self.field}" if self.per_set else self.key
-
-
-# The report's metrics in display order. KID and FID swap where FID leads (lead_with_kid); the
-# FID's short name says 'biased FID' where it is biased (fid_biased). The classifier's distances
-# are never called FID or KID.
-METRICS = (
-    Metric("kid", "KID", "KID", "lower", per_set=True, spread=True, recon=True),
-    Metric("fid", "FID", "FID", "lower", per_set=True, recon=True),
-    Metric("prc", "Prec.", "precision", "higher", per_set=True, field="_precision"),
-    Metric("prc", "Rec.", "recall", "higher", per_set=True, field="_recall"),
-    Metric("cfd", "CFD†", "CFD (classifier, not FID)", "lower", per_set=True, recon=True),
-    Metric("ckid", "CKID†", "CKID (classifier, not KID)", "lower", per_set=True, spread=True),
-    Metric("recon_mse", "MSE", "reconstruction MSE ↓", "lower"),
-    Metric("psnr", "PSNR", "PSNR (dB) ↑", "higher", "dB"),
-    # -L_1 on NLL_K's images with NLL_K's decoder std; records without it show neg_elbo (all
-    # held-out images, the training-time std), and a note says the two are not on one footing
-    Metric("iw_elbo", "−ELBO", "−ELBO (nats)", "lower", "nats", table="recorded"),
-    Metric("neg_elbo", "−ELBO", "−ELBO, all held-out (nats)", "lower", "nats", table="recorded"),
-    Metric("iw_nll", "NLL_K", "IW bound NLL_K (nats)", "lower", "nats", table="recorded"),
-    Metric("iw_bpd", "NLL_K", "IW bound (bits/dim)", "lower", "bpd", table="recorded"),
-    Metric("kl", "KL", "KL (nats)", unit="nats"),
-    Metric("active_units", "AU", "active units", integer=True),
-    Metric("gamma", "", "γ (final)", table=None),
-    # training FLOPs (FlopCounterMode) in TFLOP, from train_flops; both stages on 2-stage rows
-    Metric("train_tflop", "Cost", "", unit="TFLOP"),
-)
 LEADS = ("kid", "fid")  # the Inception distances, the lead one first (lead_with_kid)
 
 
 def metrics_in_order(df: pd.DataFrame) -> list[Metric]:
     """METRICS with the lead Inception distance of ``df`` first: KID where it leads, else FID."""
-    metrics = list(METRICS)
+    metrics = list(catalog.METRICS)
     if not lead_with_kid(df):
         i, j = (next(i for i, m in enumerate(metrics) if m.key == key) for key in LEADS)
         metrics[i], metrics[j] = metrics[j], metrics[i]
@@ -180,24 +130,23 @@ def lead_with_kid(df: pd.DataFrame) -> bool:
     fin = df[df["status"] == "finished"]
     if not any(c.startswith("kid_") and _has(fin, [c]) for c in fin.columns):
         return False
-    counts = [pd.to_numeric(fin[c], errors="coerce") for c in fin.columns
-              if c.startswith("fid_") and c.endswith("_reference_n")]
-    counts = pd.concat(counts).dropna() if counts else pd.Series(dtype=float)
+    counts = pd.to_numeric(fin.get("inception_reference_n", pd.Series(dtype=float)), errors="coerce").dropna()
     return counts.empty or bool((counts < BIASED_BELOW).any())
 
 
 def fid_biased(df: pd.DataFrame) -> bool:
     """Whether some finished run's FID used fewer real images than BIASED_BELOW."""
     fin = df[df["status"] == "finished"]
-    return any(bool((pd.to_numeric(fin[c], errors="coerce") < BIASED_BELOW).any())
-               for c in fin.columns if c.startswith("fid_") and c.endswith("_reference_n"))
+    counts = pd.to_numeric(fin.get("inception_reference_n", pd.Series(dtype=float)), errors="coerce")
+    return bool((counts < BIASED_BELOW).any())
 
 
 def _column(m: Metric, role: str | None = None, short: str | None = None) -> Column:
     """The table column of ``m``; a per-set one for the image set of ``role`` (samples / recon)."""
     if not m.per_set:
         return Column(m.key, m.short, m.unit, m.better, integer=m.integer)
-    return Column(f"{role}_{m.key}{m.field}", "Samples" if role == "samples" else "Recon.", short or m.short,
+    field = "" if m.field == "value" else f"_{m.field}"
+    return Column(f"{role}_{m.key}{field}", "Samples" if role == "samples" else "Recon.", short or m.short,
                   m.better, source=m.column("{set}"), role=role, spread=f"{m.key}_{{set}}_std" if m.spread else "")
 
 
@@ -217,6 +166,8 @@ def quality_columns(df: pd.DataFrame, sample_sets: list[str], recon_set: str) ->
     fid_short = "biased FID" if fid_biased(df) else "FID"
     samples, recon, rest = [], [], []
     for m in metrics:
+        if m.table is None:
+            continue
         short = fid_short if m.key == "fid" else m.short
         if m.per_set:
             col = _column(m, "samples", short)
@@ -230,7 +181,7 @@ def quality_columns(df: pd.DataFrame, sample_sets: list[str], recon_set: str) ->
             continue  # the matched -ELBO (iw_elbo) heads the column; neg_elbo stays in runs.csv
         elif m.table == "always" or m.table == "recorded" and _has(fin, [m.key]):
             rest.append(_column(m))
-    fid = next(m for m in METRICS if m.key == "fid")
+    fid = next(m for m in catalog.METRICS if m.key == "fid")
     return [Column("params", "Params"), *(samples or [_column(fid, "samples", "FID")]),
             *(recon or [_column(fid, "recon", "FID")]), *rest]
 
@@ -245,11 +196,12 @@ def _values(df: pd.DataFrame, cols: list[str]) -> str | None:
 
 def _kid_setup(df: pd.DataFrame, metric: str, sets: list[str]) -> str:
     """'100 subsets of 25 of the 50 images' for each distinct (subsets, size, count) that ``metric``
-    (kid or ckid) recorded for ``sets`` in finished runs; '' if none."""
+    (kid or ckid) recorded for ``sets`` in finished runs (the subsets are its evaluation's); '' if none."""
     fin = df[df["status"] == "finished"]
     found = set()
+    subsets = f"{declaration(metric + '_samples').evaluation}_kid_subsets"
     for s in sets:
-        cols = [f"{metric}_{s}_{f}" for f in ("subsets", "subset_size", "n_images")]
+        cols = [subsets, *(f"{metric}_{s}_{f}" for f in ("subset_size", "n_images"))]
         if all(c in fin for c in cols):
             found |= {tuple(int(v) for v in row) for row in fin[cols].dropna().itertuples(index=False)}
     return "; ".join(f"{k} subsets of {size} of the {n} images" for k, size, n in sorted(found))
@@ -318,7 +270,7 @@ def metric_sentences(df: pd.DataFrame, columns: list[Column], sets: str,
                    "unbiased at small image counts; for one seed ± is its std over the subsets, over seeds "
                    "the seeds' interval.")
     if keys & {"samples_prc_precision", "samples_prc_recall"}:
-        k = _values(df, [f"prc_{s}_k" for s in used]) or "3"
+        k = _values(df, ["inception_prc_k"]) or "3"
         n = _values(df, [f"prc_{s}_n_images" for s in used])
         out.append(f"Prec./Rec.: improved precision and recall (Kynkäänniemi et al. 2019) with k = {k} "
                    f"nearest neighbours on {n or '?'} images per set: low precision is blur or off-manifold "
@@ -342,7 +294,7 @@ def likelihood_sentence(df: pd.DataFrame) -> str:
     """How the likelihood columns were computed, from the records: K, the images, each variant's
     decoder std and where it came from, the pixel levels of bits per dimension."""
     fin = df[df["status"] == "finished"]
-    k, n, levels = _values(df, ["iw_k"]), _values(df, ["iw_images"]), _values(df, ["bpd_levels"])
+    k, n, levels = (_values(df, [f"likelihood_{f}"]) for f in ("k", "n_images", "bpd_levels"))
     if "iw_elbo" not in fin or not fin["iw_elbo"].notna().any():
         return (f"NLL_K: the importance-weighted bound (Burda et al. 2016), K = {k or '?'}, on the first "
                 f"{n or '?'} held-out images; −ELBO: all held-out images, with the variant's training-time "

@@ -36,7 +36,7 @@ RUN_PATHS = {
     "stage2_epochs": "config.stage2_epochs", "lr": "config.lr", "lr_halve_every": "config.lr_halve_every",
     "batch_size": "config.batch_size", "stage2_variant": "config.stage2_variant",
     # the evaluation protocol (older records have none: None)
-    # (renorm_stats comes from the metric renorm.stats, flattened to the same name)
+    # (renorm_stats comes from the renormalisation's evaluation, renorm.stats)
     "jpeg_quality": "config.jpeg_quality", "fid_reference": "config.fid_reference", "n_heldout": "data.n_heldout", "data_note": "data.note",
     "device": "device", "git_commit": "git_commit",
     "train_seconds": "timings.train_seconds", "train_images_per_second": "timings.train_images_per_second",
@@ -77,46 +77,63 @@ def _is_number(v: Any) -> bool:
     return v is None or isinstance(v, (int, float))  # bool is an int
 
 
-def _checked_metrics(metrics: dict | None, where: str) -> dict:
-    """``metrics`` made ready for json_normalize: a dict-valued metric must have a numeric
-    'value' (it then flattens to ``<metric>_value``, renamed to ``<metric>`` afterwards) or none
-    at all (``prc_*``: ``<metric>_precision``, ``<metric>_recall``...); a list
-    of numbers becomes one number (one element) or ``<metric>_0``, ``_1``...; any other non-number
-    (a string, a list of strings) is kept as text, so a new kind of metric never stops a report."""
+def _flat_metrics(rec: Record, where: str) -> dict:
+    """One run's metrics and evaluations as flat columns (vaes.evaluation.catalog's form).
+
+    A metric entry gives ``KEY`` (its value; ``KEY_precision``, ``KEY_recall`` for
+    precision/recall) and ``KEY_std``, ``KEY_subset_size``, ``KEY_n_images``, ``KEY_missing``
+    where it has them; an evaluation's setup gives ``NAME_FIELD`` once per run
+    (inception_engine, inception_reference_n, likelihood_k, renorm_stats, classifier_accuracy).
+    A list of numbers becomes one number (one element) or ``_0``, ``_1``...; a nested list (a
+    shape) is JSON text; any other value that is no number is kept as text, so a kind of metric
+    this version does not know never stops a report."""
     out: dict = {}
-    for name, value in (metrics or {}).items():
-        if isinstance(value, dict):
-            if "value" not in value:
-                # no headline number (precision and recall; the renormalisation's own numbers):
-                # one column per field, prc_samples_precision, prc_samples_recall, renorm_ratio...
-                out[name] = _lists_as_text(value)
+    for name, entry in (rec.metrics or {}).items():
+        if not isinstance(entry, dict):  # a metric no declaration knows, kept as recorded
+            out.update(_scalar(name, entry))
+            continue
+        for field, v in entry.items():
+            if field == "evaluation":
                 continue
-            if not _is_number(value["value"]):
-                raise ValueError(f"{where}: metric {name!r}: expected a number or None, got {value['value']!r}")
-            out[name] = _lists_as_text(value)
-        elif _is_number(value):
-            out[name] = value
-        elif isinstance(value, (list, tuple)) and all(_is_number(v) for v in value):
-            out.update({name: value[0]} if len(value) == 1 else {f"{name}_{i}": v for i, v in enumerate(value)})
-        else:
-            out[name] = value if isinstance(value, str) else json.dumps(value)
+            if field == "value" and not _is_number(v):
+                raise ValueError(f"{where}: metric {name!r}: expected a number or None, got {v!r}")
+            out.update(_scalar(name if field == "value" else f"{name}_{field}", v))
+    for name, setup in (rec.evaluations or {}).items():
+        out.update(_flat_setup(name, setup))
     return out
 
 
-def _lists_as_text(d: dict) -> dict:
-    """A metric's provenance with its lists (a shape, say) as JSON text: one column each."""
-    return {k: _lists_as_text(v) if isinstance(v, dict) else json.dumps(v) if isinstance(v, (list, tuple)) else v
-            for k, v in d.items()}
+def _flat_setup(prefix: str, setup: dict, depth: int = 0) -> dict:
+    """An evaluation's setup as ``PREFIX_FIELD`` columns, objects joined with '_'
+    (inception_reference_n); lists inside its objects (a shape) as JSON text."""
+    out: dict = {}
+    for field, v in setup.items():
+        name = f"{prefix}_{field}"
+        if isinstance(v, dict):
+            out.update(_flat_setup(name, v, depth + 1))
+        elif isinstance(v, (list, tuple)) and depth > 0:
+            out[name] = json.dumps(v)
+        else:
+            out.update(_scalar(name, v))
+    return out
+
+
+def _scalar(name: str, v: Any) -> dict:
+    """``{name: v}`` as a frame cell: numbers as they are, a list of numbers as one number or one
+    column per element, anything else as text."""
+    if _is_number(v):
+        return {name: v}
+    if isinstance(v, (list, tuple)) and all(_is_number(x) for x in v):
+        return {name: v[0]} if len(v) == 1 else {f"{name}_{i}": x for i, x in enumerate(v)}
+    return {name: v if isinstance(v, str) else json.dumps(v)}
 
 
 def _metric_frame(records: list[Record], where: list[str]) -> pd.DataFrame:
-    """Every metric as a column: numbers as floats (None -> NaN), a dict-valued metric (an FID
-    with its provenance) as its value plus ``<metric>_<field>`` columns for the rest."""
-    checked = [_checked_metrics(r.metrics, w) for r, w in zip(records, where)]
-    frame = pd.json_normalize(checked, sep="_") if any(checked) else pd.DataFrame(index=range(len(records)))
-    dict_metrics = {name for m in checked for name, v in m.items() if isinstance(v, dict) and "value" in v}
-    frame = frame.rename(columns={f"{name}_value": name for name in dict_metrics})
-    values = {name for m in checked for name in m}  # the metrics themselves; the rest is provenance
+    """Every metric and evaluation field as a column (:func:`_flat_metrics`): a metric's value as
+    a float (None -> NaN), the other fields as pandas infers them (counts stay integers)."""
+    flat = [_flat_metrics(r, w) for r, w in zip(records, where)]
+    frame = pd.DataFrame.from_records(flat) if any(flat) else pd.DataFrame(index=range(len(records)))
+    values = {name for r in records for name in (r.metrics or {})}
     for col in frame.columns:
         if col in values and all(_is_number(v) for v in frame[col].dropna()):  # text stays as it is
             frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
@@ -146,10 +163,11 @@ def records_frame(records: list[Record], run_dirs: list[str | Path]) -> pd.DataF
     protocol (epochs, stage2_epochs, lr, lr_halve_every, batch_size, options as JSON), n_train
     (images used), n_heldout, data_note, device, git_commit, timings, cost, run_dir (absolute),
     then every metric as a float (NaN when absent) -- recon_mse, psnr, kl, neg_elbo,
-    active_units, gamma, fid_* / cfd_* where computed -- and, for dict-valued FID metrics,
-    their setup in columns of their own: ``fid_samples_engine``, ``fid_samples_engine_version``,
-    ``fid_samples_n_images``, ``fid_samples_resize``, ``fid_samples_reference_n``,
-    ``fid_samples_missing``...
+    active_units, gamma, fid_* / cfd_* where computed, with their spreads and image counts
+    (``kid_samples_std``, ``fid_samples_n_images``, ``fid_samples_missing``) -- and each
+    evaluation's setup once: ``inception_engine``, ``inception_engine_version``,
+    ``inception_resize``, ``inception_reference_n``, ``inception_reference_split``,
+    ``inception_weights_source``, ``likelihood_k``...
     """
     lean = []
     for r in records:  # the per-epoch histories are histories_frame's; they would only be flattened away

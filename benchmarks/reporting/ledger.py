@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from vaes.data import list_datasets
+from vaes.evaluation.catalog import provenance
 from vaes.networks import default_network
 from vaes.registry import list_variants
 from vaes.store import RunFolder
@@ -236,8 +237,9 @@ def record_protocol(record: dict, set_name: str) -> dict[str, Any]:
     ours["params"] = params
     fid = (record.get("metrics") or {}).get(f"fid_{set_name}")
     if isinstance(fid, dict):
-        ours.update(fid_engine=fid.get("engine"), n_generated=fid.get("n_images"),
-                    n_real=(fid.get("reference") or {}).get("n"))
+        setup = provenance(record.get("evaluations"), record.get("metrics"), f"fid_{set_name}")
+        ours.update(fid_engine=setup.get("engine"), n_generated=fid.get("n_images"),
+                    n_real=(setup.get("reference") or {}).get("n"))
     return {k: v for k, v in ours.items() if v is not None}
 
 

@@ -50,8 +50,9 @@ def heldout_metrics(model, images: torch.Tensor, *, batch_size: int = 500, bn_ev
     """recon_mse, psnr, kl, neg_elbo (nats per image), active_units, gamma (the variant's own at
     the end of training), sample_spread, and the likelihood on one footing (vaes/evaluation/likelihood.py):
     iw_nll and iw_elbo on the same first held-out images with the same decoder std
-    (likelihood_gamma, iw_gamma; likelihood_gamma_source says where it came from), their bits
-    per dimension at ``levels`` pixel levels (bpd_levels), iw_k, iw_images; on uint8 images.
+    (likelihood_gamma; likelihood_gamma_source says where it came from), their bits
+    per dimension at ``levels`` pixel levels (bpd_levels), iw_k, iw_images; heldout_images, the
+    count of ``images``; on uint8 images.
 
     Reconstructions decode the posterior mean; neg_elbo samples z once per image, over all
     ``images``, with the same decoder std (or the Bernoulli likelihood where there is none).
@@ -62,9 +63,9 @@ def heldout_metrics(model, images: torch.Tensor, *, batch_size: int = 500, bn_ev
     with eval_mode(model, bn_eval):
         gamma, source = likelihood_gamma(model, images, train_images, batch_size)
         out = _heldout(model, images, batch_size, gamma)
-        return {**out, "likelihood_gamma_source": source, "sample_spread": sample_spread(model),
-                **iw_metrics(model, images, gamma, levels=levels),
-                "iw_gamma": None if gamma is None else float(gamma)}
+        return {**out, "heldout_images": len(images), "likelihood_gamma_source": source,
+                "sample_spread": sample_spread(model),
+                **iw_metrics(model, images, gamma, levels=levels)}
 
 
 def likelihood_gamma(model, images: torch.Tensor, train_images: torch.Tensor | None,

@@ -239,6 +239,7 @@ def classifier_metrics(cfg, data, images: dict, real: torch.Tensor) -> dict:
         res[f"ckid_{k}"] = feature_metrics.kid(fake, real_features)
         res[f"cprc_{k}"] = feature_metrics.precision_recall(fake, real_features)
     res["classifier_accuracy"] = [round(a, 4) for a in clf.holdout_accuracy]
+    res["classifier_reference_n"] = len(real)
     return res
 
 
