@@ -28,7 +28,7 @@ from benchmarks.reporting.render import render_latex, render_markdown
 from benchmarks.suite import load_suite
 from vaes.cli import dirty_refusal, entry_point, output_refusal, parser
 from vaes.schema import record_refusal
-from vaes.store import RunFolder, record_paths, runs_dir
+from vaes.store import RunFolder, read_index, runs_dir
 from benchmarks.reporting.table import Table, build_table, label_order
 
 # ----------------------------------------------------------------------------- the report
@@ -134,13 +134,14 @@ def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
                                     f"(OUT/runs of python -m benchmarks.run --suite {name} --out OUT)")
         if why := dirty_refusal(out, a.allow_dirty) or output_refusal(out, "--out"):
             raise ValueError(why)
-        for path in record_paths(runs):
-            if why := record_refusal(RunFolder(path.parent).read(), path):
+        index = read_index(runs)  # each record read once: checked here, then reported
+        for rec, folder in zip(index.records, index.dirs):
+            if why := record_refusal(rec, RunFolder(folder).record_path):
                 raise ValueError(f"{why}; this record was not written by vaebench as it is: restore it "
                                  "from a copy, or move its run folder out of --runs")
         if validate_only:
             return 0
-        report = write_report(runs, out, suite, a.sets)
+        report = write_report(read_runs(index), out, suite, a.sets)
         for line in [*map(str, report.files.values()), *report.published_lines()]:
             print(line)
     except (FileNotFoundError, ValueError) as e:

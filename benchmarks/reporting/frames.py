@@ -214,9 +214,10 @@ class Runs(RunIndex):
     history: pd.DataFrame
 
 
-def read_runs(folder: str | Path) -> Runs:
-    """Every record under ``folder`` (recursively), read once, with both frames."""
-    index = read_index(folder)
+def read_runs(folder: str | Path | RunIndex) -> Runs:
+    """Every record under ``folder`` (recursively), read once, with both frames; or those of an
+    index already read (a command that checked its records first)."""
+    index = folder if isinstance(folder, RunIndex) else read_index(folder)
     for rec, d in zip(index.records, index.dirs):
         _check(rec, RunFolder(d).record_path)
     records, dirs = index.records, index.dirs

@@ -34,8 +34,8 @@ EVALUATIONS = {
     "heldout": "the model's own loss on the held-out images: n_images",
     "likelihood": "the importance-weighted bound: k samples, n_images held-out images, bpd_levels, the decoder "
                   "std (gamma) and where it came from (gamma_source)",
-    "classifier": "the data set's own classifier: its held-out accuracy, the real images' count (reference_n), "
-                  "KID's subsets, precision/recall's k, jpeg_quality",
+    "classifier": "the data set's own classifier: its held-out accuracy, the real images (reference: n), KID's "
+                  "subsets, precision/recall's k, jpeg_quality",
     "inception": "Inception-v3 features: engine and engine_version, weights (source, sha256), resize, extractor, "
                  "threads, the reference set (dataset, split, n, shape, sha256), KID's subsets, precision/recall's "
                  "k, jpeg_quality; or missing (the reason)",
