@@ -14,10 +14,12 @@ import subprocess
 from pathlib import Path
 
 import matplotlib.image as mpimg
+import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
+from benchmarks.reporting.figures import plot_metrics
 from benchmarks.reporting import columns
 from benchmarks.reporting.frames import read_runs
 from tests.conftest import REPO
@@ -528,3 +530,12 @@ def test_two_stage_rows_sharing_a_sampler_share_one_clause():
     text = columns._stage2_sentence(rows, "vaebench")
     assert "beta (2-stage), sigma (2-stage): z = decoder2(u) (stage2)" in text
     assert text.count("z = decoder2(u) (stage2)") == 1 and "learned_gamma (2-stage): z = decoder2(u) + gamma_z eps" in text
+
+
+def test_metrics_png_is_the_same_for_the_same_records_whatever_ran_before(cfd_suite, tmp_path):
+    df = read_runs(cfd_suite).frame
+    plot_metrics(df, tmp_path / "a.png")
+    np.random.seed(123)
+    np.random.uniform(size=17)
+    plot_metrics(df, tmp_path / "b.png")
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()

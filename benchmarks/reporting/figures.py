@@ -6,10 +6,11 @@ seaborn and matplotlib are imported inside the functions that draw: together abo
 would otherwise pay at start-up."""
 from __future__ import annotations
 
+import contextlib
 import math
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -140,8 +141,9 @@ def plot_metrics(df: pd.DataFrame, path: str | Path, palette: dict | None = None
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
     for ax, (col, title) in zip(axes.flat, specs):
         data = fin[["label", col]].assign(**{col: pd.to_numeric(fin[col], errors="coerce")}).dropna()
-        sns.stripplot(data=data, x=col, y="label", hue="label", order=labels, palette=palette,
-                      size=4, alpha=0.45, jitter=0.12, ax=ax, legend=False)
+        with _fixed_jitter():
+            sns.stripplot(data=data, x=col, y="label", hue="label", order=labels, palette=palette,
+                          size=4, alpha=0.45, jitter=0.12, ax=ax, legend=False)
         sns.pointplot(data=data, x=col, y="label", hue="label", order=labels, palette=palette,
                       errorbar="sd", linestyle="none", markers="D", capsize=0.25, ax=ax, legend=False)
         ax.set_title(title, fontsize=10)
@@ -152,6 +154,18 @@ def plot_metrics(df: pd.DataFrame, path: str | Path, palette: dict | None = None
     for ax in list(axes.flat)[len(specs):]:
         ax.axis("off")
     fig.savefig(path, bbox_inches="tight")
+
+
+@contextlib.contextmanager
+def _fixed_jitter(seed: int = 0) -> Iterator[None]:
+    """seaborn's strip jitter draws from numpy's global generator: seeded here and restored after,
+    so the same records give the same metrics.png, whatever ran before in the process."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
 def _sample_kind(fin: pd.DataFrame) -> str:
