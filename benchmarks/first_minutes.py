@@ -26,39 +26,31 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from benchmarks.timed import TimedCommandFailed, run_timed
 from vaes.cli import choice_list, dirty_refusal, refuse
 from vaes.records import git_commit
 from vaes.store import RunFolder, read_index, runs_dir
 
 PARTS = ("quick", "jobs", "single", "tests")
-REPO = Path(__file__).resolve().parents[1]
 PHASES = ("train_seconds", "stage2_seconds", "eval_heldout_seconds", "eval_images_seconds",
           "eval_classifier_seconds", "eval_inception_seconds", "eval_seconds")
 
 
-class CommandFailed(RuntimeError):
-    """A timed command exited non-zero: nothing is saved."""
-
-
 def timed(cmd: list[str], *, cache: Path, log: Path) -> dict:
     """Run ``cmd`` in the repository with ``cache`` as vaebench's cache; its wall seconds and the
-    1-minute load average before and after. :class:`CommandFailed` (with the log's tail) when it fails."""
+    1-minute load average before and after. :class:`TimedCommandFailed` (with the log's tail) when it
+    fails: nothing is saved."""
     env = {**os.environ, "VAEBENCH_CACHE_DIR": str(cache)}
     env.pop("OMP_NUM_THREADS", None)  # the README's command as a user types it: the suite sets the threads
     load_before = os.getloadavg()[0]
-    t0 = time.perf_counter()
-    with open(log, "w") as handle:
-        proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    seconds = time.perf_counter() - t0
+    proc, seconds = run_timed(cmd, env=env, log=log)
     if proc.returncode != 0:
         tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-15:])
-        raise CommandFailed(f"{' '.join(cmd)} exited {proc.returncode} after {seconds:.0f} s; nothing saved. "
+        raise TimedCommandFailed(f"{' '.join(cmd)} exited {proc.returncode} after {seconds:.0f} s; nothing saved. "
                             f"Its log ({log}) ends:\n{tail}")
     shown = " ".join(["python", *cmd[1:]]).replace(str(cache.parent), "$TMP")  # no path of this machine
     return {"command": shown, "seconds": round(seconds, 1), "load_before": load_before,
@@ -166,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="vaebench-first-") as tmp:
         try:
             res = measure(args.parts, Path(tmp))
-        except CommandFailed as e:
+        except TimedCommandFailed as e:
             return refuse(str(e))
         try:
             args.out.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,8 @@ from torchvision.models import inception_v3
 from vaes.evaluation import feature_metrics
 from vaes.build import build_model, dataset_shape, pick_device, resolve
 from benchmarks import run as bench_run
-from benchmarks.speed_suite import TimedCommandFailed, part_suite, suite_args
+from benchmarks.speed_suite import part_suite, suite_args
+from benchmarks.timed import TimedCommandFailed
 from vaes.cli import choice_list, dirty_refusal, entry_point, number, output_refusal, parser, refuse
 from vaes.config import TrainConfig
 from vaes.data import DataMissing, get_dataset, load_dataset

@@ -3,24 +3,14 @@ suite through ``benchmarks.run --jobs J`` against its slowest run alone, each a 
 timed from outside. A command that fails, or leaves a run unfinished, gives no figure."""
 from __future__ import annotations
 
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks.timed import TimedCommandFailed, run_timed
 from vaes.store import read_index, runs_dir
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-class TimedCommandFailed(RuntimeError):
-    """A timed command failed: no figure comes from it (``status``: the exit status to give)."""
-    def __init__(self, message: str, status: int):
-        super().__init__(message)
-        self.status = status
 
 
 def suite_args(args, device: str) -> list[str]:
@@ -42,9 +32,7 @@ def part_suite(args, device: torch.device, work: Path, noise: tuple | None = Non
     for name, extra in (("single", ["--only", args.suite_slowest, "--seeds", "1", "--jobs", "1"]),
                         ("concurrent", ["--seeds", str(args.suite_seeds), "--jobs", str(args.jobs)])):
         cmd = base + extra + ["--out", str(work / name)]
-        t0 = time.perf_counter()  # a fresh process: its exit drains the device
-        p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-        dt = time.perf_counter() - t0
+        p, dt = run_timed(cmd)
         records = read_index(runs_dir(work / name), missing_ok=True).records
         res[name] = {"wall_seconds": dt, "exit": p.returncode, "runs": len(records),
                      "finished": sum(r.status == "finished" for r in records), "tail": p.stdout[-400:] + p.stderr[-400:]}

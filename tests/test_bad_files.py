@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import report, speed, speed_suite
+from benchmarks import report, speed, timed
 from benchmarks.run import main
 from benchmarks.suite import load_suite
 from tests.conftest import REPO, digit_images, digits, exit_outcome
@@ -311,7 +311,7 @@ def test_no_speed_figure_from_a_failed_command(tmp_path, monkeypatch):
     code, err = exit_outcome(lambda: speed.main([*common, "--suite-set", "two_stage=maybe"]))  # refused by benchmarks.run
     assert code == 2 and "two_stage='maybe'" in err
     failed = subprocess.CompletedProcess([], 1, "", "a run failed")
-    monkeypatch.setattr(speed_suite.subprocess, "run", lambda *a, **k: failed)
+    monkeypatch.setattr(timed.subprocess, "run", lambda *a, **k: failed)
     code, err = exit_outcome(lambda: speed.main(common))
     assert code == 1 and "exit status 1" in err and "no speed figure is saved" in err
     assert not (tmp_path / "speed").exists()
