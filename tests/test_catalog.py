@@ -83,6 +83,10 @@ def test_an_undeclared_metric_is_refused_when_written_and_kept_when_read():
         record_form(raw)
     metrics, _ = record_form(raw, strict=False)
     assert metrics["sharpness"] == 0.5
+    raw = dict(_raw(), fid_recon=dict(_fid(46.0), dims=2048))  # a field this version does not know
+    with pytest.raises(ValueError, match="'fid_recon': field 'dims'"):
+        record_form(raw)
+    assert record_form(raw, strict=False)[0]["fid_recon"]["dims"] == 2048
     assert declaration("kid_stage2_ancestral").key == "kid" and declaration("sharpness") is None
 
 

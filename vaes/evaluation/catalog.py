@@ -143,8 +143,9 @@ def record_form(raw: dict, *, context: dict | None = None, strict: bool = True) 
 
     ``context`` adds provenance the output does not carry: ``jpeg_quality`` (of the images both
     Inception and the classifier saw) and ``n_heldout`` (the held-out pass's images, where the
-    output does not say). ``strict``: a key no :class:`Metric` declares raises
-    ValueError (writing a record); otherwise it is kept as it is (reading an old one). Two sets
+    output does not say). ``strict``: a key no :class:`Metric` declares, or a field of an entry
+    that is neither a number of it nor its evaluation's setup, raises ValueError (writing a
+    record); otherwise it is kept as it is (reading an old one). Two sets
     of one evaluation that disagree on its setup raise ValueError: a record has one of each.
     """
     metrics: dict = {}
@@ -186,9 +187,11 @@ def record_form(raw: dict, *, context: dict | None = None, strict: bool = True) 
                             setup(m.evaluation, ref_field, ref_value, key)
                 elif field in _FID_SETUP:
                     setup(m.evaluation, field, v, key)
-                elif field != "evaluation":
+                elif field != "evaluation" and strict:
                     raise ValueError(f"metric {key!r}: field {field!r} is neither an entry field nor a known "
                                      "part of its evaluation's setup (vaes.evaluation.catalog)")
+                elif field != "evaluation":  # an older record's field this version does not know: kept
+                    entry[field] = v
         else:
             entry["value"] = value
         if m.evaluation is not None:
