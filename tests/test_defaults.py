@@ -77,10 +77,12 @@ def test_a_record_with_a_removed_key_is_refused_by_name(tmp_path):
 
 def test_the_line_before_inception_counts_the_images():
     fakes = {"samples": torch.zeros(50, 1, 8, 8), "recon": torch.zeros(50, 1, 8, 8)}
-    line = _inception_estimate(fakes, torch.zeros(40, 1, 8, 8), torch.device("cpu"))
+    line = _inception_estimate(fakes, 40, torch.device("cpu"))
     assert line.startswith("evaluating: Inception features of 2 image sets of 50 images and 40 held-out")
     assert "(140 in all)" in line and "min on 2 CPU cores" in line
-    assert "min" not in _inception_estimate(fakes, torch.zeros(40, 1, 8, 8), torch.device("meta"))
+    assert "min" not in _inception_estimate(fakes, 40, torch.device("meta"))
+    cached = _inception_estimate(fakes, 0, torch.device("cpu"))  # the held-out features come from the cache
+    assert "the held-out images' cached features (100 in all)" in cached
 
 
 def test_the_same_command_again_does_not_evaluate_again_and_a_new_count_does(tmp_path, monkeypatch):

@@ -405,3 +405,12 @@ def test_real_fid_with_real_weights(engine, tmp_path):
     noise = compute_fid(torch.randint(0, 256, (200, 1, 8, 8), dtype=torch.uint8), KEY, lambda: real,
                         engine=engine, weights_path=weights, cache_dir=tmp_path)
     assert 0 <= same["value"] < noise["value"]
+
+
+def test_the_real_images_count_is_announced_only_when_their_features_are_not_cached(tmp_path):
+    extractor, real, fake = StandIn(dim=16), digit_images(200, seed=0), digit_images(60, seed=1)
+    said = []
+    for _ in range(2):
+        fid.compute_inception_metrics({"samples": fake}, KEY, lambda: real, extractor=extractor, cache_dir=tmp_path,
+                                      kid_prc=False, announce=said.append)
+    assert said == [200, 0]  # extracted once, then read from the cache

@@ -247,7 +247,8 @@ def compute_inception_metrics(fakes: dict[str, torch.Tensor], reference_key: dic
                               real_images_fn: Callable[[], torch.Tensor], *, engine: str = "torch-fidelity",
                               weights_path=None, device="cpu", batch_size: int = 50,
                               extractor: torch.nn.Module | None = None, download: bool = False, cache_dir=None,
-                              progress: bool | None = False, kid_prc: bool = True) -> dict[str, dict]:
+                              progress: bool | None = False, kid_prc: bool = True,
+                              announce: Callable[[int], None] | None = None) -> dict[str, dict]:
     """FID, KID and precision/recall of each uint8 image set in ``fakes``, on one extraction of
     its Inception features, against one set of cached real features: {name: {'fid', 'kid', 'prc'}}
     (without 'kid' and 'prc' when ``kid_prc`` is False; vaes/evaluation/feature_metrics.py gives their fields).
@@ -256,11 +257,15 @@ def compute_inception_metrics(fakes: dict[str, torch.Tensor], reference_key: dic
     whatever the number of sets. Each FID is {'value', 'engine', 'engine_version',
     'n_images', 'reference', 'resize', 'weights'}. Weights are resolved first, so a missing
     file fails before any real image is loaded. ``progress``: a tqdm bar per set (None: on a
-    terminal only).
+    terminal only). ``announce``, when given, is told before any feature is extracted how many
+    real images will go through Inception: 0 when their features are cached.
     """
     weights_file = weights_used(engine, weights_path, extractor, download)
     weights = None if weights_file is None else weights_provenance(weights_file)
     full_key = full_reference_key(reference_key, engine, extractor, weights)
+    if announce is not None:
+        cached_file = reference_path(full_key, default_cache_dir() if cache_dir is None else cache_dir).is_file()
+        announce(0 if cached_file else full_key["n"])
     feature_fn = (build_feature_fn(engine, device=device, extractor=extractor) if weights_file is None
                   else _inception_features(engine, weights_file, device))
     mu_real, sigma_real, real = _cached_statistics(real_images_fn, full_key, cache_dir, lambda: feature_fn,

@@ -268,11 +268,13 @@ def fid_metrics(cfg, images: dict, real: torch.Tensor, device) -> dict:
     real = real[:n]
     fakes = {k: v[:n] for k, v in images.items()}
     key = reference_key(cfg, real)
-    print(_inception_estimate(fakes, real, torch.device(device)), file=sys.stderr)
+    def announce(n_real: int) -> None:
+        print(_inception_estimate(fakes, n_real, torch.device(device)), file=sys.stderr)
+
     try:
         scores = compute_inception_metrics(fakes, key, lambda: real,
                                            engine=cfg.fid_engine, weights_path=cfg.fid_weights, device=device,
-                                           cache_dir=_cache(cfg, "fid"), progress=None)
+                                           cache_dir=_cache(cfg, "fid"), progress=None, announce=announce)
     except InceptionWeightsMissing as e:
         if str(e) not in _reported:
             print(f"FID, KID and precision/recall skipped: {e}", file=sys.stderr)
@@ -287,13 +289,14 @@ def fid_metrics(cfg, images: dict, real: torch.Tensor, device) -> dict:
 CPU_SECONDS_PER_IMAGE = 0.14
 
 
-def _inception_estimate(fakes: dict, real: torch.Tensor, device: torch.device) -> str:
-    """The one line said before Inception runs: how many images, and on a CPU about how long
-    (the held-out images count once; a cached reference skips them)."""
+def _inception_estimate(fakes: dict, n_real: int, device: torch.device) -> str:
+    """The one line said before Inception runs: how many images, and on a CPU about how long.
+    ``n_real``: the held-out images that go through it, 0 when their features are cached."""
     sizes = sorted({len(v) for v in fakes.values()})
-    total = sum(len(v) for v in fakes.values()) + len(real)
+    total = sum(len(v) for v in fakes.values()) + n_real
+    real = f"{n_real} held-out images" if n_real else "the held-out images' cached features"
     line = (f"evaluating: Inception features of {len(fakes)} image sets of "
-            f"{'/'.join(map(str, sizes))} images and {len(real)} held-out images ({total} in all)")
+            f"{'/'.join(map(str, sizes))} images and {real} ({total} in all)")
     if device.type == "cpu":
         line += f", about {total * CPU_SECONDS_PER_IMAGE / 60:.1f} min on 2 CPU cores"
     return line
