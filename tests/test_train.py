@@ -32,6 +32,11 @@ def test_cli_writes_the_promised_record(tmp_path):
     assert {"loss", "recon", "kl", "gamma"} <= set(rec["history"][0])
     for k in ("recon_mse", "kl", "gamma", "active_units", "psnr", "neg_elbo"):
         assert k in rec["metrics"]
+    # the line it ends with: the table's single numbers and the headline sets, as recorded
+    line = res.stdout.strip().splitlines()[-1]
+    assert line.startswith(f"finished: {out / 'record.json'}")
+    assert f"  recon_mse={rec['metrics']['recon_mse']['value']:.4g}" in line and "  cfd_samples=" in line
+    assert "gamma=" not in line and "cfd_recon_renorm" not in line  # in record.json only
     assert rec["timings"]["train_images_per_second"] > 0
     assert rec["versions"]["torch"] == torch.__version__ and "git_commit" in rec
     assert not (out / "checkpoint.pt").exists() and (out / "model.pt").is_file()

@@ -16,7 +16,8 @@ import sys
 
 from vaes.cli import EXIT_STATUSES, entry_point, output_refusal, refuse
 from vaes.config import field_help, parse_overrides
-from vaes.evaluation.catalog import value
+from vaes.evaluation.catalog import METRICS, value
+from vaes.evaluation.quality import HEADLINE_SETS
 from vaes.registry import list_variants, variant_options
 from vaes.run import run
 from vaes.store import FolderTaken, RunFolder
@@ -57,8 +58,18 @@ def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
         return refuse(e)
     print(f"{rec.status}: {RunFolder(cfg.out).record_path}"
           + (f"  reason: {rec.reason}" if rec.reason else "")
-          + "".join(f"  {k}={v:.4g}" for k in (rec.metrics or {}) if (v := value(rec.metrics, k)) is not None))
+          + "".join(f"  {k}={v:.4g}" for k in headline_keys(rec.metrics) if (v := value(rec.metrics, k)) is not None))
     return {"finished": 0, "interrupted": 3}.get(rec.status, 1)
+
+
+def headline_keys(metrics: dict | None) -> list[str]:
+    """The record keys a finished run's line shows, in the catalog's order: every single-number
+    metric a table can show, and the per-set ones of the headline sets; record.json has them all."""
+    keys = []
+    for m in METRICS:
+        if m.record and m.field == "value" and m.table is not None:
+            keys += [f"{m.key}_{s}" for s in HEADLINE_SETS] if m.per_set else [m.key]
+    return [k for k in keys if k in (metrics or {})]
 
 
 if __name__ == "__main__":
