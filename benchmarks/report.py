@@ -10,7 +10,7 @@ description, data set, ``reference`` flag and the order of its [[runs]] shape th
 One function writes a report, :func:`write_report` (the CLI and :func:`report_or_say`, which
 the suite runner, cluster array tasks and sweeps call, both use it): it reads every record once
 (benchmarks/reporting/frames.py read_runs) and writes the table model (benchmarks/reporting/table.py, its columns
-from the one list of metrics in benchmarks/reporting/columns.py) through its renderers
+from the one list of metrics, vaes.evaluation.catalog.METRICS) through its renderers
 (benchmarks/reporting/render.py), the figures (benchmarks/reporting/figures.py) and the page (benchmarks/reporting/html.py)
 into one folder.
 """

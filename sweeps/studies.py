@@ -33,8 +33,8 @@ from vaes.variants.balanced import paper_kl_weight
 Objective = Callable[[optuna.Trial, Any], Any]
 
 # Sample-quality metrics of a record, best first: FID needs the Inception weights; the classifier
-# Frechet distance is the offline signal (docs/evaluation.md). Records hold a metric as a float or as
-# {'value': ..., provenance...}.
+# Frechet distance is the offline signal (docs/evaluation.md). A record holds each as an entry with
+# its number under 'value' (vaes.evaluation.catalog).
 QUALITY_METRICS = ("fid_samples", "cfd_samples")
 FALLBACK_METRIC = "neg_elbo"   # always in a finished record (vaes.evaluation.metrics.heldout_metrics)
 

@@ -19,7 +19,7 @@ from benchmarks.suite import load_suite
 from vaes.evaluation import catalog
 from vaes.evaluation.catalog import (EVALUATIONS, FORMAT, METRICS, Metric, declaration, provenance, record_form,
                                      value)
-from vaes.records import Record
+from vaes.records import NotARecord, Record
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = sorted(p.name for p in (REPO / "results").iterdir() if (p / "runs").is_dir())
@@ -180,3 +180,22 @@ def test_one_declaration_takes_a_new_metric_into_the_record_the_frame_the_table_
     table = build_table(frame, {"name": "t"})
     assert "Sharp." in render_markdown(table)
     assert ("sharpness", "sharpness ↑") in figures._metric_specs(frame)
+
+
+@pytest.mark.parametrize("form", ["2", None, 3, True])
+def test_a_format_this_version_does_not_read_is_refused_by_name(form):
+    with pytest.raises(NotARecord, match=f"its format {form!r} is none this vaebench reads"):
+        Record.from_json({"config": {"variant": "beta", "dataset": "digits"}, "format": form})
+
+
+def test_an_older_record_without_metrics_is_written_back_in_the_current_form(tmp_path):
+    rec = Record.from_json({"config": {"variant": "beta", "dataset": "digits"}, "status": "running"})
+    assert rec.format == FORMAT and rec.metrics is None
+    rec.set_metrics(_raw()).write(tmp_path / "record.json")
+    again = Record.read(tmp_path / "record.json")
+    assert again.evaluations == rec.evaluations and again.evaluations["likelihood"]["k"] == 50
+
+
+def test_equal_nan_setups_of_an_older_record_agree():
+    metrics, evaluations = record_form({"likelihood_gamma": float("nan"), "iw_gamma": float("nan"), "iw_nll": 1.0})
+    assert evaluations["likelihood"]["gamma"] != evaluations["likelihood"]["gamma"]  # NaN, kept once

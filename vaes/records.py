@@ -200,7 +200,8 @@ class Record:
     pruner's decision). ``meta`` holds the caller's fields (a suite's ``suite`` and ``label``,
     a trial's number); they sit at the top level of the JSON, beside the fields below, which
     is also where fields this version does not know (from an older or newer vaebench) go.
-    Optional parts are absent from the JSON until the run reaches them.
+    Optional parts are absent from the JSON until the run reaches them; ``format`` (the form of
+    metrics and evaluations, vaes.evaluation.catalog) is always written.
     """
     run_id: str | None
     seed: int | None
@@ -263,6 +264,7 @@ class Record:
         and ``evaluations`` (vaes.evaluation.catalog.record_form); an undeclared metric raises."""
         self.metrics, self.evaluations = record_form(raw, context={
             "jpeg_quality": self.config.get("jpeg_quality"), "n_heldout": (self.data or {}).get("n_heldout")})
+        self.format = FORMAT
         return self
 
     @property
@@ -292,10 +294,14 @@ class Record:
         known.setdefault("run_id", None)
         known.setdefault("seed", obj["config"].get("seed"))
         known.setdefault("status", "running")
-        known["format"] = obj.get("format", 1)
+        form = obj.get("format", 1)
+        if not isinstance(form, int) or isinstance(form, bool) or not 1 <= form <= FORMAT:
+            raise NotARecord(f"{where}: its format {form!r:.20} is none this vaebench reads (1 to {FORMAT}): "
+                             "a newer vaebench wrote it, or it was edited; read it with that version")
+        known["format"] = FORMAT
         # an older form: each metric with its setup beside it, as the evaluation returns it; the same
         # split as a run's (a metrics field that is no object is left for vaes.schema to name)
-        if known["format"] < FORMAT and isinstance(known.get("metrics"), dict):
+        if form < FORMAT and isinstance(known.get("metrics"), dict):
             data = obj.get("data") if isinstance(obj.get("data"), dict) else {}
             try:
                 known["metrics"], known["evaluations"] = record_form(
@@ -304,7 +310,6 @@ class Record:
             except (ValueError, AttributeError, TypeError) as e:
                 raise NotARecord(f"{where}: its metrics cannot be read in the current form ({e}); restore it "
                                  "from a copy, or delete it to run that run again") from None
-            known["format"] = FORMAT
         try:
             return cls(**known, meta={k: v for k, v in obj.items() if k not in names})
         except ValueError as e:

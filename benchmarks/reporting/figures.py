@@ -108,7 +108,7 @@ IMAGE_SETS = (("samples", "samples"), ("stage2", "2-stage samples"), ("recon", "
 
 def _metric_specs(df: pd.DataFrame) -> list[tuple[str, str]]:
     """(column, title) of the metrics the finished runs hold, in the order of METRICS
-    (benchmarks/reporting/columns.py; sample quality first, the lead Inception distance first of all):
+    (vaes.evaluation.catalog, through benchmarks.reporting.columns.metrics_in_order; sample quality first, the lead Inception distance first of all):
     a per-set metric once per image set of IMAGE_SETS."""
     fin = df[df["status"] == "finished"]
     specs = []

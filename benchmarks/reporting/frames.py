@@ -24,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 
+from vaes.evaluation.catalog import declaration
 from vaes.evaluation.metrics import gamma_ratio
 from vaes.records import Record
 from vaes.store import RunFolder, RunIndex, read_index
@@ -95,7 +96,7 @@ def _flat_metrics(rec: Record, where: str) -> dict:
         for field, v in entry.items():
             if field == "evaluation":
                 continue
-            if field == "value" and not _is_number(v):
+            if field == "value" and not _is_number(v) and declaration(name) is not None:
                 raise ValueError(f"{where}: metric {name!r}: expected a number or None, got {v!r}")
             out.update(_scalar(name if field == "value" else f"{name}_{field}", v))
     for name, setup in (rec.evaluations or {}).items():

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from typing import Any
 
 FORMAT = 2  # the record's metrics form; records without a ``format`` field are the older form 1
@@ -38,12 +39,13 @@ EVALUATIONS = {
                   "subsets, precision/recall's k, jpeg_quality",
     "inception": "Inception-v3 features: engine and engine_version, weights (source, sha256), resize, extractor, "
                  "threads, the reference set (dataset, split, n, shape, sha256), KID's subsets, precision/recall's "
-                 "k, jpeg_quality; or missing (the reason)",
+                 "k, jpeg_quality (without weights only the engine: each entry then says why it is missing)",
     "renorm": "the original code's renormalisation of the *_renorm sets (vaes.evaluation.renorm)",
 }
 
 # Fields of a metric entry besides its numbers; everything else an evaluation's output puts
-# beside a number is the evaluation's setup and goes into its provenance.
+# beside a number is the evaluation's setup and goes into its provenance (an FID's reference
+# repeats the engine, weights and resize of the FID itself: those copies are not kept twice).
 ENTRY_FIELDS = ("std", "subset_size", "n_images", "missing")
 
 
@@ -153,7 +155,7 @@ def record_form(raw: dict, *, context: dict | None = None, strict: bool = True) 
 
     def setup(name: str, field: str, value: Any, key: str) -> None:
         prov = evaluations.setdefault(name, {})
-        if field in prov and prov[field] != value:
+        if field in prov and prov[field] != value and not (_nan(prov[field]) and _nan(value)):
             raise ValueError(f"metric {key!r}: its {name} evaluation's {field} is {value!r}, another set's "
                              f"{prov[field]!r}; one record holds one {name} evaluation")
         prov[field] = value
@@ -163,6 +165,8 @@ def record_form(raw: dict, *, context: dict | None = None, strict: bool = True) 
             setup(*SETUP_KEYS[key], value, key)
             continue
         if key == "renorm":
+            if not isinstance(value, dict):
+                raise ValueError(f"'renorm' is {value!r:.60}, not the renormalisation's object of numbers")
             evaluations["renorm"] = copy.deepcopy(value)
             continue
         m = declaration(key)
@@ -207,6 +211,10 @@ def record_form(raw: dict, *, context: dict | None = None, strict: bool = True) 
     for name, prov in evaluations.items():
         evaluations[name] = _nest(prov)
     return metrics, evaluations
+
+
+def _nan(v: Any) -> bool:
+    return isinstance(v, float) and math.isnan(v)
 
 
 def _nest(prov: dict) -> dict:
