@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.reporting.figures import label_palette, plot_curves, plot_metrics, plot_samples, plot_tradeoff
+from benchmarks.reporting.columns import QUALITY_SETS
 from benchmarks.reporting.frames import Runs, read_runs
 from benchmarks.reporting.html import write_html
 from benchmarks.reporting.render import render_latex, render_markdown
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None, *, validate_only: bool = False) -> int:
                    help="suite name or .toml path (caption, row order, defaults of --runs and --out)")
     p.add_argument("--runs", help="folder searched for record.json files (default runs/NAME/runs)")
     p.add_argument("--out", help="where tables and figures go (default runs/NAME)")
-    p.add_argument("--sets", choices=("vaebench", "renorm"),
+    p.add_argument("--sets", choices=tuple(QUALITY_SETS),
                    help="image sets of the quality columns: vaebench's own, or the original code's "
                         "renormalised *_renorm sets (default: the suite's quality_sets, else vaebench)")
     p.add_argument("--allow-dirty", action="store_true",

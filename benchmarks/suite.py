@@ -12,6 +12,7 @@ import re
 import tomllib  # Python 3.11+ (requires-python in pyproject.toml)
 from pathlib import Path
 
+from benchmarks.reporting.columns import QUALITY_SETS
 from vaes.build import dataset_shape, resolve
 from vaes.data import get_dataset, load_dataset
 from vaes.config import TrainConfig, from_dict, run_id
@@ -118,8 +119,8 @@ def check_suite(suite: dict, path: Path, text: str = "") -> None:
         fail(f"name={suite['name']!r}: expected a plain folder name (letters, digits, '.', '_', '-')", key="name")
     if suite.get("seeds", 1) < 1:
         fail(f"seeds={suite['seeds']}: expected a whole number >= 1 (runs seeds 0..N-1)", key="seeds")
-    if suite.get("quality_sets", "vaebench") not in ("vaebench", "renorm"):
-        fail(f"quality_sets={suite['quality_sets']!r}: choose vaebench or renorm", key="quality_sets")
+    if suite.get("quality_sets", "vaebench") not in QUALITY_SETS:
+        fail(f"quality_sets={suite['quality_sets']!r}: choose {' or '.join(QUALITY_SETS)}", key="quality_sets")
     if not suite["runs"]:
         fail("runs is empty: give at least one [[runs]] table with a label and a variant", key="runs")
     base = {"dataset": suite["dataset"]}

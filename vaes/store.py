@@ -189,6 +189,11 @@ class RunFolder:
         """A record of ``cfg`` that begins now (not written yet: :meth:`write`)."""
         return Record.start(run_id=run_id(cfg), seed=cfg.seed, config=to_dict(cfg), meta=meta)
 
+    @staticmethod
+    def _bare(cfg: TrainConfig, meta: dict | None) -> Record:
+        """A record of ``cfg`` that no run process wrote (no versions, no start time)."""
+        return Record(run_id=run_id(cfg), seed=cfg.seed, config=to_dict(cfg), meta=dict(meta or {}))
+
     def write(self, record: Record) -> Record:
         """Write ``record`` atomically (a reader sees the old record or the new one)."""
         return record.write(self.record_path)
@@ -219,7 +224,7 @@ class RunFolder:
 
     def unwritten(self, cfg: TrainConfig, meta: dict | None, reason: str) -> Record:
         """A failed record of ``cfg`` that is not written (beside a damaged record, which is kept)."""
-        return Record(run_id=run_id(cfg), seed=cfg.seed, config=to_dict(cfg), meta=dict(meta or {})).fail(reason)
+        return self._bare(cfg, meta).fail(reason)
 
     def after_process(self, cfg: TrainConfig, meta: dict, exitcode: int, stopped: bool) -> Record:
         """The record a run's own process left once it ended. One left ``running`` (killed, out
@@ -230,7 +235,7 @@ class RunFolder:
             return self.unwritten(cfg, meta, st.damage)
         if st.record is not None and st.record.status != "running":
             return st.record
-        rec = st.record or Record(run_id=run_id(cfg), seed=cfg.seed, config=to_dict(cfg), meta=dict(meta))
+        rec = st.record or self._bare(cfg, meta)
         if stopped:
             return rec.interrupt(f"stopped by a signal (its process ended with exit code {exitcode})")
         return self.end(rec, "failed", f"the run's process ended with exit code {exitcode} before its record did")

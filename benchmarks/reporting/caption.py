@@ -118,18 +118,19 @@ def statistics_sentence(seeds: list) -> str:
             "the seeds cannot tell the row's mean from the bold one.")
 
 
-def _counts(df: pd.DataFrame, sets: list[str], field: str) -> str | None:
-    """The distinct image counts of ``sets`` over finished runs: '300' or '50, 300' (overridden
-    per run); None when none is recorded. ``field``: 'n_images' (the generated images of the
-    sets' Inception metrics) or 'reference_n' (the real images of the Inception evaluation)."""
-    fin = df[df["status"] == "finished"]
-    for metric in ("fid", "kid", "prc"):
-        cols = [c for c in ([f"{metric}_{s}_{field}" for s in sets] if field == "n_images"
-                            else ["inception_reference_n"]) if c in fin]
-        vals = pd.concat([pd.to_numeric(fin[c], errors="coerce") for c in cols]).dropna() if cols else []
-        if len(vals):
-            return ", ".join(f"{int(v):,}" for v in sorted(set(vals)))
-    return None
+def _counts(fin: pd.DataFrame, cols: list[str]) -> str | None:
+    """The distinct counts in ``cols`` of the finished runs ``fin``: '300' or '50, 300'
+    (overridden per run); None when none is recorded."""
+    cols = [c for c in cols if c in fin]
+    vals = pd.concat([pd.to_numeric(fin[c], errors="coerce") for c in cols]).dropna() if cols else []
+    return ", ".join(f"{int(v):,}" for v in sorted(set(vals))) if len(vals) else None
+
+
+def _generated_counts(fin: pd.DataFrame, sets: list[str]) -> str | None:
+    """The generated images of ``sets`` that the first Inception metric recorded (FID, else KID,
+    else precision/recall)."""
+    return next((c for metric in ("fid", "kid", "prc")
+                 if (c := _counts(fin, [f"{metric}_{s}_n_images" for s in sets]))), None)
 
 
 def short_caption(df: pd.DataFrame, name: str, dataset: str, sets: list[str], collapsed: bool) -> list[str]:
@@ -140,7 +141,7 @@ def short_caption(df: pd.DataFrame, name: str, dataset: str, sets: list[str], co
             f"{len(fin)} of {len(df)} runs)" if len(seeds) > 1 else
             f"one seed that finished ({seeds_text(seeds)}; {len(fin)} of {len(df)} runs), no interval")
     out = [f"{display_name(dataset)}, suite {name}: one row per variant, {stat}; '(2-stage)' rows: the second stage's samples."]
-    gen, real = _counts(df, sets, "n_images"), _counts(df, sets, "reference_n")
+    gen, real = _generated_counts(fin, sets), _counts(fin, ["inception_reference_n"])
     if gen:
         out.append(f"Sample metrics on {gen} generated" + (f" vs {real} held-out images." if real else " images per set."))
     out.append("Bold: the best mean of a column (↓ lower, ↑ higher is better)"
