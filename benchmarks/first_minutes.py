@@ -51,7 +51,7 @@ def timed(cmd: list[str], *, cache: Path, log: Path) -> dict:
     if proc.returncode != 0:
         tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-15:])
         raise TimedCommandFailed(f"{' '.join(cmd)} exited {proc.returncode} after {seconds:.0f} s; nothing saved. "
-                            f"Its log ({log}) ends:\n{tail}")
+                                 f"Its log ({log}) ends:\n{tail}")
     shown = " ".join(["python", *cmd[1:]]).replace(str(cache.parent), "$TMP")  # no path of this machine
     return {"command": shown, "seconds": round(seconds, 1), "load_before": load_before,
             "load_after": os.getloadavg()[0]}

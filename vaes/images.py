@@ -45,7 +45,7 @@ def jpeg_round_trip(images: torch.Tensor, quality: int) -> torch.Tensor:
     Both originals store CIFAR-10 this way before training and testing (daib13/TwoStageVAE
     preprocess.py writes each image with scipy's imsave to .jpg, which is PIL at its default
     quality 75, and reads it back; asperti/BalancingVAE's loader does the same through imageio),
-    and Dai confirms in TwoStageVAE issue 9 that it changes FID. Chroma subsampling 4:2:0 is
+    and Dai confirms that it changes FID (https://github.com/daib13/TwoStageVAE/issues/9). Chroma subsampling 4:2:0 is
     named, as PIL's default at quality 75 is; grey images (C = 1) have no chroma to subsample.
     """
     c = images.shape[1]
